@@ -1,0 +1,94 @@
+"""Command line: `python -m app [serve flags]`, `python -m app download REPO`, `python -m app doctor`.
+
+Engine flags are named as `vllm serve` names them, so users can type what they know.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from app.settings import DTYPES, PRESETS, AppPaths, AppSettings, apply_preset, load_settings
+
+# Other commands live in app/commands/<name>.py, each with `main(argv) -> int`.
+SUBCOMMANDS = ("download", "doctor")
+
+
+def serve_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vllm-chat", description="A local chat app running vLLM on your GPU.")
+    p.add_argument("--model", help="model to load at start: a Hugging Face id or a local folder")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="engine preset (default: the saved one)")
+    p.add_argument("--dtype", choices=DTYPES)
+    p.add_argument("--gpu-memory-utilization", type=float)
+    p.add_argument("--max-model-len", type=int)
+    p.add_argument("--quantization")
+    p.add_argument("--tensor-parallel-size", type=int)
+    p.add_argument("--enforce-eager", action="store_true", default=None)
+    p.add_argument("--max-num-seqs", type=int)
+    p.add_argument("--trust-remote-code", action="store_true", default=None,
+                   help="run Python code shipped with the model (only for models you trust)")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1: this computer only)")
+    p.add_argument("--port", type=int, help="port (default 7860)")
+    p.add_argument("--no-browser", action="store_true", help="do not open the browser")
+    p.add_argument("--api-key", help="require this key (Authorization: Bearer KEY) on /v1 and /api")
+    p.add_argument("--auth", help="UI login as USER:PASSWORD (needed with a non-loopback --host)")
+    p.add_argument("--allowed-origins", help="comma-separated origins allowed by CORS (default: none)")
+    p.add_argument("--engine", choices=("local", "remote"), default="local",
+                   help="local: vLLM in this process; remote: an OpenAI-compatible server at --base-url")
+    p.add_argument("--base-url", help="remote engine URL, e.g. http://gpu-box:8000/v1")
+    p.add_argument("--remote-api-key", help="API key of the remote engine")
+    return p
+
+
+def settings_from_args(args: argparse.Namespace, saved: AppSettings) -> AppSettings:
+    """Saved settings with this run's flags on top."""
+    engine = apply_preset(args.preset, saved.engine) if args.preset else saved.engine
+    overrides = {
+        name: getattr(args, name)
+        for name in ("dtype", "gpu_memory_utilization", "max_model_len", "quantization",
+                     "tensor_parallel_size", "enforce_eager", "max_num_seqs", "trust_remote_code")
+        if getattr(args, name) is not None
+    }
+    engine = dataclasses.replace(engine, **overrides)
+    app_overrides = {name: getattr(args, name) for name in ("host", "port", "api_key")
+                     if getattr(args, name) is not None}
+    settings = dataclasses.replace(saved, engine=engine, preset=args.preset or saved.preset, **app_overrides)
+    settings.validate()
+    return settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if argv and argv[0] in SUBCOMMANDS:
+        module = importlib.import_module(f"app.commands.{argv[0]}")
+        return module.main(argv[1:])
+    if argv and argv[0] == "serve":
+        argv = argv[1:]
+    args = serve_parser().parse_args(argv)
+    from app.errors import UserError
+
+    paths = AppPaths.default()
+    try:
+        settings = settings_from_args(args, load_settings(paths))
+    except UserError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if settings.engine.trust_remote_code:
+        print("WARNING: --trust-remote-code runs Python code shipped with the model. Use it only for models "
+              "whose authors you trust.\n警告：--trust-remote-code 会运行模型附带的 Python 代码，仅对可信的模型使用。",
+              file=sys.stderr)
+    from app.application import App
+    from app.server import serve
+
+    app = App.build(settings, paths)
+    serve(app, autoload=args.model, open_browser=not args.no_browser)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""The one app object: settings, paths and the core services, built once at start-up.
+
+Adapters (UI, API, CLI) receive this object; nothing in the core imports them.
+Tests build their own `App` around the shared tiny-model engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+
+from app.engine import Engine
+from app.errors import UserError
+from app.settings import AppPaths, AppSettings, EngineSettings, save_settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class App:
+    paths: AppPaths
+    settings: AppSettings
+    engine: Engine
+    # Tasks we started and must not let the garbage collector drop mid-flight.
+    _tasks: set[asyncio.Task] = field(default_factory=set, repr=False)
+
+    @classmethod
+    def build(cls, settings: AppSettings, paths: AppPaths, engine: Engine | None = None) -> App:
+        paths.create()
+        return cls(paths=paths, settings=settings, engine=engine or Engine())
+
+    def save_settings(self) -> None:
+        save_settings(self.settings, self.paths)
+
+    async def load_model(self, model: str, engine_settings: EngineSettings | None = None,
+                         name: str | None = None) -> None:
+        """Load a model and remember it (and its engine settings) for the next start."""
+        engine_settings = engine_settings or self.settings.engine
+        await self.engine.load(model, engine_settings, name=name)
+        self.settings = dataclasses.replace(self.settings, model=model, engine=engine_settings)
+        self.save_settings()
+
+    def load_model_in_background(self, model: str, engine_settings: EngineSettings | None = None) -> asyncio.Task:
+        """Start loading without waiting; failures show up in `engine.status`."""
+
+        async def run() -> None:
+            try:
+                await self.load_model(model, engine_settings)
+            except UserError as exc:
+                log.warning("%s", exc)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task

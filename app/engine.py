@@ -1,0 +1,528 @@
+"""The engine core: one in-process vLLM `AsyncLLM`, its lifecycle and streaming chat.
+
+No Gradio or HTTP here. The UI, the API and the benchmarks all drive this class.
+Engine objects bind to the event loop they are first used on, so the heavy build
+runs in a worker thread while generation and shutdown stay on the serving loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import enum
+import gc
+import json
+import logging
+import os
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from app.errors import EngineError, SettingsError, UserError
+from app.settings import EngineSettings, SamplingSettings
+
+log = logging.getLogger(__name__)
+
+# On CPU, vLLM would otherwise reserve most of the RAM for the KV cache and refuse to start
+# on a machine that is doing anything else.
+DEFAULT_CPU_KV_CACHE_GIB = 4.0
+
+
+class EngineState(str, enum.Enum):
+    EMPTY = "empty"
+    LOADING = "loading"
+    READY = "ready"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class EngineStatus:
+    """What the engine is doing, for status bars and health checks."""
+
+    state: EngineState
+    model: str | None = None
+    stage: str | None = None  # i18n key of the loading stage
+    error: UserError | None = None
+    since: float = 0.0
+    max_model_len: int | None = None
+    device: str | None = None  # "cuda" or "cpu"
+
+
+@dataclass(frozen=True)
+class ChatDelta:
+    """One streamed step of a reply. Token counts are running totals."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str | None = None
+    ttft: float | None = None  # seconds from request to first token
+    elapsed: float = 0.0  # seconds since the request was made
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str
+    content: str
+
+
+class Engine:
+    """Owns at most one vLLM engine at a time: load, unload, switch, stream."""
+
+    def __init__(self) -> None:
+        self._llm: Any = None
+        self._children: list[psutil.Process] = []
+        self._status = EngineStatus(EngineState.EMPTY, since=time.time())
+        self._lock = asyncio.Lock()
+        self._settings: EngineSettings | None = None
+        self._model_defaults: dict[str, Any] = {}
+
+    # ---- state -------------------------------------------------------------------------
+
+    @property
+    def status(self) -> EngineStatus:
+        return self._status
+
+    @property
+    def model_name(self) -> str | None:
+        return self._status.model if self._status.state == EngineState.READY else None
+
+    @property
+    def max_model_len(self) -> int | None:
+        return self._llm.model_config.max_model_len if self._llm is not None else None
+
+    @property
+    def vllm(self) -> Any:
+        """The underlying AsyncLLM (for metrics and benchmarks); None when nothing is loaded."""
+        return self._llm
+
+    @property
+    def settings(self) -> EngineSettings | None:
+        return self._settings
+
+    def num_unfinished_requests(self) -> int:
+        return self._llm.get_num_unfinished_requests() if self._llm is not None else 0
+
+    def child_pids(self) -> list[int]:
+        return [p.pid for p in self._children]
+
+    def _set(self, state: EngineState, **fields: Any) -> None:
+        self._status = EngineStatus(state, since=time.time(), **fields)
+
+    # ---- lifecycle ---------------------------------------------------------------------
+
+    async def load(self, model: str, settings: EngineSettings, name: str | None = None) -> None:
+        """Load `model` (a local folder or a Hugging Face id), replacing whatever is loaded.
+
+        Raises EngineError with a user-facing message on failure; the engine is then
+        FAILED (with that reason) and can load again.
+        """
+        async with self._lock:
+            await self._unload_locked()
+            name = name or _display_name(model)
+            self._set(EngineState.LOADING, model=name, stage="engine.stage_checking")
+            try:
+                settings.validate()
+                _check_model_files(model)
+                self._set(EngineState.LOADING, model=name, stage="engine.stage_starting")
+                args = _engine_args(model, name, settings)
+                before = {p.pid for p in psutil.Process().children(recursive=True)}
+                try:
+                    llm = await asyncio.to_thread(_build_llm, args)
+                finally:
+                    # The EngineCore and its workers; multiprocessing's resource tracker
+                    # also appears here but lives as long as we do.
+                    self._children = [
+                        p
+                        for p in psutil.Process().children(recursive=True)
+                        if p.pid not in before and _is_vllm_process(p)
+                    ]
+                self._llm = llm
+                self._settings = settings
+                self._model_defaults = llm.model_config.get_diff_sampling_param()
+                self._set(
+                    EngineState.READY,
+                    model=name,
+                    max_model_len=llm.model_config.max_model_len,
+                    device=_device_type(),
+                )
+            except Exception as exc:  # every failure becomes a message; the app stays up
+                error = exc if isinstance(exc, UserError) else explain_load_error(exc, model, settings)
+                log.warning("loading %s failed: %s", model, exc, exc_info=not isinstance(exc, UserError))
+                await self._unload_locked()
+                self._set(EngineState.FAILED, model=name, error=error)
+                raise error from exc
+
+    async def unload(self) -> None:
+        async with self._lock:
+            await self._unload_locked()
+            self._set(EngineState.EMPTY)
+
+    async def _unload_locked(self) -> None:
+        llm, self._llm = self._llm, None
+        self._settings = None
+        self._model_defaults = {}
+        if llm is not None:
+            llm.shutdown()
+        # Wait for the EngineCore process to be gone: only then is the device memory free
+        # for the next engine, which checks free memory at start.
+        if llm is not None:
+            # Drop the last references now: a later __del__ at interpreter exit runs vLLM's
+            # shutdown again after its module globals are gone.
+            del llm
+            gc.collect()
+        children, self._children = self._children, []
+        alive = [p for p in children if p.is_running()]
+        if alive:
+            _, alive = await asyncio.to_thread(psutil.wait_procs, alive, 30)
+            for proc in alive:
+                proc.kill()
+
+    # ---- generation --------------------------------------------------------------------
+
+    def resolve_sampling(self, overrides: Mapping[str, Any] | None = None) -> SamplingSettings:
+        """App defaults, then the model's generation_config, then what the caller set."""
+        values = {**_model_defaults_as_settings(self._model_defaults), **(overrides or {})}
+        sampling = SamplingSettings.from_dict(values)
+        sampling.validate()
+        return sampling
+
+    async def stream_chat(
+        self,
+        messages: Sequence[Message | Mapping[str, str]],
+        sampling: SamplingSettings,
+        request_id: str | None = None,
+    ) -> AsyncIterator[ChatDelta]:
+        """Stream a reply to `messages` rendered with the model's own chat template."""
+        llm = self._require_ready()
+        sampling.validate()
+        conversation = [_as_message_dict(m) for m in messages]
+        if not conversation:
+            raise EngineError("engine.empty_chat")
+        from vllm.renderers import ChatParams
+
+        try:
+            _, prompts = await llm.renderer.render_chat_async([conversation], ChatParams())
+        except Exception as exc:
+            raise _explain_render_error(exc, llm) from exc
+        async for delta in self._generate(llm, prompts[0], sampling, request_id):
+            yield delta
+
+    async def stream_completion(
+        self, prompt: str, sampling: SamplingSettings, request_id: str | None = None
+    ) -> AsyncIterator[ChatDelta]:
+        """Stream a continuation of a raw text prompt (no chat template)."""
+        llm = self._require_ready()
+        sampling.validate()
+        from vllm.inputs import parse_model_prompt
+
+        try:
+            parsed = parse_model_prompt(llm.model_config, prompt)
+            (engine_input,) = await llm.renderer.render_cmpl_async([parsed], llm.renderer.default_cmpl_tok_params)
+        except Exception as exc:
+            raise _explain_render_error(exc, llm) from exc
+        async for delta in self._generate(llm, engine_input, sampling, request_id):
+            yield delta
+
+    def count_prompt_tokens(self, engine_input: Any) -> int:
+        return len(_prompt_token_ids(engine_input))
+
+    async def abort(self, request_id: str) -> None:
+        if self._llm is not None:
+            await self._llm.abort(request_id)
+
+    def _require_ready(self) -> Any:
+        if self._llm is None or self._status.state != EngineState.READY:
+            if self._status.state == EngineState.LOADING:
+                raise EngineError("engine.still_loading", model=self._status.model)
+            raise EngineError("engine.no_model")
+        return self._llm
+
+    async def _generate(
+        self, llm: Any, engine_input: Any, sampling: SamplingSettings, request_id: str | None
+    ) -> AsyncIterator[ChatDelta]:
+        from vllm.sampling_params import RequestOutputKind
+
+        max_len = llm.model_config.max_model_len
+        prompt_tokens = len(_prompt_token_ids(engine_input))
+        if prompt_tokens >= max_len:
+            raise EngineError("engine.prompt_too_long", tokens=prompt_tokens, max_len=max_len)
+        # Like other chat apps, a reply is cut at the end of the context instead of refused.
+        max_tokens = min(sampling.max_tokens, max_len - prompt_tokens)
+        params = _sampling_params(sampling, max_tokens, RequestOutputKind.DELTA)
+        request_id = request_id or uuid.uuid4().hex
+        start = time.perf_counter()
+        ttft: float | None = None
+        completion_tokens = 0
+        finished = False
+        try:
+            async for out in llm.generate(engine_input, params, request_id):
+                completion = out.outputs[0]
+                completion_tokens += len(completion.token_ids)
+                now = time.perf_counter() - start
+                if ttft is None and completion.token_ids:
+                    ttft = now
+                finished = out.finished
+                yield ChatDelta(
+                    text=completion.text,
+                    prompt_tokens=prompt_tokens,
+                    completion_tokens=completion_tokens,
+                    finish_reason=completion.finish_reason if out.finished else None,
+                    ttft=ttft,
+                    elapsed=now,
+                )
+        except UserError:
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            raise
+        except Exception as exc:
+            raise _explain_generate_error(exc, prompt_tokens, max_len) from exc
+        finally:
+            # A consumer that stops iterating (Stop button, closed tab, dropped HTTP client)
+            # must free its slot in the engine, not just stop reading.
+            if not finished and self._llm is llm:
+                await llm.abort(request_id)
+
+
+# ---- helpers: engine arguments ------------------------------------------------------------
+
+
+def _build_llm(args: Any) -> Any:
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    return AsyncLLM.from_engine_args(args)
+
+
+def on_cpu() -> bool:
+    from vllm.platforms import current_platform
+
+    return current_platform.is_cpu()
+
+
+def _device_type() -> str:
+    return "cpu" if on_cpu() else "cuda"
+
+
+def _engine_args(model: str, name: str, settings: EngineSettings) -> Any:
+    from vllm.engine.arg_utils import AsyncEngineArgs
+
+    kwargs: dict[str, Any] = dict(
+        model=model,
+        served_model_name=[name],
+        dtype=settings.dtype,
+        gpu_memory_utilization=settings.gpu_memory_utilization,
+        max_model_len=settings.max_model_len,
+        quantization=settings.quantization,
+        tensor_parallel_size=settings.tensor_parallel_size,
+        enforce_eager=settings.enforce_eager,
+        trust_remote_code=settings.trust_remote_code,
+        disable_log_stats=False,
+        enable_log_requests=False,
+    )
+    for key in ("max_num_seqs", "max_num_batched_tokens", "enable_chunked_prefill"):
+        if getattr(settings, key) is not None:
+            kwargs[key] = getattr(settings, key)
+    if on_cpu():
+        # Inductor compilation takes minutes on CPU for no gain at chat sizes.
+        kwargs["enforce_eager"] = True
+        if settings.cpu_kv_cache_gib is not None:
+            kwargs["kv_cache_memory_bytes"] = int(settings.cpu_kv_cache_gib * 2**30)
+        elif "VLLM_CPU_KVCACHE_SPACE" not in os.environ:
+            kwargs["kv_cache_memory_bytes"] = int(DEFAULT_CPU_KV_CACHE_GIB * 2**30)
+    return AsyncEngineArgs(**kwargs)
+
+
+def _is_vllm_process(proc: psutil.Process) -> bool:
+    try:
+        return proc.name().startswith("VLLM::")
+    except psutil.Error:
+        return False
+
+
+def _display_name(model: str) -> str:
+    path = Path(model).expanduser()
+    if path.is_dir():
+        # Cached snapshots look like models--org--name/snapshots/<hash>: show org/name.
+        for parent in path.parents:
+            if parent.name.startswith("models--"):
+                return parent.name[len("models--") :].replace("--", "/")
+        return path.name
+    return model
+
+
+_HF_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
+
+
+def _looks_like_path(model: str) -> bool:
+    """Hugging Face ids are `name` or `org/name`; anything else is meant as a folder."""
+    return model.startswith((".", "~")) or not _HF_ID.match(model)
+
+
+def _check_model_files(model: str) -> None:
+    """Catch the common local-folder mistakes before vLLM turns them into a stack trace."""
+    path = Path(model).expanduser()
+    if not path.exists():
+        if _looks_like_path(model):
+            raise EngineError("engine.model_missing", path=model)
+        return  # a Hugging Face id: vLLM resolves it through the cache
+    if not path.is_dir():
+        raise EngineError("engine.model_not_folder", path=model)
+    if not (path / "config.json").is_file():
+        raise EngineError("engine.no_config", path=model)
+    try:
+        json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except ValueError:
+        raise EngineError("engine.corrupt_files", path=model, file="config.json") from None
+    weights = list(path.glob("*.safetensors")) + list(path.glob("*.bin")) + list(path.glob("*.pt"))
+    if not weights:
+        raise EngineError("engine.no_weights", path=model)
+    for file in path.glob("*.safetensors"):
+        if not _safetensors_header_ok(file):
+            raise EngineError("engine.corrupt_files", path=model, file=file.name)
+
+
+def _safetensors_header_ok(file: Path) -> bool:
+    """A truncated or half-downloaded safetensors file fails this cheap header check."""
+    try:
+        size = file.stat().st_size
+        with file.open("rb") as f:
+            header_len = int.from_bytes(f.read(8), "little")
+            if header_len <= 0 or 8 + header_len > size:
+                return False
+            header = json.loads(f.read(header_len))
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        return 8 + header_len + end <= size
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+# ---- helpers: sampling --------------------------------------------------------------------
+
+
+def _model_defaults_as_settings(defaults: Mapping[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in dataclasses.fields(SamplingSettings)}
+    return {k: v for k, v in defaults.items() if k in names and k != "max_tokens"}
+
+
+def _sampling_params(sampling: SamplingSettings, max_tokens: int, output_kind: Any) -> Any:
+    from vllm import SamplingParams
+
+    return SamplingParams(
+        temperature=sampling.temperature,
+        top_p=sampling.top_p,
+        top_k=sampling.top_k if sampling.top_k > 0 else 0,
+        min_p=sampling.min_p,
+        max_tokens=max_tokens,
+        repetition_penalty=sampling.repetition_penalty,
+        presence_penalty=sampling.presence_penalty,
+        frequency_penalty=sampling.frequency_penalty,
+        seed=sampling.seed,
+        stop=list(sampling.stop) or None,
+        ignore_eos=sampling.ignore_eos,
+        output_kind=output_kind,
+    )
+
+
+def _as_message_dict(message: Message | Mapping[str, Any]) -> dict[str, str]:
+    if isinstance(message, Message):
+        role, content = message.role, message.content
+    else:
+        role, content = message.get("role"), message.get("content")
+    if role not in ("system", "user", "assistant"):
+        raise EngineError("engine.bad_role", role=role)
+    return {"role": role, "content": content_text(content)}
+
+
+def content_text(content: Any) -> str:
+    """Message content as plain text: a string, or a list of text blocks (Gradio, OpenAI)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, Mapping):
+        return str(content.get("text", ""))
+    if isinstance(content, Sequence):
+        return "".join(content_text(part) for part in content)
+    return str(content)
+
+
+def _prompt_token_ids(engine_input: Any) -> list[int]:
+    if isinstance(engine_input, Mapping):
+        ids = engine_input.get("prompt_token_ids")
+        if ids is None and "prompt" in engine_input:
+            ids = engine_input["prompt"].get("prompt_token_ids") if isinstance(engine_input["prompt"], Mapping) else None
+        return list(ids or [])
+    return list(getattr(engine_input, "prompt_token_ids", None) or [])
+
+
+# ---- helpers: turning vLLM's errors into sentences ----------------------------------------
+
+
+def _error_text(exc: BaseException) -> str:
+    parts = []
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        parts.append(f"{type(exc).__name__}: {exc}")
+        exc = exc.__cause__ or exc.__context__
+    return "\n".join(parts)
+
+
+def explain_load_error(exc: BaseException, model: str, settings: EngineSettings) -> EngineError:
+    text = _error_text(exc)
+    if isinstance(exc, SettingsError):
+        return exc
+    if m := re.search(r"estimated maximum model length is (\d+)", text):
+        return EngineError(
+            "engine.load_oom_len",
+            max_len=settings.max_model_len or "auto",
+            fits=m.group(1),
+            util=settings.gpu_memory_utilization,
+        )
+    if re.search(r"out of memory|No available memory for the cache blocks|Insufficient memory|"
+                 r"free memory on device|KV cache is needed|larger than the available KV cache", text, re.I):
+        return EngineError("engine.load_oom", util=settings.gpu_memory_utilization)
+    if re.search(r"trust_remote_code|trust-remote-code", text):
+        return EngineError("engine.needs_trust_remote_code", model=model)
+    if m := re.search(r"architectures? \[?'?([\w.]+)'?\]? (?:are|is) not supported", text) or re.search(
+        r"Model architectures \['?([\w.]+)", text
+    ):
+        return EngineError("engine.unknown_arch", arch=m.group(1))
+    if m := re.search(r"max_model_len.*?\((\d+)\).*?(?:max_position_embeddings|derived max_model_len).*?(\d+)",
+                      text, re.S | re.I) or re.search(r"User-specified max_model_len \((\d+)\) is greater than "
+                                                      r"the derived max_model_len \(\w+=(\d+)", text):
+        return EngineError("engine.max_len_too_big", asked=m.group(1), limit=m.group(2))
+    if re.search(r"safetensors|HeaderTooSmall|HeaderTooLarge|invalid load key|unexpected EOF|corrupt", text, re.I):
+        return EngineError("engine.corrupt_files", path=model, file="*.safetensors")
+    if re.search(r"RepositoryNotFound|not a valid model identifier|does not appear to have a file named "
+                 r"config.json|Invalid repository ID|LocalEntryNotFound|offline", text, re.I):
+        return EngineError("engine.model_not_found", model=model)
+    if "Engine core initialization failed" in text:
+        return EngineError("engine.core_failed", util=settings.gpu_memory_utilization)
+    return EngineError("engine.load_failed", reason=str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__)
+
+
+def _explain_render_error(exc: BaseException, llm: Any) -> EngineError:
+    text = _error_text(exc)
+    if getattr(exc, "parameter", None) == "input_tokens":
+        return EngineError("engine.prompt_too_long", tokens=exc.value, max_len=llm.model_config.max_model_len)
+    if "chat template" in text.lower() or "chat_template" in text:
+        return EngineError("engine.no_chat_template")
+    if m := re.search(r"(?:length|contains|prompt of) (\d+).*?(?:maximum|max)[^\d]*(\d+)", text, re.S | re.I):
+        return EngineError("engine.prompt_too_long", tokens=m.group(1), max_len=m.group(2))
+    return EngineError("engine.request_failed", reason=str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__)
+
+
+def _explain_generate_error(exc: BaseException, prompt_tokens: int, max_len: int) -> EngineError:
+    text = _error_text(exc)
+    if "maximum model length" in text or "max_model_len" in text:
+        return EngineError("engine.prompt_too_long", tokens=prompt_tokens, max_len=max_len)
+    if "EngineDeadError" in text or "EngineDead" in type(exc).__name__:
+        return EngineError("engine.dead")
+    return EngineError("engine.request_failed", reason=str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__)

@@ -1,0 +1,87 @@
+"""Builds the one HTTP server: FastAPI whose lifespan owns the engine, with the API,
+metrics and the Gradio UI mounted on it, all on one port (default 127.0.0.1:7860)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+import webbrowser
+from collections.abc import AsyncIterator
+
+# Private app: no usage analytics leave the machine. Set before Gradio is imported.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from fastapi import FastAPI  # noqa: E402
+
+from app.application import App  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+
+def build_http_app(app: App, autoload: str | None = None, unload_on_exit: bool = True) -> FastAPI:
+    """The FastAPI app with everything mounted. `autoload` starts loading that model at start-up;
+    `unload_on_exit=False` leaves the engine loaded (tests share one engine between servers)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if autoload:
+            app.load_model_in_background(autoload)
+        try:
+            yield
+        finally:
+            if unload_on_exit:
+                # Frees the GPU: the EngineCore process must not outlive the app.
+                await app.engine.unload()
+
+    http = FastAPI(title="vllm-chat", lifespan=lifespan, docs_url=None, redoc_url=None)
+
+    @http.get("/healthz")
+    async def healthz() -> dict:
+        status = app.engine.status
+        return {"state": status.state.value, "model": status.model}
+
+    from app.ui.layout import mount_ui
+
+    # The UI is mounted last, at "/": routes registered after it would be shadowed.
+    return mount_ui(http, app)
+
+
+def serve(app: App, autoload: str | None = None, open_browser: bool = True) -> None:
+    import uvicorn
+
+    host, port = app.settings.host, app.settings.port
+    if not _port_free(host, port):
+        raise SystemExit(
+            f"Port {port} on {host} is already in use (is vllm-chat already running?). "
+            f"Close the other program or start with --port {port + 1}.\n"
+            f"端口 {port} 已被占用（是否已在运行 vllm-chat？）。请关闭占用的程序，或使用 --port {port + 1} 启动。"
+        )
+    http = build_http_app(app, autoload=autoload)
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    server = uvicorn.Server(uvicorn.Config(http, host=host, port=port, log_level="info", timeout_graceful_shutdown=5))
+    if open_browser:
+        threading.Thread(target=_open_when_up, args=(server, url), daemon=True).start()
+    print(f"vllm-chat: open {url} in your browser / 在浏览器中打开 {url}", flush=True)
+    server.run()
+
+
+def _open_when_up(server: object, url: str) -> None:
+    for _ in range(600):
+        if getattr(server, "started", False):
+            webbrowser.open(url)
+            return
+        time.sleep(0.1)
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True

@@ -1,0 +1,159 @@
+"""Shared fixtures: the tiny model, one real vLLM engine for the whole session, and app servers.
+
+vLLM engine objects bind to the event loop they first run on, so the session owns one
+event loop in a background thread ("the engine loop"). The shared engine, and every
+HTTP server a test starts around it, live on that loop; tests hand it coroutines with
+`engine_loop.run(coro)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import threading
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# vLLM on CPU otherwise reserves most of the RAM for its KV cache.
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+# Nothing in the tests may reach the internet hub by accident.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from app.engine import Engine  # noqa: E402
+from app.settings import EngineSettings  # noqa: E402
+from tests.tiny_model import build_tiny_model  # noqa: E402
+
+TEST_MAX_MODEL_LEN = 512
+
+
+class EngineLoop:
+    """An event loop running in its own thread for the whole test session."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="engine-loop", daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, Any], timeout: float = 300) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="session")
+def engine_loop() -> Iterator[EngineLoop]:
+    loop = EngineLoop()
+    yield loop
+    loop.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Qwen2-architecture tiny chat model folder."""
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-qwen2")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_no_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A second model (Llama architecture) without a chat template."""
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-llama", arch="llama", chat_template=False)
+
+
+def test_engine_settings() -> EngineSettings:
+    return EngineSettings(max_model_len=TEST_MAX_MODEL_LEN, enforce_eager=True)
+
+
+@pytest.fixture(scope="session")
+def engine(engine_loop: EngineLoop, tiny_model: Path) -> Iterator[Engine]:
+    """The one shared engine with the tiny model loaded (about 20-30 s to start on 2 cores)."""
+    eng = Engine()
+    engine_loop.run(eng.load(str(tiny_model), test_engine_settings()))
+    yield eng
+    engine_loop.run(eng.unload())
+
+
+@pytest.fixture
+def app_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private app home (settings, history, logs) for one test."""
+    monkeypatch.setenv("VLLM_CHAT_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def collect(stream: Any) -> list[Any]:
+    return [item async for item in stream]
+
+
+class RunningServer:
+    """The app's real HTTP server (API + UI) on a free loopback port, on the engine loop."""
+
+    def __init__(self, engine_loop: EngineLoop, http: Any) -> None:
+        import uvicorn
+
+        self.engine_loop = engine_loop
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(
+            uvicorn.Config(http, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        )
+        self.task = engine_loop.run(self._start())
+
+    async def _start(self) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(self.server.serve())
+        for _ in range(600):
+            if self.server.started:
+                return task
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.05)
+        raise TimeoutError("server did not start")
+
+    def stop(self) -> None:
+        async def _stop() -> None:
+            self.server.should_exit = True
+            await self.task
+
+        self.engine_loop.run(_stop(), timeout=60)
+
+
+@pytest.fixture
+def make_app(app_home: Path) -> Any:
+    """Build an App (private home, default settings) around a given engine."""
+    from app.application import App
+    from app.settings import AppPaths, AppSettings
+
+    def make(engine: Any, settings: AppSettings | None = None) -> App:
+        return App.build(settings or AppSettings(), AppPaths.default(), engine=engine)
+
+    return make
+
+
+@pytest.fixture
+def start_server(engine_loop: EngineLoop) -> Iterator[Any]:
+    """start_server(app, **build_http_app kwargs) -> RunningServer; stopped after the test.
+    The shared engine stays loaded when the server stops."""
+    from app.server import build_http_app
+
+    servers: list[RunningServer] = []
+
+    def start(app: Any, **kwargs: Any) -> RunningServer:
+        kwargs.setdefault("unload_on_exit", False)
+        server = RunningServer(engine_loop, build_http_app(app, **kwargs))
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
