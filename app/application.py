@@ -11,6 +11,7 @@ import dataclasses
 import logging
 from dataclasses import dataclass, field
 
+from app.conversations import Conversations
 from app.engine import Engine
 from app.errors import UserError
 from app.settings import AppPaths, AppSettings, EngineSettings, save_settings
@@ -23,13 +24,15 @@ class App:
     paths: AppPaths
     settings: AppSettings
     engine: Engine
+    conversations: Conversations
     # Tasks we started and must not let the garbage collector drop mid-flight.
     _tasks: set[asyncio.Task] = field(default_factory=set, repr=False)
 
     @classmethod
     def build(cls, settings: AppSettings, paths: AppPaths, engine: Engine | None = None) -> App:
         paths.create()
-        return cls(paths=paths, settings=settings, engine=engine or Engine())
+        return cls(paths=paths, settings=settings, engine=engine or Engine(),
+                   conversations=Conversations(paths.history_db))
 
     def save_settings(self) -> None:
         save_settings(self.settings, self.paths)
