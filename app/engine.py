@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 DEFAULT_CPU_KV_CACHE_GIB = 4.0
 
 
-class EngineState(str, enum.Enum):
+class EngineState(enum.StrEnum):
     EMPTY = "empty"
     LOADING = "loading"
     READY = "ready"
@@ -220,7 +220,7 @@ class Engine:
         """Stream a continuation of a raw text prompt (no chat template)."""
         llm = self._require_ready()
         sampling.validate()
-        from vllm.inputs import parse_model_prompt
+        from vllm.renderers.inputs.preprocess import parse_model_prompt
 
         try:
             parsed = parse_model_prompt(llm.model_config, prompt)
@@ -456,7 +456,9 @@ def _prompt_token_ids(engine_input: Any) -> list[int]:
     if isinstance(engine_input, Mapping):
         ids = engine_input.get("prompt_token_ids")
         if ids is None and "prompt" in engine_input:
-            ids = engine_input["prompt"].get("prompt_token_ids") if isinstance(engine_input["prompt"], Mapping) else None
+            ids = (
+                engine_input["prompt"].get("prompt_token_ids") if isinstance(engine_input["prompt"], Mapping) else None
+            )
         return list(ids or [])
     return list(getattr(engine_input, "prompt_token_ids", None) or [])
 
@@ -485,8 +487,12 @@ def explain_load_error(exc: BaseException, model: str, settings: EngineSettings)
             fits=m.group(1),
             util=settings.gpu_memory_utilization,
         )
-    if re.search(r"out of memory|No available memory for the cache blocks|Insufficient memory|"
-                 r"free memory on device|KV cache is needed|larger than the available KV cache", text, re.I):
+    if re.search(
+        r"out of memory|No available memory for the cache blocks|Insufficient memory|"
+        r"free memory on device|KV cache is needed|larger than the available KV cache",
+        text,
+        re.I,
+    ):
         return EngineError("engine.load_oom", util=settings.gpu_memory_utilization)
     if re.search(r"trust_remote_code|trust-remote-code", text):
         return EngineError("engine.needs_trust_remote_code", model=model)
@@ -494,14 +500,22 @@ def explain_load_error(exc: BaseException, model: str, settings: EngineSettings)
         r"Model architectures \['?([\w.]+)", text
     ):
         return EngineError("engine.unknown_arch", arch=m.group(1))
-    if m := re.search(r"max_model_len.*?\((\d+)\).*?(?:max_position_embeddings|derived max_model_len).*?(\d+)",
-                      text, re.S | re.I) or re.search(r"User-specified max_model_len \((\d+)\) is greater than "
-                                                      r"the derived max_model_len \(\w+=(\d+)", text):
+    if m := re.search(
+        r"max_model_len.*?\((\d+)\).*?(?:max_position_embeddings|derived max_model_len).*?(\d+)", text, re.S | re.I
+    ) or re.search(
+        r"User-specified max_model_len \((\d+)\) is greater than "
+        r"the derived max_model_len \(\w+=(\d+)",
+        text,
+    ):
         return EngineError("engine.max_len_too_big", asked=m.group(1), limit=m.group(2))
     if re.search(r"safetensors|HeaderTooSmall|HeaderTooLarge|invalid load key|unexpected EOF|corrupt", text, re.I):
         return EngineError("engine.corrupt_files", path=model, file="*.safetensors")
-    if re.search(r"RepositoryNotFound|not a valid model identifier|does not appear to have a file named "
-                 r"config.json|Invalid repository ID|LocalEntryNotFound|offline", text, re.I):
+    if re.search(
+        r"RepositoryNotFound|not a valid model identifier|does not appear to have a file named "
+        r"config.json|Invalid repository ID|LocalEntryNotFound|offline",
+        text,
+        re.I,
+    ):
         return EngineError("engine.model_not_found", model=model)
     if "Engine core initialization failed" in text:
         return EngineError("engine.core_failed", util=settings.gpu_memory_utilization)
@@ -516,7 +530,9 @@ def _explain_render_error(exc: BaseException, llm: Any) -> EngineError:
         return EngineError("engine.no_chat_template")
     if m := re.search(r"(?:length|contains|prompt of) (\d+).*?(?:maximum|max)[^\d]*(\d+)", text, re.S | re.I):
         return EngineError("engine.prompt_too_long", tokens=m.group(1), max_len=m.group(2))
-    return EngineError("engine.request_failed", reason=str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__)
+    return EngineError(
+        "engine.request_failed", reason=str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+    )
 
 
 def _explain_generate_error(exc: BaseException, prompt_tokens: int, max_len: int) -> EngineError:
@@ -525,4 +541,6 @@ def _explain_generate_error(exc: BaseException, prompt_tokens: int, max_len: int
         return EngineError("engine.prompt_too_long", tokens=prompt_tokens, max_len=max_len)
     if "EngineDeadError" in text or "EngineDead" in type(exc).__name__:
         return EngineError("engine.dead")
-    return EngineError("engine.request_failed", reason=str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__)
+    return EngineError(
+        "engine.request_failed", reason=str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+    )

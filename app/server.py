@@ -15,16 +15,24 @@ from collections.abc import AsyncIterator
 # Private app: no usage analytics leave the machine. Set before Gradio is imported.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from fastapi import FastAPI  # noqa: E402
+from fastapi import FastAPI, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 
-from app.application import App  # noqa: E402
+from app.api import install_api
+from app.api.security import Access, check_exposure
+from app.application import App
+from app.errors import UserError
 
 log = logging.getLogger(__name__)
 
 
-def build_http_app(app: App, autoload: str | None = None, unload_on_exit: bool = True) -> FastAPI:
+def build_http_app(
+    app: App, autoload: str | None = None, unload_on_exit: bool = True, access: Access | None = None
+) -> FastAPI:
     """The FastAPI app with everything mounted. `autoload` starts loading that model at start-up;
-    `unload_on_exit=False` leaves the engine loaded (tests share one engine between servers)."""
+    `unload_on_exit=False` leaves the engine loaded (tests share one engine between servers);
+    `access` holds the UI login and CORS origins (the API key is a setting)."""
+    access = access or Access()
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -44,23 +52,34 @@ def build_http_app(app: App, autoload: str | None = None, unload_on_exit: bool =
         status = app.engine.status
         return {"state": status.state.value, "model": status.model}
 
+    @http.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(app.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    install_api(http, app, access)
+
     from app.ui.layout import mount_ui
 
     # The UI is mounted last, at "/": routes registered after it would be shadowed.
-    return mount_ui(http, app)
+    return mount_ui(http, app, auth=access.ui_auth)
 
 
-def serve(app: App, autoload: str | None = None, open_browser: bool = True) -> None:
+def serve(app: App, autoload: str | None = None, open_browser: bool = True, access: Access | None = None) -> None:
     import uvicorn
 
+    access = access or Access()
     host, port = app.settings.host, app.settings.port
+    try:
+        check_exposure(host, app.settings.api_key, access.ui_auth)
+    except UserError as exc:
+        raise SystemExit(f"{exc.message('en')}\n{exc.message('zh-CN')}") from None
     if not _port_free(host, port):
         raise SystemExit(
             f"Port {port} on {host} is already in use (is vllm-chat already running?). "
             f"Close the other program or start with --port {port + 1}.\n"
             f"端口 {port} 已被占用（是否已在运行 vllm-chat？）。请关闭占用的程序，或使用 --port {port + 1} 启动。"
         )
-    http = build_http_app(app, autoload=autoload)
+    http = build_http_app(app, autoload=autoload, access=access)
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     server = uvicorn.Server(uvicorn.Config(http, host=host, port=port, log_level="info", timeout_graceful_shutdown=5))
     if open_browser:

@@ -55,7 +55,9 @@ class EngineSettings:
                 choices=", ".join(q or "none" for q in QUANTIZATIONS),
             )
         if self.tensor_parallel_size < 1:
-            raise SettingsError("settings.too_small", name="tensor_parallel_size", value=self.tensor_parallel_size, low=1)
+            raise SettingsError(
+                "settings.too_small", name="tensor_parallel_size", value=self.tensor_parallel_size, low=1
+            )
         if self.max_num_seqs is not None and self.max_num_seqs < 1:
             raise SettingsError("settings.too_small", name="max_num_seqs", value=self.max_num_seqs, low=1)
         if self.max_num_batched_tokens is not None and self.max_num_batched_tokens < 16:
@@ -92,8 +94,13 @@ class SamplingSettings:
         if self.max_tokens < 1:
             raise SettingsError("settings.too_small", name="max_tokens", value=self.max_tokens, low=1)
         if not (0.0 < self.repetition_penalty <= 2.0):
-            raise SettingsError("settings.out_of_range", name="repetition_penalty", value=self.repetition_penalty,
-                                low="0 (excluded)", high=2.0)
+            raise SettingsError(
+                "settings.out_of_range",
+                name="repetition_penalty",
+                value=self.repetition_penalty,
+                low="0 (excluded)",
+                high=2.0,
+            )
         _check_range("presence_penalty", self.presence_penalty, -2.0, 2.0)
         _check_range("frequency_penalty", self.frequency_penalty, -2.0, 2.0)
         if self.seed is not None and self.seed < 0:
