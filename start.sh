@@ -5,6 +5,12 @@
 #   ./start.sh test [pytest args]   install with test extras, then run the test suite
 #   ./start.sh --install-only   install (or update) and stop
 #   ./start.sh --print-plan     say what would be installed, and why, and stop
+#   ./start.sh --install-shortcut   add "vLLM Chat" to the desktop's application menu (Linux)
+#   ./start.sh --stop           stop the app this script started (frees the GPU)
+#
+# The app runs as a child of this script, in its own process group: closing the terminal,
+# Ctrl+C or --stop shut it down cleanly, and whatever it leaves (an engine process stuck
+# in CUDA) is killed, so nothing keeps holding the GPU.
 #
 # The hardware decides the vLLM build: an NVIDIA GPU visible through nvidia-smi
 # (WSL's /usr/lib/wsl/lib/nvidia-smi too) gets the package "vllm"; otherwise
@@ -18,6 +24,8 @@ cd "$here"
 root="${VLLM_CHAT_FAKE_ROOT:-}"
 venv="${VLLM_CHAT_VENV:-$here/.venv}"
 stamp_file="$venv/.vllm-chat-install"
+pid_file="$venv/vllm-chat.pid"
+stop_timeout="${VLLM_CHAT_STOP_TIMEOUT:-30}"
 torch_cpu_index="${VLLM_CHAT_TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}"
 
 say() { printf '[vllm-chat] %s\n' "$*" >&2; }
@@ -73,7 +81,10 @@ find_python() {
 stamp_for() {
     # What the environment was built from: the project file, the vLLM build and the extras.
     local device="$1" extras="$2"
-    printf '%s %s %s\n' "$(sha256sum pyproject.toml | cut -d' ' -f1)" "$device" "$extras"
+    local digest
+    # macOS has shasum, not sha256sum.
+    digest="$( (sha256sum pyproject.toml 2>/dev/null || shasum -a 256 pyproject.toml) | cut -d' ' -f1)"
+    printf '%s %s %s\n' "$digest" "$device" "$extras"
 }
 
 installed_covers() {
@@ -133,6 +144,135 @@ ensure_installed() {
     install "$device" "$extras"
 }
 
+config_dir() {
+    # Where the app keeps its settings (as app/settings.py AppPaths does on Linux).
+    if [ -n "${VLLM_CHAT_HOME:-}" ]; then
+        printf '%s\n' "$VLLM_CHAT_HOME/config"
+    else
+        printf '%s\n' "${XDG_CONFIG_HOME:-$HOME/.config}/vllm-chat"
+    fi
+}
+
+load_setup_environment() {
+    # KEY=VALUE lines that wsl/setup.sh chose for this machine (VLLM_WSL2_ENABLE_PIN_MEMORY);
+    # what the caller already set wins.
+    local file key value
+    file="$(config_dir)/environment"
+    [ -f "$file" ] || return 0
+    while IFS='=' read -r key value; do
+        [[ "$key" =~ ^[A-Z_][A-Z0-9_]*$ ]] || continue
+        if [ -z "${!key+set}" ]; then
+            export "$key=$value"
+        fi
+    done <"$file"
+}
+
+is_our_app() {
+    local pid="$1" args
+    if [ -r "/proc/$pid/cmdline" ]; then
+        args="$(tr '\0' ' ' <"/proc/$pid/cmdline")"
+    else
+        args="$(ps -o args= -p "$pid" 2>/dev/null)" || return 1
+    fi
+    [[ "$args" == *" -m app"* ]]
+}
+
+group_of() {
+    # What to signal to reach the app $1 and its engine processes: its process group when it leads one.
+    local pgid
+    pgid="$(ps -o pgid= -p "$1" 2>/dev/null | tr -d ' ')" || true
+    if [ "$pgid" = "$1" ]; then printf -- '-%s\n' "$1"; else printf '%s\n' "$1"; fi
+}
+
+run_app() {
+    load_setup_environment
+    local target
+    if command -v setsid >/dev/null 2>&1; then
+        setsid "$venv/bin/python" -m app "$@" &
+        target="-$!"
+    else
+        # macOS has no setsid: the app shares our process group, so only the app itself is signalled.
+        "$venv/bin/python" -m app "$@" &
+        target="$!"
+    fi
+    local app=$! status=0 watchdog=""
+    printf '%s\n' "$app" >"$pid_file"
+    # One TERM starts the app's clean shutdown (the engine unloads); the watchdog kills what
+    # is left after the timeout. A background child ignores the terminal's Ctrl+C, so pass it on.
+    on_signal() {
+        trap '' HUP INT TERM
+        kill -TERM "$app" 2>/dev/null || true
+        (sleep "$stop_timeout" && kill -KILL -- "$target" 2>/dev/null) &
+        watchdog=$!
+    }
+    trap on_signal HUP INT TERM
+    while true; do
+        wait "$app" && status=0 || status=$?
+        kill -0 "$app" 2>/dev/null || break
+    done
+    if [ -n "$watchdog" ]; then kill "$watchdog" 2>/dev/null || true; fi
+    # Engine processes the app left behind would keep holding the GPU.
+    if [ "$target" != "$app" ]; then kill -KILL -- "$target" 2>/dev/null || true; fi
+    if [ "$(cat "$pid_file" 2>/dev/null)" = "$app" ]; then rm -f "$pid_file"; fi
+    return "$status"
+}
+
+stop_app() {
+    local pid target waited=0
+    pid="$(cat "$pid_file" 2>/dev/null || true)"
+    if [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null || ! is_our_app "$pid"; then
+        say "vllm-chat is not running"
+        rm -f "$pid_file"
+        return 0
+    fi
+    target="$(group_of "$pid")"
+    say "stopping vllm-chat (process $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    while kill -0 "$pid" 2>/dev/null && [ "$waited" -lt "$stop_timeout" ]; do
+        sleep 1
+        waited=$((waited + 1))
+    done
+    # Left-over engine processes in its group; the app itself only if it did not exit.
+    if [ "$target" != "$pid" ] || kill -0 "$pid" 2>/dev/null; then
+        kill -KILL -- "$target" 2>/dev/null || true
+    fi
+    rm -f "$pid_file"
+    say "stopped"
+}
+
+desktop_exec_quote() {
+    # Desktop Entry Exec quoting: double quotes with \ " ` $ escaped, % doubled.
+    local s="$1"
+    s="${s//\\/\\\\}"
+    s="${s//\"/\\\"}"
+    s="${s//\`/\\\`}"
+    s="${s//\$/\\\$}"
+    s="${s//%/%%}"
+    printf '"%s"' "$s"
+}
+
+desktop_string() {
+    # Desktop Entry string values escape the backslash (after the Exec quoting rule).
+    printf '%s' "${1//\\/\\\\}"
+}
+
+install_shortcut() {
+    local apps="${XDG_DATA_HOME:-$HOME/.local/share}/applications"
+    local entry="$apps/vllm-chat.desktop" text
+    text="$(cat "$here/assets/vllm-chat.desktop.in")"
+    text="${text//@EXEC@/"$(desktop_string "$(desktop_exec_quote "$here/start.sh")")"}"
+    text="${text//@PATH@/"$(desktop_string "$here")"}"
+    text="${text//@ICON@/"$(desktop_string "$here/assets/icon.png")"}"
+    mkdir -p "$apps"
+    printf '%s\n' "$text" >"$entry"
+    # Some desktops only start launchers marked executable.
+    chmod +x "$entry"
+    if command -v update-desktop-database >/dev/null 2>&1; then
+        update-desktop-database -q "$apps" 2>/dev/null || true
+    fi
+    say "installed $entry: \"vLLM Chat\" is in the applications menu; it starts the app and opens the browser"
+}
+
 main() {
     case "${1:-}" in
         --print-plan)
@@ -145,6 +285,12 @@ main() {
             shift
             ensure_installed ""
             ;;
+        --install-shortcut)
+            install_shortcut
+            ;;
+        --stop)
+            stop_app
+            ;;
         test)
             shift
             ensure_installed test
@@ -154,9 +300,12 @@ main() {
             ;;
         *)
             ensure_installed ""
-            exec "$venv/bin/python" -m app "$@"
+            run_app "$@"
             ;;
     esac
 }
 
-main "$@"
+# wsl/setup.sh sources this file for its helpers (detect_device, config_dir, ...).
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+    main "$@"
+fi
