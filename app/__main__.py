@@ -6,13 +6,18 @@ Engine flags are named as `vllm serve` names them, so users can type what they k
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from app.settings import DTYPES, PRESETS, AppPaths, AppSettings, apply_preset, load_settings
+
+if TYPE_CHECKING:
+    from app.remote import RemoteEngine
 
 # Other commands live in app/commands/<name>.py, each with `main(argv) -> int`.
 SUBCOMMANDS = ("download", "doctor")
@@ -70,13 +75,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] == "serve":
         argv = argv[1:]
     args = serve_parser().parse_args(argv)
+    from app.api.security import Access
     from app.errors import UserError
 
     paths = AppPaths.default()
     try:
         settings = settings_from_args(args, load_settings(paths))
+        access = Access.from_flags(args.auth, args.allowed_origins)
     except UserError as exc:
-        print(exc, file=sys.stderr)
+        print(f"{exc.message('en')}\n{exc.message('zh-CN')}", file=sys.stderr)
         return 2
     if settings.engine.trust_remote_code:
         print("WARNING: --trust-remote-code runs Python code shipped with the model. Use it only for models "
@@ -85,9 +92,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     from app.application import App
     from app.server import serve
 
-    app = App.build(settings, paths)
-    serve(app, autoload=args.model, open_browser=not args.no_browser)
+    engine, autoload = None, args.model
+    if args.engine == "remote":
+        if not args.base_url:
+            print("--engine remote needs --base-url URL (e.g. http://gpu-box:8000/v1).\n"
+                  "--engine remote 需要 --base-url 地址（例如 http://gpu-box:8000/v1）。", file=sys.stderr)
+            return 2
+        # In remote mode --model picks one of the server's models; nothing loads here.
+        engine, autoload = connect_remote(args.base_url, args.remote_api_key, args.model), None
+    app = App.build(settings, paths, engine=engine)
+    serve(app, autoload=autoload, open_browser=not args.no_browser, access=access)
     return 0
+
+
+def connect_remote(base_url: str, api_key: str | None, model: str | None) -> RemoteEngine:
+    """The remote engine, checked once at start so the terminal says at once if it is unreachable.
+    The app starts either way: the server may come up later."""
+    from app.errors import UserError
+    from app.remote import RemoteEngine
+
+    engine = RemoteEngine(base_url, api_key=api_key, model=model)
+    try:
+        models = asyncio.run(engine.refresh())
+        print(f"vllm-chat: remote engine {base_url}: {', '.join(models)} (using {engine.model_name})",
+              flush=True)
+    except UserError as exc:
+        print(f"{exc.message('en')}\n{exc.message('zh-CN')}", file=sys.stderr)
+    return engine
 
 
 if __name__ == "__main__":

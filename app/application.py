@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from app.conversations import Conversations
 from app.engine import Engine
 from app.errors import UserError
+from app.metrics import AppMetrics
 from app.settings import AppPaths, AppSettings, EngineSettings, save_settings
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,8 @@ class App:
     settings: AppSettings
     engine: Engine
     conversations: Conversations
+    # The app's own Prometheus series (one registry per App, so tests can build many).
+    metrics: AppMetrics = field(default_factory=AppMetrics)
     # Tasks we started and must not let the garbage collector drop mid-flight.
     _tasks: set[asyncio.Task] = field(default_factory=set, repr=False)
 

@@ -32,8 +32,9 @@ def build_blocks(app: App) -> gr.Blocks:
     return blocks
 
 
-def mount_ui(http: FastAPI, app: App) -> FastAPI:
+def mount_ui(http: FastAPI, app: App, auth: tuple[str, str] | None = None) -> FastAPI:
     blocks = build_blocks(app)
     # The engine batches: do not serialize chats behind Gradio's default limit of one.
     blocks.queue(default_concurrency_limit=None)
-    return gr.mount_gradio_app(http, blocks, path="/", run_history=False, i18n=gradio_i18n(), footer_links=["api"])
+    return gr.mount_gradio_app(http, blocks, path="/", run_history=False, i18n=gradio_i18n(), footer_links=["api"],
+                               auth=auth)
