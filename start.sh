@@ -211,6 +211,8 @@ run_app() {
         kill -0 "$app" 2>/dev/null || break
     done
     if [ -n "$watchdog" ]; then kill "$watchdog" 2>/dev/null || true; fi
+    # Uvicorn ends a TERM-requested shutdown with the signal's own status (128+15): a clean stop.
+    if [ "$status" = 143 ]; then status=0; fi
     # Engine processes the app left behind would keep holding the GPU.
     if [ "$target" != "$app" ]; then kill -KILL -- "$target" 2>/dev/null || true; fi
     if [ "$(cat "$pid_file" 2>/dev/null)" = "$app" ]; then rm -f "$pid_file"; fi
