@@ -25,6 +25,7 @@ from typing import Any
 import psutil
 
 from app.errors import EngineError, SettingsError, UserError
+from app.logs import log_size, read_since
 from app.settings import EngineSettings, SamplingSettings
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,9 @@ class Message:
 class Engine:
     """Owns at most one vLLM engine at a time: load, unload, switch, stream."""
 
-    def __init__(self) -> None:
+    def __init__(self, log_file: Path | None = None) -> None:
+        # vLLM's log file (app.logs), where a failed EngineCore leaves the reason.
+        self._log_file = log_file
         self._llm: Any = None
         self._children: list[psutil.Process] = []
         self._status = EngineStatus(EngineState.EMPTY, since=time.time())
@@ -127,6 +130,7 @@ class Engine:
             await self._unload_locked()
             name = name or _display_name(model)
             self._set(EngineState.LOADING, model=name, stage="engine.stage_checking")
+            log_offset = log_size(self._log_file)
             try:
                 settings.validate()
                 _check_model_files(model)
@@ -153,7 +157,11 @@ class Engine:
                     device=_device_type(),
                 )
             except Exception as exc:  # every failure becomes a message; the app stays up
-                error = exc if isinstance(exc, UserError) else explain_load_error(exc, model, settings)
+                error = (
+                    exc
+                    if isinstance(exc, UserError)
+                    else explain_load_error(exc, model, settings, read_since(self._log_file, log_offset))
+                )
                 log.warning("loading %s failed: %s", model, exc, exc_info=not isinstance(exc, UserError))
                 await self._unload_locked()
                 self._set(EngineState.FAILED, model=name, error=error)
@@ -476,24 +484,46 @@ def _error_text(exc: BaseException) -> str:
     return "\n".join(parts)
 
 
-def explain_load_error(exc: BaseException, model: str, settings: EngineSettings) -> EngineError:
-    text = _error_text(exc)
+def explain_load_error(exc: BaseException, model: str, settings: EngineSettings, engine_log: str = "") -> EngineError:
+    """One sentence with the fix, from the exception and what the EngineCore process logged."""
     if isinstance(exc, SettingsError):
         return exc
-    if m := re.search(r"estimated maximum model length is (\d+)", text):
-        return EngineError(
-            "engine.load_oom_len",
-            max_len=settings.max_model_len or "auto",
-            fits=m.group(1),
-            util=settings.gpu_memory_utilization,
-        )
-    if re.search(
-        r"out of memory|No available memory for the cache blocks|Insufficient memory|"
-        r"free memory on device|KV cache is needed|larger than the available KV cache",
+    text = _error_text(exc) + "\n" + engine_log
+    util = settings.gpu_memory_utilization
+    if m := re.search(
+        r"\((\d+)\), \(([\d.]+) GiB KV cache is needed, which is larger than the available KV cache "
+        r"memory \(([\d.]+) GiB\)\.(?: Based on the available memory, the estimated maximum model "
+        r"length is (\d+))?",
         text,
-        re.I,
     ):
-        return EngineError("engine.load_oom", util=settings.gpu_memory_utilization)
+        max_len, needed, available, fits = m.groups()
+        if fits:
+            return EngineError(
+                "engine.load_oom_len", max_len=max_len, fits=fits, util=util, needed=needed, available=available
+            )
+        return EngineError("engine.load_oom_kv", max_len=max_len, needed=needed, available=available, util=util)
+    if m := re.search(
+        r"Free memory on device \S+ \(([\d.]+)/([\d.]+) GiB\) on startup is less than desired GPU "
+        r"memory utilization \(([\d.]+), ([\d.]+) GiB\)",
+        text,
+    ):
+        free, total, util, wanted = m.groups()
+        return EngineError(
+            "engine.load_gpu_busy",
+            free=free,
+            total=total,
+            util=util,
+            wanted=wanted,
+            fits=f"{max(0.05, float(free) / float(total) - 0.02):.2f}",
+        )
+    if m := re.search(
+        r"CUDA out of memory\. Tried to allocate ([\d.]+ [GM]iB)\. GPU \d+ has a total capacity of "
+        r"([\d.]+ [GM]iB) of which ([\d.]+ [GM]iB) is free",
+        text,
+    ):
+        return EngineError("engine.load_cuda_oom", asked=m.group(1), total=m.group(2), free=m.group(3), util=util)
+    if re.search(r"out of memory|No available memory for the cache blocks|Insufficient memory", text, re.I):
+        return EngineError("engine.load_oom", util=util)
     if re.search(r"trust_remote_code|trust-remote-code", text):
         return EngineError("engine.needs_trust_remote_code", model=model)
     if m := re.search(r"architectures? \[?'?([\w.]+)'?\]? (?:are|is) not supported", text) or re.search(

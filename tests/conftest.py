@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import tempfile
 import threading
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
@@ -18,17 +19,21 @@ from typing import Any
 
 import pytest
 
-# vLLM on CPU otherwise reserves most of the RAM for its KV cache.
-os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+# Tests size the CPU KV cache through EngineSettings.cpu_kv_cache_gib; vLLM lets this legacy
+# variable override that setting, which would hide the app's own behaviour.
+os.environ.pop("VLLM_CPU_KVCACHE_SPACE", None)
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 # Nothing in the tests may reach the internet hub by accident.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from app.engine import Engine  # noqa: E402
-from app.settings import EngineSettings  # noqa: E402
-from tests.tiny_model import build_tiny_model  # noqa: E402
+from app.engine import Engine
+from app.logs import configure_engine_log
+from app.settings import EngineSettings
+from tests.tiny_model import build_tiny_model
 
 TEST_MAX_MODEL_LEN = 512
+# vLLM's log file for the session (set before vLLM is imported, so its processes write there too).
+ENGINE_LOG = configure_engine_log(Path(tempfile.mkdtemp(prefix="vllm-chat-logs-")))
 
 
 class EngineLoop:
@@ -66,15 +71,15 @@ def tiny_llama_no_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-llama", arch="llama", chat_template=False)
 
 
-def test_engine_settings() -> EngineSettings:
-    return EngineSettings(max_model_len=TEST_MAX_MODEL_LEN, enforce_eager=True)
+def tiny_engine_settings() -> EngineSettings:
+    return EngineSettings(max_model_len=TEST_MAX_MODEL_LEN, enforce_eager=True, cpu_kv_cache_gib=1)
 
 
 @pytest.fixture(scope="session")
 def engine(engine_loop: EngineLoop, tiny_model: Path) -> Iterator[Engine]:
     """The one shared engine with the tiny model loaded (about 20-30 s to start on 2 cores)."""
     eng = Engine()
-    engine_loop.run(eng.load(str(tiny_model), test_engine_settings()))
+    engine_loop.run(eng.load(str(tiny_model), tiny_engine_settings()))
     yield eng
     engine_loop.run(eng.unload())
 

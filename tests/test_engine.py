@@ -12,7 +12,7 @@ import pytest
 from app.engine import Engine, EngineState
 from app.errors import EngineError, SettingsError
 from app.settings import EngineSettings, SamplingSettings
-from tests.conftest import TEST_MAX_MODEL_LEN, collect, tiny_engine_settings
+from tests.conftest import ENGINE_LOG, TEST_MAX_MODEL_LEN, collect, tiny_engine_settings
 
 CHAT = [{"role": "user", "content": "Hello, how are you today?"}]
 
@@ -216,13 +216,19 @@ def test_load_unload_switch_and_recover_from_a_failed_start(
     engine_loop, engine: Engine, tiny_model: Path, tiny_llama_no_template: Path
 ) -> None:
     """One second engine walks the whole lifecycle: fail, recover, unload, switch."""
-    eng = Engine()
-    # A KV cache too small for one request: the EngineCore process fails to start.
-    starved = EngineSettings(max_model_len=TEST_MAX_MODEL_LEN, cpu_kv_cache_gib=1e-6)
-    with pytest.raises(EngineError):
+    eng = Engine(log_file=ENGINE_LOG)
+    # A KV cache too small for one request: the EngineCore process fails to start, and says
+    # why only in its own log. The user still gets the numbers and the fix.
+    # 128 KiB of KV cache holds about half of one 512-token request of the tiny model.
+    starved = EngineSettings(max_model_len=TEST_MAX_MODEL_LEN, cpu_kv_cache_gib=128 * 2**10 / 2**30)
+    with pytest.raises(EngineError) as info:
         engine_loop.run(eng.load(str(tiny_model), starved))
     assert eng.status.state == EngineState.FAILED
-    assert eng.status.error is not None and eng.status.error.message("en")
+    assert eng.status.error is info.value
+    assert info.value.key == "engine.load_oom_len"
+    assert info.value.params["max_len"] == str(TEST_MAX_MODEL_LEN)
+    assert 0 < int(info.value.params["fits"]) < TEST_MAX_MODEL_LEN
+    assert "max model length" in info.value.message("en") and "最大模型长度" in info.value.message("zh-CN")
     assert eng.child_pids() == []
 
     engine_loop.run(eng.load(str(tiny_llama_no_template), tiny_engine_settings()))
