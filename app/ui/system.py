@@ -39,15 +39,16 @@ def render_markdown(facts: Facts, findings: list[Finding], lang: str) -> str:
             # Two trailing spaces: a line break inside the list item.
             lines[-1] += "  "
             lines.append(f"  ↳ {t('doctor.fix_line', fix=fix)}")
-    lines += ["", f"### {t('doctor.facts_heading')}", "", "| | |", "|---|---|"]
-    lines += [f"| {t(key)} | {value} |" for key, value in fact_rows(facts, lang)]
+    lines += ["", f"### {t('doctor.facts_heading')}", ""]
+    for key, value in fact_rows(facts, lang):
+        lines.append("- " + t("doctor.finding_line", title=f"**{t(key)}**", why=value))
     return "\n".join(lines)
 
 
 def fact_rows(facts: Facts, lang: str) -> list[tuple[str, str]]:
     hw = facts.hardware
     none = translate("doctor.fact_none", lang)
-    gpus = "<br>".join(
+    gpus = "; ".join(
         f"{g.index}: {g.name} ({g.memory_used / GIB:.1f} / {g.memory_total / GIB:.1f} GiB)" for g in hw.gpus
     )
     driver = f"{hw.gpus[0].driver} ({facts.driver_cuda or '?'})" if hw.gpus else none
