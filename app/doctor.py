@@ -12,7 +12,6 @@ import concurrent.futures
 import enum
 import os
 import platform
-import socket
 import sys
 import urllib.error
 import urllib.request
@@ -31,6 +30,7 @@ from app.hardware import (
     detect,
     disk_free,
     driver_cuda_version,
+    port_free,
     torch_facts,
     vllm_build,
     wsl_facts,
@@ -421,13 +421,3 @@ def _reach(name: str, url: str) -> SourceReach:
         reason = getattr(exc, "reason", None) or exc
         return SourceReach(name, url, False, str(reason))
     return SourceReach(name, url, True)
-
-
-def port_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True

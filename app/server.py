@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import socket
 import threading
 import time
 import webbrowser
@@ -22,6 +21,7 @@ from app.api import install_api
 from app.api.security import Access, check_exposure
 from app.application import App
 from app.errors import UserError
+from app.hardware import port_free
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def serve(app: App, autoload: str | None = None, open_browser: bool = True, acce
         check_exposure(host, app.settings.api_key, access.ui_auth)
     except UserError as exc:
         raise SystemExit(f"{exc.message('en')}\n{exc.message('zh-CN')}") from None
-    if not _port_free(host, port):
+    if not port_free(host, port):
         raise SystemExit(
             f"Port {port} on {host} is already in use (is vllm-chat already running?). "
             f"Close the other program or start with --port {port + 1}.\n"
@@ -94,13 +94,3 @@ def _open_when_up(server: object, url: str) -> None:
             webbrowser.open(url)
             return
         time.sleep(0.1)
-
-
-def _port_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True

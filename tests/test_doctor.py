@@ -26,11 +26,10 @@ from app.doctor import (
     blocking,
     model_weight_bytes,
     on_windows_drive,
-    port_free,
     probe_sources,
     run_checks,
 )
-from app.hardware import Gpu, Hardware, TorchFacts, VllmBuild, wsl_facts, wslconfig_memory
+from app.hardware import Gpu, Hardware, TorchFacts, VllmBuild, port_free, wsl_facts, wslconfig_memory
 from app.i18n import table
 from tests.conftest import free_port
 
