@@ -122,13 +122,16 @@ def machine(tmp_path: Path) -> FakeMachine:
 
 
 def _shell_scripts() -> list[Path]:
-    skip = {".git", ".venv", "node_modules", "__pycache__"}
+    """Every sh/bash script of the project: tracked or new, not ignored (no .venv, no build output)."""
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=REPO,
+                            capture_output=True, check=True).stdout.decode().split("\0")
     scripts = []
-    for path in REPO.rglob("*"):
-        if skip & set(path.relative_to(REPO).parts) or not path.is_file() or path.suffix in (".py", ".ps1"):
+    for name in filter(None, listed):
+        path = REPO / name
+        if not path.is_file():
             continue
         with path.open("rb") as f:
-            first = f.readline()
+            first = f.read(64).split(b"\n")[0]
         if first.startswith(b"#!") and first.rstrip().split(b"/")[-1].split()[-1] in (b"sh", b"bash"):
             scripts.append(path)
     return scripts
