@@ -1,0 +1,49 @@
+"""The curated model catalog, read from `assets/models.toml` (data, not code)."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+CATALOG_FILE = Path(__file__).resolve().parent.parent.parent / "assets" / "models.toml"
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    key: str
+    name: str
+    hf: str
+    modelscope: str
+    params_b: float
+    size_gb: float
+    license: str
+    gated: bool = False
+    trust_remote_code: bool = False
+    max_len: int = 8192
+    quantized: str | None = None
+    quantization: str | None = None
+
+    def repo_for(self, source: str) -> str:
+        """The repo id of this entry on a download source ("modelscope" has its own ids)."""
+        return self.modelscope if source == "modelscope" else self.hf
+
+
+def load_catalog(path: Path = CATALOG_FILE) -> list[CatalogEntry]:
+    with path.open("rb") as f:
+        return [CatalogEntry(**entry) for entry in tomllib.load(f)["model"]]
+
+
+def find_entry(catalog: list[CatalogEntry], name: str) -> CatalogEntry | None:
+    """The entry named by its key, its Hugging Face id or its ModelScope id (any letter case)."""
+    wanted = name.strip().lower()
+    for entry in catalog:
+        if wanted in (entry.key.lower(), entry.hf.lower(), entry.modelscope.lower()):
+            return entry
+    return None
+
+
+def repo_for_source(catalog: list[CatalogEntry], name: str, source: str) -> str:
+    """Map a catalog key or a repo id from any source to the id on `source`; unknown ids pass through."""
+    entry = find_entry(catalog, name)
+    return entry.repo_for(source) if entry else name.strip()
