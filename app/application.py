@@ -15,6 +15,7 @@ from app.conversations import Conversations
 from app.engine import Engine
 from app.errors import UserError
 from app.metrics import AppMetrics
+from app.models.downloads import Downloads
 from app.settings import AppPaths, AppSettings, EngineSettings, save_settings
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,8 @@ class App:
     conversations: Conversations
     # The app's own Prometheus series (one registry per App, so tests can build many).
     metrics: AppMetrics = field(default_factory=AppMetrics)
+    # Model downloads running in child processes (several at once; one per model).
+    downloads: Downloads = field(default_factory=Downloads)
     # Tasks we started and must not let the garbage collector drop mid-flight.
     _tasks: set[asyncio.Task] = field(default_factory=set, repr=False)
 
