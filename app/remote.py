@@ -91,6 +91,8 @@ class RemoteEngine:
             models = [RemoteModel(m["id"], m.get("max_model_len")) for m in reply["data"]]
         except (KeyError, TypeError) as exc:
             self._fail(EngineError("remote.bad_reply", url=self.base_url, reason=f"GET /models: {exc!r}"))
+        except httpx.HTTPError as exc:
+            self._fail(self._transport_error(exc))
         except EngineError as exc:
             self._fail(exc)
         self._models = models

@@ -4,16 +4,21 @@ raw HTTP against the app's real server, over the shared tiny-model engine."""
 from __future__ import annotations
 
 import asyncio
-import time
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import pytest
 
+from app.api.security import Access, check_exposure
 from app.engine import Engine
+from app.errors import UserError
 from app.settings import AppSettings
-from tests.conftest import TEST_MAX_MODEL_LEN
+from tests.conftest import TEST_MAX_MODEL_LEN, free_port, wait_until
 
 KEY = "test-key-0123"
 HELLO = [{"role": "user", "content": "Hello, how are you today?"}]
@@ -30,15 +35,6 @@ def server(engine: Engine, make_app, start_server) -> Any:
 
 def client(server: Any, **kw: Any) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{server.url}/v1", api_key=KEY, max_retries=0, **kw)
-
-
-def wait_until(condition: Any, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
 
 
 def test_models_lists_the_loaded_model(server, engine: Engine) -> None:
@@ -221,3 +217,59 @@ def test_integration_guide_generate_endpoint(server) -> None:
                      json={"prompt": "Hi", "temperature": 9}, timeout=60)
     assert bad.json() == {"success": False, "error": bad.json()["error"]}
     assert "temperature" in bad.json()["error"]
+
+
+def test_cors_only_for_allowed_origins(make_app, start_server) -> None:
+    preflight = {"Origin": "http://editor.example", "Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "authorization,content-type"}
+    closed = start_server(make_app(Engine(), AppSettings(api_key=KEY)))
+    reply = httpx.options(f"{closed.url}/v1/chat/completions", headers=preflight)
+    assert "access-control-allow-origin" not in reply.headers
+
+    opened = start_server(make_app(Engine(), AppSettings(api_key=KEY)),
+                          access=Access(allowed_origins=("http://editor.example",)))
+    reply = httpx.options(f"{opened.url}/v1/chat/completions", headers=preflight)
+    assert reply.status_code == 200
+    assert reply.headers["access-control-allow-origin"] == "http://editor.example"
+    other = httpx.options(f"{opened.url}/v1/chat/completions", headers={**preflight, "Origin": "http://evil.example"})
+    assert "access-control-allow-origin" not in other.headers
+
+
+def test_ui_login_guards_the_page_but_not_the_keyed_api(make_app, start_server) -> None:
+    running = start_server(make_app(Engine(), AppSettings(api_key=KEY)), access=Access(ui_auth=("ann", "pw-123")))
+    assert httpx.get(f"{running.url}/config").status_code == 401
+    with httpx.Client(base_url=running.url) as browser:
+        assert browser.post("/login", data={"username": "ann", "password": "wrong"}).status_code == 400
+        assert browser.post("/login", data={"username": "ann", "password": "pw-123"}).status_code == 200
+        assert browser.get("/config").status_code == 200
+    models = httpx.get(f"{running.url}/v1/models", headers={"Authorization": f"Bearer {KEY}"})
+    assert models.status_code == 200
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost"])
+def test_loopback_needs_no_credentials(host: str) -> None:
+    check_exposure(host, None, None)
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.20", "::", "my-pc.local"])
+def test_network_bind_needs_key_and_login(host: str) -> None:
+    for key, login in ((None, None), ("k", None), (None, ("u", "p"))):
+        with pytest.raises(UserError) as refused:
+            check_exposure(host, key, login)
+        assert host in refused.value.message("en") and "--api-key" in refused.value.message("zh-CN")
+    check_exposure(host, "k", ("u", "p"))
+
+
+def run_cli(*args: str, home: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "app", "--no-browser", *args], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "VLLM_CHAT_HOME": str(home)})
+
+
+def test_cli_refuses_an_open_network_server_in_both_languages(tmp_path: Path) -> None:
+    refused = run_cli("--host", "0.0.0.0", "--port", str(free_port()), home=tmp_path)
+    assert refused.returncode != 0
+    assert "--api-key" in refused.stderr and "--auth" in refused.stderr and "拒绝" in refused.stderr
+    bad_login = run_cli("--auth", "just-a-user", home=tmp_path)
+    assert bad_login.returncode == 2 and "USER:PASSWORD" in bad_login.stderr and "用户名:密码" in bad_login.stderr
+    no_url = run_cli("--engine", "remote", home=tmp_path)
+    assert no_url.returncode == 2 and "--base-url" in no_url.stderr
