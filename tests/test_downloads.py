@@ -112,6 +112,11 @@ def test_cancel_mid_file_leaves_no_partial_file_and_a_restart_finishes(hub: HubS
     assert snapshot_weights == []
     # The server sees the client go away: nothing is being sent any more.
     wait_for(lambda: hub.active_transfers == 0, timeout=5)
+    # The files finished before the cancel stay, but the model is not offered for loading.
+    assert [(m.repo_id, m.path) for m in list_cached(store)] == [("org/tiny", None)]
+    with pytest.raises(UserError) as err:
+        resolve_snapshot(store, "org/tiny")
+    assert err.value.key == "models.cached_incomplete"
 
     hub.throttle = None
     config_gets, tokenizer_gets = gets(hub, "config.json"), gets(hub, "tokenizer.json")
@@ -367,7 +372,8 @@ def test_models_tab_functions(hub: HubServer, make_app, tmp_path: Path):
     text, running = panel.progress("en")
     assert "downloaded" in text and not running
     table, choices = panel.cached_table("en")
-    assert "org/tiny" in table and choices == [(choices[0][0], "huggingface:org/tiny")]
+    assert "org/tiny" in table and "ready to load" in table
+    assert choices == [(choices[0][0], "huggingface:org/tiny")]
     assert "Deleted org/tiny" in panel.delete("huggingface:org/tiny", "en")
     assert panel.cached_table("en")[1] == []
     assert "not being downloaded" in panel.cancel("org/tiny", "en")
@@ -398,3 +404,14 @@ def test_a_downloaded_model_loads_offline_into_the_real_engine_and_answers(hub, 
     finally:
         engine_loop.run(app.engine.unload())
 
+
+
+def test_modelscope_without_its_package_says_how_to_install_it(store: ModelStore):
+    import importlib.util
+
+    if importlib.util.find_spec("modelscope") is not None:
+        pytest.skip("modelscope is installed here")
+    with pytest.raises(UserError) as err:
+        plan_download("Qwen/Qwen2.5-0.5B-Instruct", None, Source("modelscope"), store)
+    assert err.value.key == "models.err_modelscope_missing"
+    assert "pip install modelscope" in err.value.message("zh-CN")

@@ -33,6 +33,10 @@ class ModelStore:
     def for_app(cls, paths: AppPaths) -> ModelStore:
         return cls(hf_cache=hf_cache_dir(), modelscope=paths.cache_dir / "modelscope")
 
+    def root(self, source: str) -> Path:
+        """The folder a download source writes into."""
+        return self.modelscope if source == "modelscope" else self.hf_cache
+
     def hf_repo_folder(self, repo_id: str) -> Path:
         return self.hf_cache / ("models--" + repo_id.replace("/", "--"))
 
@@ -46,7 +50,7 @@ class CachedModel:
     source: str  # "huggingface" or "modelscope"
     size_bytes: int
     last_used: float  # seconds since the epoch
-    path: Path | None  # the folder to load (newest snapshot); None when no complete snapshot
+    path: Path | None  # the folder to load; None while it is incomplete (being downloaded, or interrupted)
     revisions: tuple[str, ...] = ()
 
 
@@ -77,7 +81,7 @@ def list_cached(store: ModelStore) -> list[CachedModel]:
             if repo.repo_type != "model":
                 continue
             newest = max(repo.revisions, key=lambda r: r.last_modified, default=None)
-            path = newest.snapshot_path if newest and (newest.snapshot_path / "config.json").exists() else None
+            path = _complete_snapshot(store, repo.repo_id, newest.commit_hash) if newest else None
             models.append(CachedModel(repo.repo_id, "huggingface", repo.size_on_disk, repo.last_accessed, path,
                                       tuple(r.commit_hash for r in repo.revisions)))
     if store.modelscope.is_dir():
@@ -141,6 +145,13 @@ def remove_orphans(store: ModelStore, busy: set[Path] = frozenset()) -> tuple[in
         if not any(folder in p.parents for folder in busy)
     }
     return len(orphans), remove_partial_files(orphans)
+
+
+def _complete_snapshot(store: ModelStore, repo_id: str, revision: str) -> Path | None:
+    try:
+        return resolve_snapshot(store, repo_id, revision)
+    except UserError:
+        return None
 
 
 def resolve_snapshot(store: ModelStore, repo_id: str, revision: str | None = None) -> Path:

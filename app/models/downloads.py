@@ -169,7 +169,7 @@ class DownloadPlan:
 
     @property
     def disk_ok(self) -> bool:
-        return self.download_bytes + DISK_MARGIN <= self.free_bytes
+        return not self.download_bytes or self.download_bytes + DISK_MARGIN <= self.free_bytes
 
     @property
     def needs_trust_remote_code(self) -> bool:
@@ -184,12 +184,13 @@ class DownloadPlan:
 
     @property
     def key(self) -> str:
-        return f"{self.source.kind}:{self.source.endpoint or ''}:{self.repo_id.lower()}"
+        """Downloads into the same folder are one download, whichever source they come from."""
+        return str(self.folder).lower()
 
     def require_disk(self) -> None:
         if not self.disk_ok:
             raise UserError("models.disk_full", need=format_bytes(self.download_bytes + DISK_MARGIN),
-                            free=format_bytes(self.free_bytes), folder=str(self.store.hf_cache))
+                            free=format_bytes(self.free_bytes), folder=str(self.store.root(self.source.kind)))
 
 
 def check_repo_id(repo_id: str) -> str:
@@ -226,8 +227,7 @@ def plan_download(repo_id: str, revision: str | None, source: Source, store: Mod
         commit=last.get("commit"),
         files=tuple(PlannedFile(f["name"], int(f["size"]), bool(f["cached"])) for f in last["files"]),
         config=last.get("config") or {},
-        free_bytes=disk_free(store.hf_cache if source.kind != "modelscope" else store.modelscope)
-        if free_bytes is None else free_bytes,
+        free_bytes=disk_free(store.root(source.kind)) if free_bytes is None else free_bytes,
     )
 
 
@@ -770,7 +770,8 @@ def _modelscope_plan(request: dict[str, Any], events: _Events) -> None:
         events.emit("error", kind="file_not_found", detail="config.json")
         return
     with tempfile.TemporaryDirectory() as tmp:
-        path = model_file_download(request["repo"], "config.json", revision=request["revision"], local_dir=tmp)
+        path = model_file_download(request["repo"], "config.json", revision=request["revision"], local_dir=tmp,
+                                   token=request["token"], endpoint=request["endpoint"])
         config = json.loads(Path(path).read_text(encoding="utf-8"))
 
     def cached(name: str) -> bool:

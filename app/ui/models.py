@@ -155,13 +155,14 @@ class ModelsPanel:
         models = list_cached(self.store)
         if not models:
             return translate("models.no_cached", lang), []
-        head = [translate(f"models.col_{c}", lang) for c in ("model", "source", "size", "last_used")]
+        head = [translate(f"models.col_{c}", lang) for c in ("model", "source", "size", "last_used", "status")]
         rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         choices = []
         for m in models:
             used = datetime.datetime.fromtimestamp(m.last_used).strftime("%Y-%m-%d %H:%M") if m.last_used else "-"
+            state = translate("models.state_ready" if m.path else "models.state_incomplete", lang)
             rows.append(f"| {m.repo_id} | {translate('models.source_' + m.source, lang)} | "
-                        f"{format_bytes(m.size_bytes)} | {used} |")
+                        f"{format_bytes(m.size_bytes)} | {used} | {state} |")
             choices.append((f"{m.repo_id} ({format_bytes(m.size_bytes)})", f"{m.source}:{m.repo_id}"))
         return "\n".join(rows), choices
 
@@ -292,9 +293,11 @@ def models_tab(app: App, i18n: gr.I18n | None = None) -> None:
         text, running = panel.progress(request_language(request))
         return text, gr.Timer(active=running)
 
-    def on_cached(request: gr.Request):
+    def on_cached(current: str | None, request: gr.Request):
         text, choices = panel.cached_table(request_language(request))
-        return text, gr.Dropdown(choices=choices, value=choices[0][1] if choices else None)
+        values = [value for _, value in choices]
+        # Refreshes come every second while downloading: keep what the user picked.
+        return text, gr.Dropdown(choices=choices, value=current if current in values else next(iter(values), None))
 
     async def on_load(repo: str, rev: str, request: gr.Request) -> str:
         return await panel.load(repo, rev, request_language(request))
@@ -315,7 +318,7 @@ def models_tab(app: App, i18n: gr.I18n | None = None) -> None:
         return panel.clear_token(request_language(request))
 
     private = {"api_visibility": "private"}
-    show_cache = (on_cached, None, [cached, cached_pick])
+    show_cache = (on_cached, cached_pick, [cached, cached_pick])
     show_progress = (on_progress, None, [progress, timer])
     gr.on(None, *show_cache, **private)
     gr.on(None, *show_progress, **private)
