@@ -12,8 +12,9 @@ import logging
 from dataclasses import dataclass, field
 
 from app.conversations import Conversations
-from app.engine import Engine
+from app.engine import ChatEngine, Engine
 from app.errors import UserError
+from app.logs import configure_engine_log
 from app.metrics import AppMetrics
 from app.models.downloads import Downloads
 from app.settings import AppPaths, AppSettings, EngineSettings, save_settings
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 class App:
     paths: AppPaths
     settings: AppSettings
-    engine: Engine
+    engine: ChatEngine
     conversations: Conversations
     # The app's own Prometheus series (one registry per App, so tests can build many).
     metrics: AppMetrics = field(default_factory=AppMetrics)
@@ -35,10 +36,10 @@ class App:
     _tasks: set[asyncio.Task] = field(default_factory=set, repr=False)
 
     @classmethod
-    def build(cls, settings: AppSettings, paths: AppPaths, engine: Engine | None = None) -> App:
+    def build(cls, settings: AppSettings, paths: AppPaths, engine: ChatEngine | None = None) -> App:
         paths.create()
-        return cls(paths=paths, settings=settings, engine=engine or Engine(),
-                   conversations=Conversations(paths.history_db))
+        engine = engine or Engine(log_file=configure_engine_log(paths.log_dir))
+        return cls(paths=paths, settings=settings, engine=engine, conversations=Conversations(paths.history_db))
 
     def save_settings(self) -> None:
         save_settings(self.settings, self.paths)

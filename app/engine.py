@@ -8,6 +8,7 @@ runs in a worker thread while generation and shutdown stay on the serving loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import enum
 import gc
@@ -20,7 +21,7 @@ import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import psutil
 
@@ -71,6 +72,37 @@ class ChatDelta:
 class Message:
     role: str
     content: str
+
+
+class ChatEngine(Protocol):
+    """What adapters need from an engine: the in-process `Engine` or `app.remote.RemoteEngine`."""
+
+    @property
+    def status(self) -> EngineStatus: ...
+
+    @property
+    def model_name(self) -> str | None: ...
+
+    @property
+    def max_model_len(self) -> int | None: ...
+
+    async def load(self, model: str, settings: EngineSettings, name: str | None = None) -> None: ...
+
+    async def unload(self) -> None: ...
+
+    def resolve_sampling(self, overrides: Mapping[str, Any] | None = None) -> SamplingSettings: ...
+
+    def stream_chat(
+        self, messages: Sequence[Message | Mapping[str, str]], sampling: SamplingSettings, request_id: str | None = None
+    ) -> AsyncIterator[ChatDelta]: ...
+
+    def stream_completion(
+        self, prompt: str, sampling: SamplingSettings, request_id: str | None = None
+    ) -> AsyncIterator[ChatDelta]: ...
+
+    async def abort(self, request_id: str) -> None: ...
+
+    def num_unfinished_requests(self) -> int: ...
 
 
 class Engine:
@@ -210,7 +242,7 @@ class Engine:
         """Stream a reply to `messages` rendered with the model's own chat template."""
         llm = self._require_ready()
         sampling.validate()
-        conversation = [_as_message_dict(m) for m in messages]
+        conversation = [as_message_dict(m) for m in messages]
         if not conversation:
             raise EngineError("engine.empty_chat")
         from vllm.renderers import ChatParams
@@ -219,8 +251,10 @@ class Engine:
             _, prompts = await llm.renderer.render_chat_async([conversation], ChatParams())
         except Exception as exc:
             raise _explain_render_error(exc, llm) from exc
-        async for delta in self._generate(llm, prompts[0], sampling, request_id):
-            yield delta
+        # Close the inner stream now, not at garbage collection: closing it aborts the request.
+        async with contextlib.aclosing(self._generate(llm, prompts[0], sampling, request_id)) as deltas:
+            async for delta in deltas:
+                yield delta
 
     async def stream_completion(
         self, prompt: str, sampling: SamplingSettings, request_id: str | None = None
@@ -235,8 +269,10 @@ class Engine:
             (engine_input,) = await llm.renderer.render_cmpl_async([parsed], llm.renderer.default_cmpl_tok_params)
         except Exception as exc:
             raise _explain_render_error(exc, llm) from exc
-        async for delta in self._generate(llm, engine_input, sampling, request_id):
-            yield delta
+        # Close the inner stream now, not at garbage collection: closing it aborts the request.
+        async with contextlib.aclosing(self._generate(llm, engine_input, sampling, request_id)) as deltas:
+            async for delta in deltas:
+                yield delta
 
     def count_prompt_tokens(self, engine_input: Any) -> int:
         return len(_prompt_token_ids(engine_input))
@@ -437,7 +473,7 @@ def _sampling_params(sampling: SamplingSettings, max_tokens: int, output_kind: A
     )
 
 
-def _as_message_dict(message: Message | Mapping[str, Any]) -> dict[str, str]:
+def as_message_dict(message: Message | Mapping[str, Any]) -> dict[str, str]:
     if isinstance(message, Message):
         role, content = message.role, message.content
     else:

@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 
 import httpx
 
-from app.engine import ChatDelta, EngineState, EngineStatus, Message, _as_message_dict
+from app.engine import ChatDelta, EngineState, EngineStatus, Message, as_message_dict
 from app.errors import EngineError
 from app.settings import EngineSettings, SamplingSettings
 
@@ -149,7 +149,7 @@ class RemoteEngine:
         request_id: str | None = None,
     ) -> AsyncIterator[ChatDelta]:
         sampling.validate()
-        conversation = [_as_message_dict(m) for m in messages]
+        conversation = [as_message_dict(m) for m in messages]
         if not conversation:
             raise EngineError("engine.empty_chat")
         stream = self._stream("/chat/completions", {"messages": conversation}, sampling, request_id)
