@@ -10,12 +10,14 @@ import asyncio
 import dataclasses
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from app.conversations import Conversations
-from app.engine import ChatEngine, Engine
+from app.engine import ChatEngine, Engine, looks_like_repo_id
 from app.errors import UserError
 from app.logs import configure_engine_log
 from app.metrics import AppMetrics
+from app.models.cache import ModelStore, resolve_snapshot
 from app.models.downloads import Downloads
 from app.settings import AppPaths, AppSettings, EngineSettings, save_settings
 
@@ -46,9 +48,19 @@ class App:
 
     async def load_model(self, model: str, engine_settings: EngineSettings | None = None,
                          name: str | None = None) -> None:
-        """Load a model and remember it (and its engine settings) for the next start."""
+        """Load a model and remember it (and its engine settings) for the next start.
+
+        A Hugging Face id that is already in the cache loads from there without the network;
+        one that is not is left to vLLM to fetch, as `vllm serve` does."""
         engine_settings = engine_settings or self.settings.engine
-        await self.engine.load(model, engine_settings, name=name)
+        source = model
+        if looks_like_repo_id(model) and not Path(model).expanduser().exists():
+            try:
+                source = str(resolve_snapshot(ModelStore.for_app(self.paths), model))
+                name = name or model
+            except UserError:
+                pass
+        await self.engine.load(source, engine_settings, name=name)
         self.settings = dataclasses.replace(self.settings, model=model, engine=engine_settings)
         self.save_settings()
 

@@ -403,16 +403,16 @@ def _display_name(model: str) -> str:
 _HF_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
 
 
-def _looks_like_path(model: str) -> bool:
+def looks_like_repo_id(model: str) -> bool:
     """Hugging Face ids are `name` or `org/name`; anything else is meant as a folder."""
-    return model.startswith((".", "~")) or not _HF_ID.match(model)
+    return not model.startswith((".", "~")) and bool(_HF_ID.match(model))
 
 
 def _check_model_files(model: str) -> None:
     """Catch the common local-folder mistakes before vLLM turns them into a stack trace."""
     path = Path(model).expanduser()
     if not path.exists():
-        if _looks_like_path(model):
+        if not looks_like_repo_id(model):
             raise EngineError("engine.model_missing", path=model)
         return  # a Hugging Face id: vLLM resolves it through the cache
     if not path.is_dir():

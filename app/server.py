@@ -3,6 +3,7 @@ metrics and the Gradio UI mounted on it, all on one port (default 127.0.0.1:7860
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -41,6 +42,8 @@ def build_http_app(
         try:
             yield
         finally:
+            # Download children also end when we die, but a clean exit should not wait for that.
+            await asyncio.to_thread(app.downloads.cancel_all)
             if unload_on_exit:
                 # Frees the GPU: the EngineCore process must not outlive the app.
                 await app.engine.unload()
