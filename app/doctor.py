@@ -36,6 +36,7 @@ from app.hardware import (
     wsl_facts,
 )
 from app.i18n import translate
+from app.models.fit import weight_file_bytes
 from app.settings import AppSettings, hf_cache_dir
 
 GIB = 1024**3
@@ -390,11 +391,7 @@ def model_weight_bytes(model: str, cache: Path) -> int | None:
         if not candidates:
             return None
         folder = candidates[-1]
-    for pattern in ("*.safetensors", "*.bin", "*.pt"):
-        files = list(folder.glob(pattern))
-        if files:
-            return sum(f.stat().st_size for f in files)
-    return None
+    return weight_file_bytes(folder) or None
 
 
 def source_urls(settings: AppSettings) -> dict[str, str]:
