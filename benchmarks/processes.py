@@ -1,0 +1,219 @@
+"""The child processes the benchmark starts: the app (`python -m app`), `vllm serve`, and a bare
+engine, all with one set of engine settings, each timed from process start to ready."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from app.settings import EngineSettings
+from benchmarks.bare_engine import BARE_READY
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """One set of engine settings, spoken as `vllm serve` flags and as the app's EngineSettings."""
+
+    model: str
+    max_model_len: int
+    gpu_memory_utilization: float
+    enforce_eager: bool
+    on_cpu: bool
+    cpu_kv_cache_gib: int = 1  # CPU only
+    load_format: str = "auto"
+
+    @property
+    def name(self) -> str:
+        """The model name the app serves a local folder under (its folder name)."""
+        return Path(self.model).name
+
+    def vllm_flags(self) -> list[str]:
+        flags = [
+            "--model", self.model,
+            "--served-model-name", self.name,
+            "--max-model-len", str(self.max_model_len),
+            "--gpu-memory-utilization", str(self.gpu_memory_utilization),
+        ]
+        # The app always runs eager on CPU (inductor compiles for minutes there).
+        if self.enforce_eager or self.on_cpu:
+            flags.append("--enforce-eager")
+        if self.load_format != "auto":
+            flags += ["--load-format", self.load_format]
+        return flags
+
+    def vllm_env(self) -> dict[str, str]:
+        """What vLLM reads from the environment: on CPU, the KV cache size the app sets through its settings."""
+        return {"VLLM_CPU_KVCACHE_SPACE": str(self.cpu_kv_cache_gib)} if self.on_cpu else {}
+
+    def engine_settings(self) -> EngineSettings:
+        settings = EngineSettings(
+            max_model_len=self.max_model_len,
+            gpu_memory_utilization=self.gpu_memory_utilization,
+            enforce_eager=self.enforce_eager,
+            cpu_kv_cache_gib=float(self.cpu_kv_cache_gib),
+        )
+        if self.load_format != "auto":
+            if "load_format" not in {f.name for f in dataclasses.fields(EngineSettings)}:
+                raise SystemExit(
+                    f"--load-format {self.load_format}: the app cannot load a model that way yet "
+                    "(EngineSettings has no load_format), so paths 2 and 3 could not run. "
+                    "Use a model folder with weights."
+                )
+            settings = dataclasses.replace(settings, load_format=self.load_format)
+        return settings
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ChildProcess:
+    """A child in its own process group (its engine processes go with it), output to a log file."""
+
+    def __init__(self, name: str, argv: list[str], log: Path, env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.argv = argv
+        self.log = log
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.proc: subprocess.Popen | None = None
+        self.started = 0.0
+
+    def start(self) -> None:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("wb") as out:
+            self.started = time.perf_counter()
+            self.proc = subprocess.Popen(
+                self.argv, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+    async def wait_until(self, ready: Callable[[], Awaitable[bool]], timeout: float = 900) -> float:
+        """Seconds from start until `ready()`, checked every 50 ms."""
+        deadline = self.started + timeout
+        while not await ready():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with code {self.proc.returncode}:\n{self.log_tail()}")
+            if time.perf_counter() > deadline:
+                raise TimeoutError(f"{self.name} was not ready after {timeout:.0f} s:\n{self.log_tail()}")
+            await asyncio.sleep(0.05)
+        return time.perf_counter() - self.started
+
+    async def wait_exit(self, timeout: float = 120) -> None:
+        deadline = time.perf_counter() + timeout
+        while self.proc.poll() is None and time.perf_counter() < deadline:
+            await asyncio.sleep(0.1)
+        self.stop()
+
+    def stop(self) -> None:
+        """Ask politely (the app unloads its engine on the way out), then end what is left of the group."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        with contextlib.suppress(ProcessLookupError, PermissionError):  # the group is gone: nothing left behind
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+async def http_ready(url: str, check: Callable[[httpx.Response], bool]) -> bool:
+    try:
+        async with httpx.AsyncClient(timeout=2) as client:
+            return check(await client.get(url))
+    except httpx.HTTPError:
+        return False
+
+
+def _app_ready(response: httpx.Response) -> bool:
+    if response.status_code != 200:
+        return False
+    state = response.json().get("state")
+    if state == "failed":
+        raise RuntimeError("the app could not load the model (GET /healthz says failed); see its log")
+    return state == "ready"
+
+
+async def start_app(config: EngineConfig, log: Path) -> tuple[ChildProcess, str, float]:
+    """The app as users start it, reading the settings saved in its home (VLLM_CHAT_HOME).
+    Returns the process, its URL and seconds from process start to model ready."""
+    port = free_port()
+    app = ChildProcess(
+        "the app",
+        [sys.executable, "-m", "app", "--model", config.model, "--no-browser", "--host", "127.0.0.1",
+         "--port", str(port)],
+        log,
+    )
+    app.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        seconds = await app.wait_until(lambda: http_ready(f"{url}/healthz", _app_ready))
+    except BaseException:
+        app.stop()
+        raise
+    return app, url, seconds
+
+
+async def start_vllm_serve(config: EngineConfig, log: Path) -> tuple[ChildProcess, str, float]:
+    """`vllm serve` as the deployment guide runs it (the `vllm` command fails under vllm-cpu; this is its module)."""
+    port = free_port()
+    server = ChildProcess(
+        "vllm serve",
+        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", *config.vllm_flags(),
+         "--host", "127.0.0.1", "--port", str(port)],
+        log,
+        env=config.vllm_env(),
+    )
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        seconds = await server.wait_until(lambda: http_ready(f"{url}/health", lambda r: r.status_code == 200))
+    except BaseException:
+        server.stop()
+        raise
+    return server, url, seconds
+
+
+async def bare_engine_start(config: EngineConfig, log: Path) -> float:
+    """Seconds from process start to a built AsyncLLM with nothing else loaded: the reference for cold start."""
+    bare = ChildProcess(
+        "the bare engine", [sys.executable, "-m", "benchmarks.bare_engine", *config.vllm_flags()], log,
+        env=config.vllm_env(),
+    )
+    bare.start()
+    try:
+        seconds = await bare.wait_until(lambda: _logged(log, BARE_READY))
+        await bare.wait_exit()
+    finally:
+        bare.stop()
+    return seconds
+
+
+async def _logged(log: Path, marker: str) -> bool:
+    try:
+        return marker in log.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
