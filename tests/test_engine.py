@@ -256,10 +256,13 @@ def test_load_unload_switch_and_recover_from_a_failed_start(
 
     # Switch: load again after unload, in the same process; the shared engine never noticed.
     engine_loop.run(eng.load(str(tiny_model), tiny_engine_settings()))
+    # The new engine's own Prometheus series are the ones served, and they move.
+    tokens_before = _generation_tokens()
     assert (
         engine_loop.run(collect(eng.stream_chat(CHAT, sampling(max_tokens=3, ignore_eos=True))))[-1].completion_tokens
         == 3
     )
+    assert _generation_tokens() >= tokens_before + 3
     engine_loop.run(eng.unload())
     assert (
         engine_loop.run(collect(engine.stream_chat(CHAT, sampling(max_tokens=2, ignore_eos=True))))[
@@ -267,3 +270,11 @@ def test_load_unload_switch_and_recover_from_a_failed_start(
         ].completion_tokens
         == 2
     )
+
+
+def _generation_tokens() -> float:
+    from prometheus_client import REGISTRY, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families = text_string_to_metric_families(generate_latest(REGISTRY).decode())
+    return sum(s.value for f in families if f.name == "vllm:generation_tokens" for s in f.samples)

@@ -25,10 +25,6 @@ def api_requests(metrics: dict, endpoint: str, status: int) -> float:
     return metrics.get("vllm_chat_api_requests", {}).get(key, 0.0)
 
 
-def generation_tokens(metrics: dict) -> float:
-    return sum(metrics["vllm:generation_tokens"].values())
-
-
 def test_metrics_parse_and_move_after_a_chat(engine: Engine, make_app, start_server) -> None:
     server = start_server(make_app(engine))
     before = scrape(server.url)
@@ -44,7 +40,8 @@ def test_metrics_parse_and_move_after_a_chat(engine: Engine, make_app, start_ser
     after = scrape(server.url)
     assert api_requests(after, "/v1/chat/completions", 200) == api_requests(before, "/v1/chat/completions", 200) + 1
     assert api_requests(after, "/v1/chat/completions", 400) == api_requests(before, "/v1/chat/completions", 400) + 1
-    assert generation_tokens(after) >= generation_tokens(before) + 5
+    # vLLM's own counters moving is checked in test_engine on a freshly loaded engine: each new
+    # engine takes over the process-wide series, so the session's shared engine may not own them.
     for family in ("vllm_chat_conversations_started", "vllm_chat_downloads"):
         assert family in after
 
