@@ -9,6 +9,7 @@ HTTP server a test starts around it, live on that loop; tests hand it coroutines
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import socket
 import tempfile
@@ -33,6 +34,8 @@ from app.settings import EngineSettings
 from tests.tiny_model import build_tiny_model
 
 TEST_MAX_MODEL_LEN = 512
+# The tiny model's own limit (max_position_embeddings).
+LONG_MAX_MODEL_LEN = 2048
 # vLLM's log file for the session (set before vLLM is imported, so its processes write there too).
 ENGINE_LOG = configure_engine_log(Path(tempfile.mkdtemp(prefix="vllm-chat-logs-")))
 
@@ -81,6 +84,17 @@ def engine(engine_loop: EngineLoop, tiny_model: Path) -> Iterator[Engine]:
     """The one shared engine with the tiny model loaded (about 20-30 s to start on 2 cores)."""
     eng = Engine()
     engine_loop.run(eng.load(str(tiny_model), tiny_engine_settings()))
+    yield eng
+    engine_loop.run(eng.unload())
+
+
+@pytest.fixture(scope="session")
+def long_engine(engine_loop: EngineLoop, tiny_model: Path) -> Iterator[Engine]:
+    """A second engine over the tiny model with room for 2,000-token replies (the shared one stops
+    at 512): for measuring long streams, and for stopping a reply that cannot end too soon."""
+    eng = Engine()
+    settings = dataclasses.replace(tiny_engine_settings(), max_model_len=LONG_MAX_MODEL_LEN)
+    engine_loop.run(eng.load(str(tiny_model), settings))
     yield eng
     engine_loop.run(eng.unload())
 

@@ -1,40 +1,56 @@
-"""The Blocks page: wires the panels together and mounts them on the HTTP app."""
+"""The Blocks page: status bar and the Chat, Models, Settings and System tabs, mounted on the HTTP app."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import gradio as gr
 from fastapi import FastAPI
 
 from app.application import App
-from app.errors import UserError
-from app.ui.i18n import gradio_i18n, request_language
+from app.ui.chat import chat_tab, export_dir
+from app.ui.i18n import gradio_i18n
+from app.ui.models import models_tab
+from app.ui.settings import settings_tab
+from app.ui.status import status_bar
+from app.ui.system import system_tab
+
+STYLE = Path(__file__).resolve().parent.parent.parent / "assets" / "style.css"
+# The status bar and the "no model" notice follow the engine at this pace.
+STATUS_REFRESH_S = 2.0
 
 
-def build_blocks(app: App) -> gr.Blocks:
-    i18n = gradio_i18n()
+def build_blocks(app: App, i18n: gr.I18n) -> gr.Blocks:
     with gr.Blocks(title="vllm-chat") as blocks:
-        chatbot = gr.Chatbot(label=i18n("chat.title"), reasoning_tags=[("<think>", "</think>")])
-        box = gr.Textbox(placeholder=i18n("chat.placeholder"), show_label=False)
-        stop = gr.Button(i18n("chat.stop"))
-
-        async def respond(message: str, history: list, request: gr.Request):
-            lang = request_language(request)
-            history = [*history, {"role": "user", "content": message}, {"role": "assistant", "content": ""}]
-            try:
-                async for delta in app.engine.stream_chat(history[:-1], app.engine.resolve_sampling()):
-                    history[-1]["content"] += delta.text
-                    yield history, ""
-            except UserError as exc:
-                raise gr.Error(exc.message(lang)) from None
-
-        event = box.submit(respond, [box, chatbot], [chatbot, box])
-        stop.click(None, cancels=[event])
+        timer = gr.Timer(STATUS_REFRESH_S)
+        status_bar(app, timer)
+        with gr.Tabs():
+            with gr.Tab(i18n("ui.tab_chat"), id="chat"):
+                chat_tab(app, i18n, timer)
+            with gr.Tab(i18n("ui.tab_models"), id="models"):
+                models_tab(app, i18n)
+            with gr.Tab(i18n("ui.tab_settings"), id="settings"):
+                settings_tab(app, i18n)
+            with gr.Tab(i18n("ui.tab_system"), id="system"):
+                system_tab(app, i18n)
     return blocks
 
 
 def mount_ui(http: FastAPI, app: App, auth: tuple[str, str] | None = None) -> FastAPI:
-    blocks = build_blocks(app)
-    # The engine batches: do not serialize chats behind Gradio's default limit of one.
+    """Mount the page at "/"; `auth` (user, password) puts Gradio's login in front of it."""
+    i18n = gradio_i18n()
+    blocks = build_blocks(app, i18n)
+    # The engine batches: do not serialize chats from several tabs behind Gradio's default limit of one.
     blocks.queue(default_concurrency_limit=None)
-    return gr.mount_gradio_app(http, blocks, path="/", run_history=False, i18n=gradio_i18n(), footer_links=["api"],
-                               auth=auth)
+    export_dir(app).mkdir(parents=True, exist_ok=True)
+    return gr.mount_gradio_app(
+        http,
+        blocks,
+        path="/",
+        run_history=False,
+        i18n=i18n,
+        footer_links=["api"],
+        css_paths=[STYLE],
+        allowed_paths=[str(export_dir(app))],
+        auth=auth,
+    )

@@ -1,0 +1,292 @@
+"""The Settings tab: sampling (applies to the next message) and engine settings (need a reload).
+
+Both persist through app.settings and app.save_settings(). The core validates; this
+panel only turns its errors into one translated sentence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator
+from typing import Any
+
+import gradio as gr
+
+from app.application import App
+from app.engine import EngineState
+from app.errors import UserError
+from app.i18n import translate
+from app.settings import DTYPES, PRESETS, QUANTIZATIONS, EngineSettings, SamplingSettings, apply_preset
+from app.ui.i18n import request_language
+
+RELOAD_POLL_S = 0.5
+NO_QUANTIZATION = "none"
+
+
+def sampling_values(sampling: SamplingSettings) -> list[Any]:
+    """The sampling fields in the order the panel shows them."""
+    return [
+        sampling.temperature,
+        sampling.top_p,
+        sampling.top_k,
+        sampling.min_p,
+        sampling.max_tokens,
+        sampling.repetition_penalty,
+        sampling.presence_penalty,
+        sampling.frequency_penalty,
+        sampling.seed,
+        "\n".join(sampling.stop),
+    ]
+
+
+def engine_values(preset: str, engine: EngineSettings) -> list[Any]:
+    return [
+        preset,
+        engine.gpu_memory_utilization,
+        engine.max_model_len,
+        engine.dtype,
+        engine.quantization or NO_QUANTIZATION,
+    ]
+
+
+class SettingsPanel:
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    def current(self) -> list[Any]:
+        """Every field from the saved settings (on page load: another tab may have changed them)."""
+        return sampling_values(self.app.settings.sampling) + engine_values(
+            self.app.settings.preset, self.app.settings.engine
+        )
+
+    def save_sampling(
+        self,
+        temperature: float,
+        top_p: float,
+        top_k: float,
+        min_p: float,
+        max_tokens: float,
+        repetition_penalty: float,
+        presence_penalty: float,
+        frequency_penalty: float,
+        seed: float | None,
+        stop: str,
+        request: gr.Request,
+    ) -> str:
+        lang = request_language(request)
+        values = {
+            "temperature": temperature,
+            "top_p": top_p,
+            "top_k": top_k,
+            "min_p": min_p,
+            "max_tokens": max_tokens,
+            "repetition_penalty": repetition_penalty,
+            "presence_penalty": presence_penalty,
+            "frequency_penalty": frequency_penalty,
+            "seed": seed,
+            "stop": stop or "",
+            "ignore_eos": self.app.settings.sampling.ignore_eos,
+        }
+        try:
+            sampling = SamplingSettings.from_dict(values)
+            sampling.validate()
+        except UserError as exc:
+            raise gr.Error(exc.message(lang)) from None
+        self.app.settings = dataclasses.replace(self.app.settings, sampling=sampling)
+        self.app.save_settings()
+        return translate("settings_ui.sampling_saved", lang)
+
+    def reset_sampling(self, request: gr.Request) -> list[Any]:
+        sampling = dataclasses.replace(SamplingSettings(), ignore_eos=self.app.settings.sampling.ignore_eos)
+        self.app.settings = dataclasses.replace(self.app.settings, sampling=sampling)
+        self.app.save_settings()
+        return [
+            *sampling_values(sampling),
+            translate("settings_ui.sampling_reset", request_language(request)),
+        ]
+
+    def preset_values(self, preset: str) -> list[Any]:
+        """Choosing a preset fills the engine fields; nothing applies until "Apply and reload"."""
+        if preset not in PRESETS:
+            return [gr.skip()] * 4
+        return engine_values(preset, apply_preset(preset, self.app.settings.engine))[1:]
+
+    async def apply_engine(
+        self,
+        preset: str,
+        gpu_memory_utilization: float,
+        max_model_len: float | None,
+        dtype: str,
+        quantization: str,
+        request: gr.Request,
+    ) -> AsyncIterator[str]:
+        """Save the engine settings and reload the model with them, reporting each loading stage."""
+        lang = request_language(request)
+        try:
+            engine = apply_preset(preset, self.app.settings.engine)
+            engine = dataclasses.replace(
+                engine,
+                gpu_memory_utilization=float(gpu_memory_utilization),
+                max_model_len=int(max_model_len) if max_model_len else None,
+                dtype=dtype,
+                quantization=None if quantization in (None, "", NO_QUANTIZATION) else quantization,
+            )
+            engine.validate()
+        except UserError as exc:
+            raise gr.Error(exc.message(lang)) from None
+        self.app.settings = dataclasses.replace(self.app.settings, preset=preset, engine=engine)
+        self.app.save_settings()
+        model = self.app.settings.model
+        if not model:
+            yield translate("settings_ui.engine_saved_no_model", lang)
+            return
+        # The load goes on even if this tab closes; chats are saved apart from the engine.
+        task = self.app.load_model_in_background(model, engine)
+        started = asyncio.get_running_loop().time()
+        while not task.done():
+            status = self.app.engine.status
+            stage = translate(status.stage, lang) if status.stage else ""
+            elapsed = int(asyncio.get_running_loop().time() - started)
+            yield translate(
+                "settings_ui.reloading", lang, model=status.model or model, stage=stage, seconds=elapsed
+            )
+            await asyncio.wait({task}, timeout=RELOAD_POLL_S)
+        status = self.app.engine.status
+        if status.state == EngineState.READY:
+            yield translate("settings_ui.reloaded", lang, model=status.model)
+        else:
+            reason = status.error.message(lang) if status.error else ""
+            yield translate("settings_ui.reload_failed", lang, reason=reason)
+
+
+def settings_tab(app: App, i18n: gr.I18n) -> None:
+    """Render the settings inside an open gr.Tab."""
+    panel = SettingsPanel(app)
+    sampling = app.settings.sampling
+    with gr.Accordion(i18n("settings_ui.sampling"), open=True):
+        gr.Markdown(i18n("settings_ui.sampling_help"))
+        with gr.Row():
+            temperature = gr.Slider(
+                0.0,
+                2.0,
+                value=sampling.temperature,
+                step=0.05,
+                label=i18n("settings_ui.temperature"),
+                info=i18n("settings_ui.temperature_info"),
+            )
+            top_p = gr.Slider(
+                0.0,
+                1.0,
+                value=sampling.top_p,
+                step=0.01,
+                label=i18n("settings_ui.top_p"),
+                info=i18n("settings_ui.top_p_info"),
+            )
+            min_p = gr.Slider(0.0, 1.0, value=sampling.min_p, step=0.01, label=i18n("settings_ui.min_p"))
+        with gr.Row():
+            # Plain numbers: out-of-range values reach the core's check and its translated message.
+            top_k = gr.Number(
+                value=sampling.top_k,
+                precision=0,
+                label=i18n("settings_ui.top_k"),
+                info=i18n("settings_ui.top_k_info"),
+            )
+            max_tokens = gr.Number(
+                value=sampling.max_tokens,
+                precision=0,
+                label=i18n("settings_ui.max_tokens"),
+                info=i18n("settings_ui.max_tokens_info"),
+            )
+            seed = gr.Number(
+                value=sampling.seed,
+                precision=0,
+                label=i18n("settings_ui.seed"),
+                info=i18n("settings_ui.seed_info"),
+            )
+        with gr.Row():
+            repetition_penalty = gr.Slider(
+                0.0,
+                2.0,
+                value=sampling.repetition_penalty,
+                step=0.01,
+                label=i18n("settings_ui.repetition_penalty"),
+            )
+            presence_penalty = gr.Slider(
+                -2.0,
+                2.0,
+                value=sampling.presence_penalty,
+                step=0.05,
+                label=i18n("settings_ui.presence_penalty"),
+            )
+            frequency_penalty = gr.Slider(
+                -2.0,
+                2.0,
+                value=sampling.frequency_penalty,
+                step=0.05,
+                label=i18n("settings_ui.frequency_penalty"),
+            )
+        stop = gr.Textbox(
+            value="\n".join(sampling.stop),
+            lines=2,
+            label=i18n("settings_ui.stop"),
+            info=i18n("settings_ui.stop_info"),
+        )
+        with gr.Row():
+            save = gr.Button(i18n("settings_ui.save_sampling"), variant="primary")
+            reset = gr.Button(i18n("settings_ui.reset_sampling"))
+        sampling_result = gr.Markdown()
+
+    engine = app.settings.engine
+    with gr.Accordion(i18n("settings_ui.engine"), open=True):
+        gr.Markdown(i18n("settings_ui.engine_help"))
+        with gr.Row():
+            preset = gr.Dropdown(
+                choices=[(i18n(f"settings_ui.preset_{name}"), name) for name in PRESETS],
+                value=app.settings.preset if app.settings.preset in PRESETS else "balanced",
+                label=i18n("settings_ui.preset"),
+            )
+            gpu_memory_utilization = gr.Slider(
+                0.05,
+                0.99,
+                value=engine.gpu_memory_utilization,
+                step=0.01,
+                label=i18n("settings_ui.gpu_memory_utilization"),
+            )
+        with gr.Row():
+            max_model_len = gr.Number(
+                value=engine.max_model_len,
+                precision=0,
+                label=i18n("settings_ui.max_model_len"),
+                info=i18n("settings_ui.max_model_len_info"),
+            )
+            dtype = gr.Dropdown(choices=list(DTYPES), value=engine.dtype, label=i18n("settings_ui.dtype"))
+            quantization = gr.Dropdown(
+                choices=[(i18n("settings_ui.quantization_none"), NO_QUANTIZATION)]
+                + [q for q in QUANTIZATIONS if q],
+                value=engine.quantization or NO_QUANTIZATION,
+                label=i18n("settings_ui.quantization"),
+            )
+        apply = gr.Button(i18n("settings_ui.apply_reload"), variant="primary", elem_id="apply-reload")
+        engine_result = gr.Markdown()
+
+    sampling_fields = [
+        temperature,
+        top_p,
+        top_k,
+        min_p,
+        max_tokens,
+        repetition_penalty,
+        presence_penalty,
+        frequency_penalty,
+        seed,
+        stop,
+    ]
+    engine_fields = [preset, gpu_memory_utilization, max_model_len, dtype, quantization]
+
+    # No triggers: runs when the page loads.
+    gr.on(None, panel.current, None, sampling_fields + engine_fields, api_visibility="private")
+    save.click(panel.save_sampling, sampling_fields, sampling_result, api_name="save_sampling")
+    reset.click(panel.reset_sampling, None, [*sampling_fields, sampling_result], api_visibility="private")
+    preset.input(panel.preset_values, preset, engine_fields[1:], api_visibility="private")
+    apply.click(panel.apply_engine, engine_fields, engine_result, api_name="apply_engine")

@@ -1,0 +1,72 @@
+"""The status bar: loaded model, engine state (stage while loading, reason when failed), memory in use."""
+
+from __future__ import annotations
+
+import html
+
+import gradio as gr
+
+from app.application import App
+from app.engine import EngineState
+from app.hardware import Hardware, detect
+from app.i18n import translate
+from app.ui.i18n import request_language
+
+GIB = 2**30
+
+
+def status_text(app: App, hardware: Hardware, lang: str) -> str:
+    """One line of HTML; text from the engine (model names, errors) is escaped."""
+    status = app.engine.status
+    model = status.model or ""
+    if status.state == EngineState.READY:
+        state = translate("engine.state_ready", lang, model=model)
+        if status.max_model_len:
+            state += " · " + translate("status.max_len", lang, tokens=status.max_model_len)
+        css = "ready"
+    elif status.state == EngineState.LOADING:
+        state = translate("engine.state_loading", lang, model=model)
+        if status.stage:
+            state += " " + translate(status.stage, lang)
+        css = "loading"
+    elif status.state == EngineState.FAILED:
+        state = translate("engine.state_failed", lang, model=model)
+        if status.error is not None:
+            state += ": " + status.error.message(lang)
+        css = "failed"
+    else:
+        state = translate("engine.state_empty", lang) + " · " + translate("status.pick_model", lang)
+        css = "empty"
+    return (
+        f'<div class="status-bar status-{css}"><span class="status-state">{html.escape(state)}</span>'
+        f'<span class="status-memory">{html.escape(memory_text(hardware, lang))}</span></div>'
+    )
+
+
+def memory_text(hardware: Hardware, lang: str) -> str:
+    """Device memory in use: each GPU, or the RAM when there is none."""
+    if hardware.gpus:
+        return " · ".join(
+            translate(
+                "status.gpu_memory",
+                lang,
+                index=gpu.index,
+                used=f"{gpu.memory_used / GIB:.1f}",
+                total=f"{gpu.memory_total / GIB:.1f}",
+            )
+            for gpu in hardware.gpus
+        )
+    used = hardware.ram_total - hardware.ram_available
+    return translate("status.ram", lang, used=f"{used / GIB:.1f}", total=f"{hardware.ram_total / GIB:.1f}")
+
+
+def status_bar(app: App, timer: gr.Timer) -> None:
+    """Render the bar; it refreshes on each tick of `timer` and when the page loads."""
+    bar = gr.HTML(elem_id="status-bar")
+
+    def refresh(request: gr.Request) -> str:
+        return status_text(app, detect(), request_language(request))
+
+    # No triggers: runs when the page loads.
+    gr.on(None, refresh, None, bar, show_progress="hidden", api_visibility="private")
+    timer.tick(refresh, None, bar, show_progress="hidden", api_visibility="private")

@@ -1,0 +1,200 @@
+"""The chat page in a real browser (Debian's Chromium driven by Playwright): type, watch the reply
+stream, stop it, reload and find the chat again, and read the page in Chinese.
+
+Screenshots of each step go to tests/artifacts/. Without /usr/bin/chromium the tests are
+skipped, except under CI (CI set), where a missing browser is a failure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from app.application import App
+from app.engine import Engine
+from app.settings import AppSettings, SamplingSettings
+from tests.test_ui import LONGEST
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+
+# Watches the chat from inside the page: once the new reply (after the first `n` bot bubbles)
+# has been seen growing twice, clicks Stop at once, in the same task, and resolves with the
+# lengths it saw. Clicking from a polling test would land late on a busy two-core machine.
+STOP_WHEN_GROWING = """n => { window.stopWhenGrowing = new Promise(resolve => {
+  const lengths = [];
+  const observer = new MutationObserver(() => {
+    const bubbles = document.querySelectorAll('#chatbot .bot');
+    if (bubbles.length <= n) return;
+    const length = bubbles[bubbles.length - 1].innerText.length;
+    if (length > (lengths[lengths.length - 1] || 0)) lengths.push(length);
+    if (lengths.length >= 3) {
+      observer.disconnect();
+      document.querySelector('#stop').click();
+      resolve(lengths);
+    }
+  });
+  observer.observe(document.querySelector('#chatbot'), {subtree: true, childList: true, characterData: true});
+}); }"""
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} is missing: CI must install Debian's chromium package")
+        pytest.skip(f"{CHROMIUM} is not installed")
+    # A busy two-core test machine needs more than Playwright's default of 5 s per expectation.
+    expect.set_options(timeout=30_000)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def app(engine: Engine, make_app: Any) -> App:
+    return make_app(engine, AppSettings(sampling=SamplingSettings(max_tokens=8, ignore_eos=True)))
+
+
+@pytest.fixture
+def open_page(browser: Any, start_server: Any) -> Iterator[Any]:
+    """open_page(app, locale) -> a page showing a new server for `app`. Pages close before their
+    server stops: an open page keeps a connection that holds the server's shutdown."""
+    contexts = []
+
+    def open_(app: App, locale: str = "en-US") -> Any:
+        server = start_server(app)
+        contexts.append(browser.new_context(locale=locale, viewport={"width": 1280, "height": 900}))
+        page = contexts[-1].new_page()
+        page.goto(server.url)
+        # The input opens once the page has loaded the saved chat.
+        expect(page.locator("#chat-input textarea")).to_be_editable()
+        return page
+
+    yield open_
+    for context in contexts:
+        context.close()
+
+
+def shot(page: Any, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def wait_until(condition: Any, timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
+
+
+def test_type_stream_stop_reload(open_page: Any, long_engine: Engine, make_app: Any) -> None:
+    # Replies of up to 2,000 tokens: long enough to stop half-way even when the page is slow.
+    app = make_app(long_engine, AppSettings(sampling=dataclasses.replace(LONGEST, max_tokens=8)))
+    page = open_page(app)
+    # With no chat yet, the chat pane invites a first message.
+    expect(page.locator("#chatbot").get_by_text("Ask anything")).to_be_visible()
+
+    box = page.locator("#chat-input textarea")
+    box.fill("Hello, how are you today?")
+    shot(page, "01-typed")
+    box.press("Enter")
+    # A short first reply, with its speed line.
+    expect(page.locator("#chatbot .reply-stats")).to_contain_text("8 tokens")
+
+    app.settings = dataclasses.replace(app.settings, sampling=LONGEST)
+    page.evaluate(STOP_WHEN_GROWING, page.locator("#chatbot .bot").count())
+    box.fill("Write a short poem about the sea and the stars.")
+    box.press("Enter")
+    # The reply grows on screen, update after update; then Stop.
+    lengths = page.evaluate("window.stopWhenGrowing")
+    assert lengths == sorted(lengths) and len(set(lengths)) == 3, lengths
+    shot(page, "02-streaming")
+    assert wait_until(lambda: long_engine.num_unfinished_requests() == 0, timeout=10), "Stop did not abort"
+
+    # The stopped reply is saved with what was written, and the speed line says it was stopped.
+    def saved() -> list:
+        convs = app.conversations.list()
+        return app.conversations.messages(convs[0].id) if convs else []
+
+    assert wait_until(lambda: len(saved()) == 4)
+    reply = saved()[3]
+    assert reply.stats.finish_reason == "abort" and 0 < reply.stats.completion_tokens < 1900, reply.stats
+    expect(page.locator("#chatbot .reply-stats").last).to_contain_text("stopped")
+    shot(page, "03-stopped")
+    assert box.input_value() == ""
+
+    page.reload()
+    expect(page.locator("#chatbot").get_by_text("Write a short poem about the sea and the stars.")).to_be_visible()
+    expect(page.locator("#chatbot .reply-stats").last).to_contain_text("stopped")
+    # The sidebar lists the chat, titled from its first message.
+    expect(page.get_by_role("radio", name="Hello, how are you today?")).to_be_checked()
+    shot(page, "04-reloaded")
+
+
+def test_page_follows_the_browser_language(open_page: Any, app: App) -> None:
+    page = open_page(app, "zh-CN")
+    for label in ("发送", "停止", "重新生成", "＋ 新对话"):
+        expect(page.get_by_role("button", name=label)).to_be_visible()
+    for tab in ("对话", "模型", "设置", "系统"):
+        expect(page.get_by_role("tab", name=tab)).to_be_visible()
+    expect(page.locator("#chat-input textarea")).to_have_attribute("placeholder", "输入消息：回车发送，Shift+回车换行")
+    # Text rendered in Python (the status bar) follows the browser's language too.
+    expect(page.locator("#status-bar")).to_contain_text("就绪：tiny-qwen2")
+    shot(page, "05-chinese")
+
+    page.get_by_role("tab", name="设置").click()
+    expect(page.get_by_role("button", name="应用并重新加载")).to_be_visible()
+    expect(page.get_by_text("温度", exact=True)).to_be_visible()
+    shot(page, "06-chinese-settings")
+
+    # An error raised in Python arrives in Chinese as well.
+    page.get_by_role("tab", name="对话").click()
+    page.get_by_role("button", name="发送").click()
+    expect(page.get_by_text("消息为空：请先输入内容。")).to_be_visible()
+    shot(page, "07-chinese-error")
+
+
+def test_edit_a_message_and_continue(open_page: Any, app: App) -> None:
+    page = open_page(app)
+    expect(page.locator("#chatbot").get_by_text("Ask anything")).to_be_visible()
+    box = page.locator("#chat-input textarea")
+    box.fill("First question")
+    box.press("Enter")
+    expect(page.locator("#chatbot .reply-stats")).to_contain_text("8 tokens")
+
+    page.locator("#chatbot").get_by_role("button", name="Edit").first.click()
+    editor = page.locator("#chatbot textarea").first
+    editor.fill("Edited question")
+    shot(page, "08-editing")
+    page.locator("#chatbot").get_by_role("button", name="Submit").first.click()
+
+    def saved() -> list[str]:
+        convs = app.conversations.list()
+        return [m.content for m in app.conversations.messages(convs[0].id)] if convs else []
+
+    assert wait_until(lambda: len(saved()) == 2 and saved()[0] == "Edited question"), saved()
+    expect(page.locator("#chatbot .reply-stats")).to_contain_text("8 tokens")
+    expect(page.locator("#chatbot").get_by_text("Edited question")).to_be_visible()
+    expect(page.locator("#chatbot").get_by_text("First question")).to_have_count(0)
+    shot(page, "09-edited")

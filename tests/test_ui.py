@@ -1,0 +1,328 @@
+"""The chat UI's events against the real app server and the shared tiny-model engine:
+through `gradio_client`, and through Gradio's own queue protocol (what the browser speaks)
+where the client cannot go (edit events, bytes on the wire)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from gradio_client import Client
+from gradio_client.exceptions import AppError
+
+from app.application import App
+from app.engine import Engine
+from app.settings import AppPaths, AppSettings, SamplingSettings, load_settings
+
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+# Needs the `long_engine` fixture: the shared engine stops at 512 tokens.
+LONGEST = SamplingSettings(max_tokens=2000, ignore_eos=True)
+# Past the end-of-sequence token: the tiny model's random weights would otherwise stop anywhere.
+LONG = SamplingSettings(max_tokens=480, ignore_eos=True)
+SHORT = SamplingSettings(max_tokens=16, ignore_eos=True)
+
+
+def make_ui_app(make_app: Any, engine: Engine, sampling: SamplingSettings = SHORT) -> App:
+    return make_app(engine, AppSettings(sampling=sampling))
+
+
+@pytest.fixture
+def app(engine: Engine, make_app: Any) -> App:
+    return make_ui_app(make_app, engine)
+
+
+@pytest.fixture
+def server(app: App, start_server: Any) -> Any:
+    return start_server(app)
+
+
+@pytest.fixture
+def connect(start_server: Any) -> Any:
+    """connect(server, lang=None) -> gradio_client.Client; every client is closed before its server stops
+    (an open client keeps a heartbeat stream that holds the server's shutdown)."""
+    clients: list[Client] = []
+
+    def make(server: Any, lang: str | None = None) -> Client:
+        headers = {"Accept-Language": lang} if lang else None
+        clients.append(Client(server.url, verbose=False, headers=headers))
+        return clients[-1]
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+def wait_until(condition: Any, timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+def texts(chatbot: list[dict]) -> list[tuple[str, str]]:
+    """(role, text) of each chatbot bubble."""
+    return [(m["role"], "".join(part.get("text", "") for part in m["content"])) for m in chatbot]
+
+
+class QueueSession:
+    """One browser-like session over Gradio's queue: join an event, read its server-sent events."""
+
+    def __init__(self, url: str, lang: str = "en") -> None:
+        self.url = url
+        self.session_hash = uuid.uuid4().hex[:11]
+        self.headers = {"Accept-Language": lang}
+        self.config = httpx.get(f"{url}/config").json()
+
+    def fn_index(self, api_name: str) -> int:
+        return next(d["id"] for d in self.config["dependencies"] if d.get("api_name") == api_name)
+
+    def run(self, api_name: str, data: list, event_data: dict | None = None) -> list[tuple[int, dict]]:
+        """All messages of one event as (bytes on the wire, message), until it completes."""
+        body = {
+            "data": data,
+            "event_data": event_data,
+            "fn_index": self.fn_index(api_name),
+            "trigger_id": None,
+            "session_hash": self.session_hash,
+        }
+        event_id = httpx.post(f"{self.url}/gradio_api/queue/join", json=body, headers=self.headers).json()["event_id"]
+        messages = []
+        params = {"session_hash": self.session_hash}
+        with httpx.stream(
+            "GET", f"{self.url}/gradio_api/queue/data", params=params, headers=self.headers, timeout=120
+        ) as response:
+            for line in response.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                message = json.loads(line[5:])
+                if message.get("event_id") != event_id:
+                    continue
+                messages.append((len(line.encode("utf-8")), message))
+                if message.get("msg") == "process_completed":
+                    return messages
+        raise AssertionError("the event stream ended before the event completed")
+
+
+# ---- streaming, stop, regenerate, edit ------------------------------------------------------
+
+
+def test_reply_streams_in_several_updates_and_is_saved_with_its_speed_line(
+    server: Any, app: App, engine: Engine, connect: Any
+) -> None:
+    app.settings = dataclasses.replace(app.settings, sampling=dataclasses.replace(LONG, max_tokens=120))
+    client = connect(server)
+    job = client.submit("Hello, how are you today?", "", api_name="/send")
+    updates = [chatbot for chatbot, *_ in job]
+    assert len(updates) > 3, "the reply came in one piece instead of streaming"
+    lengths = [len(texts(u)[1][1]) for u in updates if len(u) > 1]
+    assert lengths == sorted(lengths) and lengths[0] < lengths[-1]
+
+    final = texts(job.outputs()[-1][0])
+    assert final[0] == ("user", "Hello, how are you today?")
+    # The last bubble is the speed line: model, tokens, first-token time, tokens/s.
+    speed = final[-1][1]
+    assert engine.model_name in speed and "120 tokens" in speed and "tokens/s" in speed
+
+    saved = client.predict(api_name="/history")
+    assert [m["role"] for m in saved["messages"]] == ["user", "assistant"]
+    reply = saved["messages"][1]
+    assert reply["stats"]["completion_tokens"] == 120
+    assert reply["stats"]["finish_reason"] == "length"
+    assert reply["stats"]["model"] == engine.model_name
+    assert reply["stats"]["ttft"] > 0 and reply["stats"]["sampling"]["max_tokens"] == 120
+    assert reply["content"].strip() == final[1][1]
+
+
+def test_stop_aborts_the_request_in_the_engine_and_keeps_the_partial_reply(
+    server: Any, app: App, engine: Engine, connect: Any
+) -> None:
+    app.settings = dataclasses.replace(app.settings, sampling=LONG)
+    client = connect(server)
+    job = client.submit("Write a short poem about the sea and the stars.", "", api_name="/send")
+    assert wait_until(lambda: len(job.outputs()) >= 3), "no streamed updates"
+    assert engine.num_unfinished_requests() == 1
+    job.cancel()
+    assert wait_until(lambda: engine.num_unfinished_requests() == 0, timeout=10), "the engine kept generating"
+
+    def saved_reply() -> dict | None:
+        messages = client.predict(api_name="/history").get("messages", [])
+        return messages[1] if len(messages) == 2 else None
+
+    assert wait_until(lambda: saved_reply() is not None)
+    reply = saved_reply()
+    assert reply["stats"]["finish_reason"] == "abort"
+    assert 0 < reply["stats"]["completion_tokens"] < LONG.max_tokens
+    assert reply["content"]
+
+
+def test_regenerate_replaces_the_last_reply(server: Any, connect: Any) -> None:
+    client = connect(server)
+    client.predict("What is the capital of France?", "", api_name="/send")
+    before = client.predict(api_name="/history")["messages"]
+    chatbot, *_ = client.predict("", api_name="/regenerate")
+    after = client.predict(api_name="/history")["messages"]
+    assert [m["role"] for m in after] == ["user", "assistant"]
+    assert after[0] == before[0]
+    assert after[1]["created"] > before[1]["created"]
+    assert texts(chatbot)[0] == ("user", "What is the capital of France?")
+
+
+def test_editing_a_message_continues_from_the_new_text(server: Any) -> None:
+    session = QueueSession(server.url)
+    session.run("send", ["First question", None, ""])
+    session.run("send", ["Second question", None, ""])
+    # Bubble 0 is the first question; edit it: everything after it is replaced by a new reply.
+    messages = session.run("edit", [None, ""], {"index": 0, "value": "大海和星星", "previous_value": "First question"})
+    final = messages[-1][1]
+    assert final["success"], final
+    shown = texts(final["output"]["data"][0])
+    assert shown[0] == ("user", "大海和星星")
+    assert [role for role, _ in shown].count("user") == 1
+
+
+# ---- languages and bad input ----------------------------------------------------------------
+
+
+def test_chinese_text_round_trips_exactly(server: Any, connect: Any) -> None:
+    client = connect(server)
+    message = "你好，今天过得怎么样？\n请写一首关于大海和星星的短诗。🌊 “引号” 《书名》\n    缩进保留"
+    chatbot, *_ = client.predict(message, "", api_name="/send")
+    assert texts(chatbot)[0] == ("user", message)
+    saved = client.predict(api_name="/history")
+    assert saved["title"] == "你好，今天过得怎么样？"
+    assert saved["messages"][0]["content"] == message
+    # The reply as shown is the reply as saved.
+    assert saved["messages"][1]["content"].strip() == texts(chatbot)[1][1]
+
+
+def test_bad_input_gets_a_clear_message_and_nothing_saved_is_lost(server: Any, app: App, connect: Any) -> None:
+    client = connect(server)
+    client.predict("Keep this chat", "", api_name="/send")
+    kept = client.predict(api_name="/history")
+
+    with pytest.raises(AppError, match="The message is empty"):
+        client.predict("   \n ", "", api_name="/send")
+    with pytest.raises(AppError, match=r"tokens long, but this model is loaded with a maximum length of 512"):
+        client.predict("hello " * 600, "", api_name="/send")
+    with pytest.raises(AppError, match="消息为空"):
+        connect(server, "zh-CN,zh;q=0.9").predict("", "", api_name="/send")
+    with pytest.raises(AppError, match="最大长度为 512"):
+        connect(server, "zh-CN").predict("你好" * 600, "", api_name="/send")
+
+    assert client.predict(api_name="/history") == kept
+    assert len(client.predict(api_name="/conversations")) == 1
+
+    app.save_settings()
+    settings_before = app.paths.settings_file.read_bytes()
+    fields = [0.7, 1.0, 0, 0.0, 256, 1.0, 0.0, 0.0, None, ""]
+    with pytest.raises(AppError, match="max_tokens must be at least 1"):
+        client.predict(*fields[:4], 0, *fields[5:], api_name="/save_sampling")
+    with pytest.raises(AppError, match="top_p 必须大于 0"):
+        connect(server, "zh-CN").predict(0.7, 0.0, *fields[2:], api_name="/save_sampling")
+    with pytest.raises(AppError, match="top_k must be at least 0"):
+        client.predict(*fields[:2], -5, *fields[3:], api_name="/save_sampling")
+    assert app.paths.settings_file.read_bytes() == settings_before
+    assert app.settings.sampling == SHORT
+
+
+def test_sampling_settings_apply_to_the_next_message_and_persist(server: Any, app: App, connect: Any) -> None:
+    client = connect(server)
+    result = client.predict(0.0, 1.0, 0, 0.0, 5, 1.0, 0.0, 0.0, 7, "", api_name="/save_sampling")
+    assert "next message" in result
+    assert load_settings(app.paths).sampling.max_tokens == 5
+    assert load_settings(app.paths).sampling.seed == 7
+    client.predict("Hello", "", api_name="/send")
+    reply = client.predict(api_name="/history")["messages"][1]
+    assert reply["stats"]["completion_tokens"] <= 5
+    assert reply["stats"]["sampling"]["temperature"] == 0.0
+
+
+def test_engine_settings_are_validated_and_saved_for_the_next_load(server: Any, app: App, connect: Any) -> None:
+    client = connect(server)
+    with pytest.raises(AppError, match="max_model_len must be at least 16"):
+        client.predict("balanced", 0.9, 8, "auto", "none", api_name="/apply_engine")
+    result = client.predict("memory_saver", 0.7, 2048, "float16", "none", api_name="/apply_engine")
+    assert "when you load a model" in result
+    saved = load_settings(app.paths)
+    assert saved.preset == "memory_saver"
+    assert (saved.engine.max_model_len, saved.engine.dtype, saved.engine.max_num_seqs) == (2048, "float16", 16)
+
+
+# ---- restart, concurrency, bytes on the wire ------------------------------------------------
+
+
+def test_history_endpoint_returns_the_saved_chat_after_an_app_restart(
+    engine: Engine, make_app: Any, start_server: Any, connect: Any
+) -> None:
+    first = start_server(make_ui_app(make_app, engine))
+    client = connect(first)
+    client.predict("Remember me: 记住我", "", api_name="/send")
+    saved = client.predict(api_name="/conversations")
+    client.close()
+    first.stop()
+
+    # A new App over the same VLLM_CHAT_HOME, as after restarting the program.
+    restarted = App.build(AppSettings(), AppPaths.default(), engine=engine)
+    second = start_server(restarted)
+    client = connect(second)
+    assert client.predict(api_name="/conversations") == saved
+    history = client.predict(api_name="/history")
+    assert history["messages"][0]["content"] == "Remember me: 记住我"
+    assert history["messages"][1]["stats"]["completion_tokens"] == SHORT.max_tokens
+
+
+def test_two_tabs_stream_at_the_same_time(server: Any, app: App, engine: Engine, connect: Any) -> None:
+    app.settings = dataclasses.replace(app.settings, sampling=LONG)
+    jobs = [connect(server).submit(f"Tab {i}: hello", "", api_name="/send") for i in range(2)]
+    both_streaming = wait_until(
+        lambda: all(len(j.outputs()) >= 2 for j in jobs) and not any(j.done() for j in jobs), timeout=30
+    )
+    running = engine.num_unfinished_requests()
+    for job in jobs:
+        job.result()
+    assert both_streaming, "the second chat waited for the first one"
+    assert running == 2
+
+
+def test_bytes_per_streamed_update_stay_flat_as_a_2000_token_reply_grows(
+    long_engine: Engine, make_app: Any, start_server: Any
+) -> None:
+    server = start_server(make_ui_app(make_app, long_engine, LONGEST))
+    session = QueueSession(server.url)
+    messages = session.run("send", ["Write a long story about the sea.", None, ""])
+    updates = [(size, m) for size, m in messages if m.get("msg") == "process_generating"]
+    final = messages[-1][1]
+    assert final["success"], final
+    reply = texts(final["output"]["data"][0])[1][1]
+    # The first two carry the chat so far and the sidebar once; then only the reply grows.
+    sizes = [size for size, _ in updates[2:]]
+    quarter = len(sizes) // 4
+    means = [round(sum(part) / len(part), 1) for part in (sizes[i * quarter : (i + 1) * quarter] for i in range(4))]
+    report = {
+        "reply_tokens": LONGEST.max_tokens,
+        "reply_chars": len(reply),
+        "updates": len(updates),
+        "first_update_bytes": updates[0][0],
+        "mean_update_bytes_by_quarter": means,
+        "max_update_bytes": max(sizes),
+        "final_message_bytes": messages[-1][0],
+    }
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "stream_bytes.json").write_text(json.dumps(report, indent=2))
+    print("\nstreamed update sizes:", report)
+    assert len(reply) > 2000 and len(updates) > 20
+    # Each update carries only the text that arrived since the last one, never the reply so far:
+    # the last quarter's updates are no bigger than the third's although the reply grew by a third.
+    # (Early ones are smaller still: updates are spaced out as the reply grows, see chat.py.)
+    assert means[3] < 1.5 * means[2], report
+    assert means[3] < 3 * means[0], report
+    # The last message carries the whole chat once; no update comes near it.
+    assert max(sizes) < messages[-1][0] / 4, report
