@@ -30,10 +30,14 @@ NO_MATCH = "no conversation has this title 1f0c"
 
 @dataclass(frozen=True)
 class Update:
-    """One streamed update of the chat: when it arrived and its size on the wire."""
+    """One streamed update of the chat: when it arrived, its size on the wire, whether the chat
+    shows the assistant's reply yet (the first updates may show only the user's message), and
+    how many of its bytes are reply text new in this update (as JSON writes it)."""
 
     time: float  # time.perf_counter()
     size: int  # bytes of the SSE message
+    replying: bool
+    new_text_bytes: int
 
 
 class GradioChat:
@@ -64,12 +68,23 @@ class GradioChat:
 
     async def reply(self, session: str, message: str, system_prompt: str = "") -> AsyncIterator[Update]:
         """Yields every streamed update of the reply; returns when the event completes."""
-        async for kind, size, arrived in self._event(SEND_API, [message, system_prompt], session):
-            if kind == "process_generating":
-                yield Update(arrived, size)
+        from gradio_client.utils import apply_diff
 
-    async def _event(self, api_name: str, inputs: list[Any], session: str) -> AsyncIterator[tuple[str, int, float]]:
-        """Runs one event; yields (message kind, bytes, arrival time) for each message until it completes."""
+        chat: Any = None
+        text = ""
+        async for event, size, arrived in self._event(SEND_API, [message, system_prompt], session):
+            if event["msg"] != "process_generating":
+                continue
+            # The first update carries the chatbot's whole value, the next ones diffs against it.
+            shown = event["output"]["data"][0]
+            chat = shown if chat is None else apply_diff(chat, shown)
+            reply = _reply_text(chat)
+            new = (reply or "")[len(text):] if (reply or "").startswith(text) else reply or ""
+            text = reply or ""
+            yield Update(arrived, size, reply is not None, len(json.dumps(new)) - 2)
+
+    async def _event(self, api_name: str, inputs: list[Any], session: str) -> AsyncIterator[tuple[dict, int, float]]:
+        """Runs one event; yields (message, bytes, arrival time) for each of its messages until it completes."""
         endpoint = self._endpoints[api_name]
         payload = {
             # gr.State inputs (the conversation id) are not API inputs: they are filled in empty.
@@ -97,9 +112,21 @@ class GradioChat:
                         raise RuntimeError(f"the UI closed the stream before {api_name} completed")
                     if event.get("event_id") != event_id:
                         continue  # a heartbeat
-                    yield kind, len(raw) + 2, arrived
+                    yield event, len(raw) + 2, arrived
                     if kind == "process_completed":
                         if not event.get("success"):
                             raise RuntimeError(f"the UI answered {api_name} with an error: {event.get('output')}")
                         return
         raise RuntimeError(f"the UI's event stream ended before {api_name} completed")
+
+
+def _reply_text(chat: list[dict[str, Any]] | None) -> str | None:
+    """The text of the assistant messages after the last user message; None while there are none."""
+    parts = []
+    for message in reversed(chat or []):
+        if message.get("role") != "assistant":
+            break
+        content = message.get("content")
+        blocks = content if isinstance(content, list) else [{"type": "text", "text": content or ""}]
+        parts.append("".join(b.get("text", "") for b in blocks if isinstance(b, dict) and b.get("type") == "text"))
+    return "".join(reversed(parts)) if parts else None

@@ -7,11 +7,14 @@
 
 Each path renders a batch of prompts with `prepare` (outside the timing), then `send`s
 request `index` of that batch, noting when each streamed piece of the reply arrives.
+`frontend_pid` is the process that serves the path outside the engine's own processes (this
+one for path 1): its CPU time per request is what the path costs, however busy the machine.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from typing import Any, Protocol
@@ -32,6 +35,7 @@ LABELS = {
 
 class LoadPath(Protocol):
     key: str
+    frontend_pid: int
 
     async def prepare(self, batch: list[Messages]) -> None: ...
 
@@ -50,6 +54,7 @@ class EnginePath:
         from vllm.sampling_params import RequestOutputKind
 
         self.llm = llm
+        self.frontend_pid = os.getpid()
         self.params = SamplingParams(**{
             **llm.model_config.get_diff_sampling_param(),
             "temperature": temperature,
@@ -81,8 +86,11 @@ class EnginePath:
 class OpenAIPath:
     """Paths 2 and 4: a streamed chat completion through the `openai` SDK, usage included."""
 
-    def __init__(self, key: str, base_url: str, model: str, max_tokens: int, temperature: float) -> None:
+    def __init__(
+        self, key: str, base_url: str, frontend_pid: int, model: str, max_tokens: int, temperature: float
+    ) -> None:
         self.key = key
+        self.frontend_pid = frontend_pid
         self.model = model
         self.max_tokens = max_tokens
         self.temperature = temperature
@@ -123,8 +131,9 @@ class GradioPath:
 
     key = "ui"
 
-    def __init__(self, url: str, max_tokens: int) -> None:
+    def __init__(self, url: str, frontend_pid: int, max_tokens: int) -> None:
         self.url = url
+        self.frontend_pid = frontend_pid
         self.max_tokens = max_tokens
         self.chat = GradioChat(url)
         self._batch: list[Messages] = []
@@ -143,7 +152,8 @@ class GradioPath:
 
     async def send(self, index: int, record: RequestRecord) -> None:
         async for update in self.chat.reply(self._sessions[index], self._batch[index][-1]["content"]):
-            record.chunks.append(update.time)
+            if update.replying:
+                record.chunks.append(update.time)
         record.output_tokens = self.max_tokens
 
     async def check_reply_length(self) -> None:

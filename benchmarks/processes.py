@@ -113,6 +113,19 @@ class ChildProcess:
             await asyncio.sleep(0.05)
         return time.perf_counter() - self.started
 
+    async def wait_for_http(self, url: str, check: Callable[[httpx.Response], bool], timeout: float = 900) -> float:
+        """Seconds from start until GET `url` passes `check`. One client for all the polls: a new
+        one per poll costs a TLS context each time, CPU taken from the process being timed."""
+        async with httpx.AsyncClient(timeout=2) as client:
+
+            async def ready() -> bool:
+                try:
+                    return check(await client.get(url))
+                except httpx.HTTPError:
+                    return False
+
+            return await self.wait_until(ready, timeout)
+
     async def wait_exit(self, timeout: float = 120) -> None:
         deadline = time.perf_counter() + timeout
         while self.proc.poll() is None and time.perf_counter() < deadline:
@@ -140,14 +153,6 @@ class ChildProcess:
             return ""
 
 
-async def http_ready(url: str, check: Callable[[httpx.Response], bool]) -> bool:
-    try:
-        async with httpx.AsyncClient(timeout=2) as client:
-            return check(await client.get(url))
-    except httpx.HTTPError:
-        return False
-
-
 def _app_ready(response: httpx.Response) -> bool:
     if response.status_code != 200:
         return False
@@ -170,7 +175,7 @@ async def start_app(config: EngineConfig, log: Path) -> tuple[ChildProcess, str,
     app.start()
     url = f"http://127.0.0.1:{port}"
     try:
-        seconds = await app.wait_until(lambda: http_ready(f"{url}/healthz", _app_ready))
+        seconds = await app.wait_for_http(f"{url}/healthz", _app_ready)
     except BaseException:
         app.stop()
         raise
@@ -190,7 +195,7 @@ async def start_vllm_serve(config: EngineConfig, log: Path) -> tuple[ChildProces
     server.start()
     url = f"http://127.0.0.1:{port}"
     try:
-        seconds = await server.wait_until(lambda: http_ready(f"{url}/health", lambda r: r.status_code == 200))
+        seconds = await server.wait_for_http(f"{url}/health", lambda r: r.status_code == 200)
     except BaseException:
         server.stop()
         raise

@@ -20,6 +20,7 @@ METRICS = (
     "itl_median_ms",
     "itl_p99_ms",
     "tpot_median_ms",
+    "frontend_cpu_ms_per_request",
 )
 # (numerator, denominator): every path against the floor, and the app's API against `vllm serve`.
 COMPARISONS = (("api", "engine"), ("ui", "engine"), ("vllm_serve", "engine"), ("api", "vllm_serve"))
@@ -44,6 +45,7 @@ def level_stats(run: LevelRun) -> dict[str, Any]:
         "itl_median_ms": _ms(itls, 50),
         "itl_p99_ms": _ms(itls, 99),
         "tpot_median_ms": _ms(tpots, 50),
+        "frontend_cpu_ms_per_request": run.frontend_cpu_s * 1000 / len(run.records),
         "requests": len(run.records),
         "output_tokens": sum(r.output_tokens for r in ok),
         "wall_s": run.wall,
@@ -77,6 +79,7 @@ def ratios(paths: dict[str, Any]) -> dict[str, Any]:
                 "requests_per_s": _ratio(x["requests_per_s"], y["requests_per_s"]),
                 "ttft_added_ms": _diff(x["ttft_median_ms"], y["ttft_median_ms"]),
                 "itl_added_ms": _diff(x["itl_median_ms"], y["itl_median_ms"]),
+                "frontend_cpu": _ratio(x["frontend_cpu_ms_per_request"], y["frontend_cpu_ms_per_request"]),
             }
         out[f"{a}/{b}"] = levels
     return out
@@ -162,7 +165,7 @@ def _fmt(value: Any, digits: int = 1) -> str:
 def table(result: dict[str, Any]) -> str:
     lines = []
     header = (f"{'path':<32}{'conc':>5}{'out tok/s':>11}{'req/s':>8}{'TTFT p50':>10}{'TTFT p99':>10}"
-              f"{'ITL p50':>9}{'ITL p99':>9}{'x path 1':>10}{'err':>5}")
+              f"{'ITL p50':>9}{'ITL p99':>9}{'CPU/req':>9}{'x path 1':>10}{'err':>5}")
     lines += [header, "-" * len(header)]
     floor = result["paths"].get("engine", {}).get("levels", {})
     for key in PATH_KEYS:
@@ -174,13 +177,15 @@ def table(result: dict[str, Any]) -> str:
             lines.append(
                 f"{LABELS[key]:<32}{c:>5}{_fmt(m['output_tps']):>11}{_fmt(m['requests_per_s'], 2):>8}"
                 f"{_fmt(m['ttft_median_ms']):>10}{_fmt(m['ttft_p99_ms']):>10}{_fmt(m['itl_median_ms']):>9}"
-                f"{_fmt(m['itl_p99_ms']):>9}{_fmt(_ratio(m['output_tps'], base), 3):>10}{m['errors']:>5}"
+                f"{_fmt(m['itl_p99_ms']):>9}{_fmt(m['frontend_cpu_ms_per_request']):>9}"
+                f"{_fmt(_ratio(m['output_tps'], base), 3):>10}{m['errors']:>5}"
             )
-    lines.append("(times in ms; medians over repetitions; path 3's updates are paced by the UI, so its ITL is "
-                 "the time between screen updates)")
+    lines.append("(times in ms; medians over repetitions; CPU/req: CPU ms per request of the serving process, "
+                 "engine processes excluded (for path 1, this process); path 3's updates are paced by the UI, "
+                 "so its ITL is the time between screen updates)")
     for c, v in result["ratios"].get("api/vllm_serve", {}).items():
         lines.append(f"path 2 / path 4 at {c}: output tokens/s x{_fmt(v['output_tps'], 3)}, "
-                     f"TTFT {_fmt(v['ttft_added_ms'], 1)} ms")
+                     f"TTFT {_fmt(v['ttft_added_ms'], 1)} ms, serving CPU per request x{_fmt(v['frontend_cpu'], 2)}")
     if result.get("second_opinion"):
         lines += ["", "vllm.benchmarks (second opinion):"]
         for key, levels in result["second_opinion"].items():
@@ -194,9 +199,12 @@ def table(result: dict[str, Any]) -> str:
                       f"Engine.load in this process {_fmt(cold['engine_load_s'])} s"]
     if ui := result.get("ui_stream"):
         lines.append(f"UI stream, {ui['reply_tokens']}-token reply: {ui['updates']} updates, "
-                     f"{_fmt(ui['early_median_bytes'], 0)} B/update early vs {_fmt(ui['late_median_bytes'], 0)} B late "
-                     f"(x{_fmt(ui['growth'], 2)}: {'flat' if ui['flat'] else 'GROWS'}), "
-                     f"{_fmt(ui['bytes_per_token'])} B/token")
+                     f"{_fmt(ui['early_median_bytes'], 0)} B/update early vs "
+                     f"{_fmt(ui['late_median_bytes'], 0)} B late; "
+                     f"overhead beyond the new text {_fmt(ui['early_overhead_bytes'], 0)} B vs "
+                     f"{_fmt(ui['late_overhead_bytes'], 0)} B (x{_fmt(ui['growth'], 2)}: "
+                     f"{'flat' if ui['flat'] else 'GROWS'}); every {_fmt(ui['early_interval_ms'], 0)} ms early, "
+                     f"{_fmt(ui['late_interval_ms'], 0)} ms late; {_fmt(ui['bytes_per_token'])} B/token")
     if sw := result.get("switch"):
         left = sw["rss_left_after_unload_bytes"] / 2**20
         gpu = sw["gpu_left_after_unload_bytes"]

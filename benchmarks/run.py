@@ -20,6 +20,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from benchmarks.processes import ROOT
 
 MODES: dict[str, dict[str, Any]] = {
@@ -93,10 +95,19 @@ async def measure(path: Any, prompts: Any, concurrency: int, requests: int) -> d
     from benchmarks.report import level_stats
     from benchmarks.workload import closed_loop
 
+    frontend = psutil.Process(path.frontend_pid)
     await path.prepare(prompts.batch(concurrency))
     await closed_loop(path.send, concurrency, concurrency)
     await path.prepare(prompts.batch(requests))
-    return level_stats(await closed_loop(path.send, concurrency, requests))
+    before = cpu_seconds(frontend)
+    run = await closed_loop(path.send, concurrency, requests)
+    run.frontend_cpu_s = cpu_seconds(frontend) - before
+    return level_stats(run)
+
+
+def cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -179,14 +190,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         result["cold_start"] = {"bare_s": bare_s, "app_s": app_s, "app_minus_bare_s": app_s - bare_s,
                                 "vllm_serve_s": vllm_s, "engine_load_s": engine_load_s}
 
-        ui = GradioPath(app_url, workload.output_tokens)
+        ui = GradioPath(app_url, app.proc.pid, workload.output_tokens)
         await ui.chat.connect()
         paths = {
             "engine": EnginePath(engine.vllm, workload.output_tokens, workload.temperature),
-            "api": OpenAIPath("api", app_url, config.name, workload.output_tokens, workload.temperature),
+            "api": OpenAIPath("api", app_url, app.proc.pid, config.name, workload.output_tokens,
+                              workload.temperature),
             "ui": ui,
-            "vllm_serve": OpenAIPath("vllm_serve", vllm_url, config.name, workload.output_tokens,
-                                     workload.temperature),
+            "vllm_serve": OpenAIPath("vllm_serve", vllm_url, server.proc.pid, config.name,
+                                     workload.output_tokens, workload.temperature),
         }
         for path in paths.values():
             stack.push_async_callback(path.close)

@@ -25,7 +25,7 @@ from benchmarks.gradio_stream import GradioChat, Update
 from benchmarks.processes import free_port
 
 LONG_REPLY_PROMPT = "Tell me a long story about the sea and the stars. 请讲一个很长的故事。"
-# Growth beyond this (late updates vs early ones) means updates carry the reply so far.
+# Overhead growth beyond this (late updates vs early ones) means updates carry the reply so far.
 FLAT_LIMIT = 1.5
 
 
@@ -55,23 +55,37 @@ async def ui_stream_cost(engine: Engine, home: Path, reply_tokens: int, temperat
 
 
 def stream_cost(updates: list[Update], reply_tokens: int) -> dict[str, Any]:
-    sizes = [u.size for u in updates]
-    # The first update carries the whole chat and the sidebar, the last the saved reply with its
-    # stats line; the updates in between are the ones that must not grow.
-    middle = sizes[1:-1] or sizes
+    """Sizes of the updates that show the reply. What must stay flat is an update's overhead: its
+    bytes less the reply text new in it (the app paces updates further apart as the reply grows,
+    so later updates carry more new text, which is fine)."""
+    replying = [u for u in updates if u.replying]
+    # The first of them also carries the saved user message and the sidebar, the last the saved
+    # reply with its stats line; the ones in between are those that must not grow.
+    middle = replying[1:-1] or replying
     third = max(1, len(middle) // 3)
-    early, late = statistics.median(middle[:third]), statistics.median(middle[-third:])
-    intervals = [b.time - a.time for a, b in itertools.pairwise(updates)]
+    early, late = middle[:third], middle[-third:]
+
+    def overhead(part: list[Update]) -> float:
+        return statistics.median(u.size - u.new_text_bytes for u in part)
+
+    def interval_ms(part: list[Update]) -> float | None:
+        gaps = [b.time - a.time for a, b in itertools.pairwise(part)]
+        return statistics.median(gaps) * 1000 if gaps else None
+
+    total = sum(u.size for u in updates)
     return {
         "reply_tokens": reply_tokens,
-        "updates": len(sizes),
-        "total_bytes": sum(sizes),
-        "bytes_per_token": sum(sizes) / reply_tokens,
-        "first_update_bytes": sizes[0],
-        "last_update_bytes": sizes[-1],
-        "early_median_bytes": early,
-        "late_median_bytes": late,
-        "growth": late / early,
-        "flat": late <= FLAT_LIMIT * early,
-        "update_interval_median_ms": statistics.median(intervals) * 1000 if intervals else None,
+        "updates": len(updates),
+        "updates_before_reply": len(updates) - len(replying),
+        "total_bytes": total,
+        "bytes_per_token": total / reply_tokens,
+        "first_reply_update_bytes": replying[0].size if replying else None,
+        "early_median_bytes": statistics.median(u.size for u in early),
+        "late_median_bytes": statistics.median(u.size for u in late),
+        "early_overhead_bytes": overhead(early),
+        "late_overhead_bytes": overhead(late),
+        "growth": overhead(late) / overhead(early),
+        "flat": overhead(late) <= FLAT_LIMIT * overhead(early),
+        "early_interval_ms": interval_ms(early),
+        "late_interval_ms": interval_ms(late),
     }

@@ -105,6 +105,7 @@ class LevelRun:
     concurrency: int
     records: list[RequestRecord]
     wall: float
+    frontend_cpu_s: float = 0.0  # CPU time of the serving process (not the engine's) during the run
 
 
 Send = Callable[[int, RequestRecord], Awaitable[None]]

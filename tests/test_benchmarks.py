@@ -52,7 +52,7 @@ def test_harness_reports_every_path_concurrency_and_measurement(tmp_path: Path) 
     cold = result["cold_start"]
     assert min(cold["bare_s"], cold["app_s"], cold["vllm_serve_s"], cold["engine_load_s"]) > 0
     ui = result["ui_stream"]
-    assert ui["reply_tokens"] == 64 and ui["updates"] >= 2 and ui["total_bytes"] > 0
+    assert ui["reply_tokens"] == 64 and ui["updates"] > ui["updates_before_reply"] and ui["total_bytes"] > 0
     assert isinstance(ui["flat"], bool)
     switch = result["switch"]
     assert switch["model_b"] == "tiny-llama" and switch["unload_s"] > 0 and switch["load_s"] > 0
