@@ -134,19 +134,22 @@ def plot(result: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")  # no display needed
     import matplotlib.pyplot as plt
 
-    fig, (tps, ttft) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for key, data in result["paths"].items():
-        levels = sorted(data["levels"], key=int)
-        x = [int(c) for c in levels]
-        tps.plot(x, [data["levels"][c]["median"]["output_tps"] for c in levels], marker="o", label=LABELS[key])
-        ttft.plot(x, [data["levels"][c]["median"]["ttft_median_ms"] for c in levels], marker="o",
-                  label=LABELS[key])
-    for ax, title in ((tps, "output tokens/s"), (ttft, "time to first token, median (ms)")):
+    panels = (("output_tps", "output tokens/s"), ("ttft_median_ms", "time to first token, median (ms)"),
+              ("frontend_cpu_ms_per_request", "serving CPU per request (ms)"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(17, 4.5))
+    concurrency = sorted({int(c) for data in result["paths"].values() for c in data["levels"]})
+    for ax, (metric, title) in zip(axes, panels, strict=True):
+        for key, data in result["paths"].items():
+            levels = sorted(data["levels"], key=int)
+            ax.plot([int(c) for c in levels], [data["levels"][c]["median"][metric] for c in levels], marker="o",
+                    label=LABELS[key])
         ax.set_xscale("log", base=2)
+        ax.set_xticks(concurrency, [str(c) for c in concurrency])
+        ax.minorticks_off()
         ax.set_xlabel("concurrent requests")
         ax.set_title(title)
         ax.grid(True, alpha=0.3)
-    tps.legend(fontsize=8)
+    axes[0].legend(fontsize=8)
     meta = result["meta"]
     fig.suptitle(f"{meta['model']} on {meta['device']} ({meta['mode']})")
     fig.tight_layout()
