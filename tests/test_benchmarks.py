@@ -25,6 +25,7 @@ TINY = ["--quick", "--concurrency", "1,2", "--prompt-tokens", "16", "--output-to
 LEVELS = ("1", "2")
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_harness_reports_every_path_concurrency_and_measurement(tmp_path: Path) -> None:
     out = tmp_path / "results"
