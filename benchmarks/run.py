@@ -249,6 +249,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         result["decode_vs_bandwidth"] = decode_vs_bandwidth(model_a, bandwidth, single, context)
     result["ratios"] = report.ratios(result["paths"])
     result["targets"] = report.targets(result)
+    # How busy the machine was says how far the timings can be trusted.
+    result["meta"]["machine"]["load_average_end"] = os.getloadavg()
     return result
 
 
