@@ -20,6 +20,7 @@ from playwright.sync_api import expect, sync_playwright
 from app.application import App
 from app.engine import Engine
 from app.settings import AppSettings, SamplingSettings
+from tests.conftest import wait_until
 from tests.test_ui import LONGEST
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -31,6 +32,10 @@ ARGS = [
     "--disable-component-update",
     "--no-first-run",
     "--disable-sync",
+    # A headless page may count as hidden; its updates must not be throttled like a background tab's.
+    "--disable-renderer-backgrounding",
+    "--disable-background-timer-throttling",
+    "--disable-backgrounding-occluded-windows",
 ]
 
 # Watches the chat from inside the page: once the new reply (after the first `n` bot bubbles)
@@ -46,7 +51,7 @@ STOP_WHEN_GROWING = """n => { window.stopWhenGrowing = new Promise(resolve => {
     if (lengths.length >= 3) {
       observer.disconnect();
       document.querySelector('#stop').click();
-      resolve(lengths);
+      resolve([lengths, Math.round(performance.now())]);
     }
   });
   observer.observe(document.querySelector('#chatbot'), {subtree: true, childList: true, characterData: true});
@@ -99,15 +104,6 @@ def shot(page: Any, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
-def wait_until(condition: Any, timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
-
-
 def test_type_stream_stop_reload(open_page: Any, long_engine: Engine, make_app: Any) -> None:
     # Replies of up to 2,000 tokens: long enough to stop half-way even when the page is slow.
     app = make_app(long_engine, AppSettings(sampling=dataclasses.replace(LONGEST, max_tokens=8)))
@@ -127,7 +123,9 @@ def test_type_stream_stop_reload(open_page: Any, long_engine: Engine, make_app: 
     box.fill("Write a short poem about the sea and the stars.")
     box.press("Enter")
     # The reply grows on screen, update after update; then Stop.
-    lengths = page.evaluate("window.stopWhenGrowing")
+    sent = page.evaluate("Math.round(performance.now())")
+    lengths, clicked = page.evaluate("window.stopWhenGrowing")
+    print("DEBUG clicked after ms", clicked - sent, lengths, time.monotonic())
     assert lengths == sorted(lengths) and len(set(lengths)) == 3, lengths
     shot(page, "02-streaming")
     assert wait_until(lambda: long_engine.num_unfinished_requests() == 0, timeout=10), "Stop did not abort"
@@ -138,6 +136,7 @@ def test_type_stream_stop_reload(open_page: Any, long_engine: Engine, make_app: 
         return app.conversations.messages(convs[0].id) if convs else []
 
     assert wait_until(lambda: len(saved()) == 4)
+    print("DEBUG saved", time.monotonic(), saved()[3].stats)
     reply = saved()[3]
     assert reply.stats.finish_reason == "abort" and 0 < reply.stats.completion_tokens < 1900, reply.stats
     expect(page.locator("#chatbot .reply-stats").last).to_contain_text("stopped")

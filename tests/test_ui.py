@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from gradio_client.exceptions import AppError
 from app.application import App
 from app.engine import Engine
 from app.settings import AppPaths, AppSettings, SamplingSettings, load_settings
+from tests.conftest import wait_until
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 # Needs the `long_engine` fixture: the shared engine stops at 512 tokens.
@@ -56,15 +56,6 @@ def connect(start_server: Any) -> Any:
     yield make
     for client in clients:
         client.close()
-
-
-def wait_until(condition: Any, timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
 
 
 def texts(chatbot: list[dict]) -> list[tuple[str, str]]:

@@ -148,9 +148,7 @@ class SettingsPanel:
             status = self.app.engine.status
             stage = translate(status.stage, lang) if status.stage else ""
             elapsed = int(asyncio.get_running_loop().time() - started)
-            yield translate(
-                "settings_ui.reloading", lang, model=status.model or model, stage=stage, seconds=elapsed
-            )
+            yield translate("settings_ui.reloading", lang, model=status.model or model, stage=stage, seconds=elapsed)
             await asyncio.wait({task}, timeout=RELOAD_POLL_S)
         status = self.app.engine.status
         if status.state == EngineState.READY:
@@ -160,6 +158,13 @@ class SettingsPanel:
             yield translate("settings_ui.reload_failed", lang, reason=reason)
 
 
+def field(kind: type, i18n: gr.I18n, name: str, value: Any, info: bool = False, **kwargs: Any) -> Any:
+    """An input labelled from `settings_ui.<name>` (and `settings_ui.<name>_info`)."""
+    if info:
+        kwargs["info"] = i18n(f"settings_ui.{name}_info")
+    return kind(value=value, label=i18n(f"settings_ui.{name}"), **kwargs)
+
+
 def settings_tab(app: App, i18n: gr.I18n) -> None:
     """Render the settings inside an open gr.Tab."""
     panel = SettingsPanel(app)
@@ -167,64 +172,25 @@ def settings_tab(app: App, i18n: gr.I18n) -> None:
     with gr.Accordion(i18n("settings_ui.sampling"), open=True):
         gr.Markdown(i18n("settings_ui.sampling_help"))
         with gr.Row():
-            temperature = gr.Slider(
-                0.0,
-                2.0,
-                value=sampling.temperature,
-                step=0.05,
-                label=i18n("settings_ui.temperature"),
-                info=i18n("settings_ui.temperature_info"),
+            temperature = field(
+                gr.Slider, i18n, "temperature", sampling.temperature, True, minimum=0.0, maximum=2.0, step=0.05
             )
-            top_p = gr.Slider(
-                0.0,
-                1.0,
-                value=sampling.top_p,
-                step=0.01,
-                label=i18n("settings_ui.top_p"),
-                info=i18n("settings_ui.top_p_info"),
-            )
-            min_p = gr.Slider(0.0, 1.0, value=sampling.min_p, step=0.01, label=i18n("settings_ui.min_p"))
+            top_p = field(gr.Slider, i18n, "top_p", sampling.top_p, True, minimum=0.0, maximum=1.0, step=0.01)
+            min_p = field(gr.Slider, i18n, "min_p", sampling.min_p, minimum=0.0, maximum=1.0, step=0.01)
         with gr.Row():
             # Plain numbers: out-of-range values reach the core's check and its translated message.
-            top_k = gr.Number(
-                value=sampling.top_k,
-                precision=0,
-                label=i18n("settings_ui.top_k"),
-                info=i18n("settings_ui.top_k_info"),
-            )
-            max_tokens = gr.Number(
-                value=sampling.max_tokens,
-                precision=0,
-                label=i18n("settings_ui.max_tokens"),
-                info=i18n("settings_ui.max_tokens_info"),
-            )
-            seed = gr.Number(
-                value=sampling.seed,
-                precision=0,
-                label=i18n("settings_ui.seed"),
-                info=i18n("settings_ui.seed_info"),
-            )
+            top_k = field(gr.Number, i18n, "top_k", sampling.top_k, True, precision=0)
+            max_tokens = field(gr.Number, i18n, "max_tokens", sampling.max_tokens, True, precision=0)
+            seed = field(gr.Number, i18n, "seed", sampling.seed, True, precision=0)
         with gr.Row():
-            repetition_penalty = gr.Slider(
-                0.0,
-                2.0,
-                value=sampling.repetition_penalty,
-                step=0.01,
-                label=i18n("settings_ui.repetition_penalty"),
+            repetition_penalty = field(
+                gr.Slider, i18n, "repetition_penalty", sampling.repetition_penalty, minimum=0.0, maximum=2.0, step=0.01
             )
-            presence_penalty = gr.Slider(
-                -2.0,
-                2.0,
-                value=sampling.presence_penalty,
-                step=0.05,
-                label=i18n("settings_ui.presence_penalty"),
+            presence_penalty = field(
+                gr.Slider, i18n, "presence_penalty", sampling.presence_penalty, minimum=-2.0, maximum=2.0, step=0.05
             )
-            frequency_penalty = gr.Slider(
-                -2.0,
-                2.0,
-                value=sampling.frequency_penalty,
-                step=0.05,
-                label=i18n("settings_ui.frequency_penalty"),
+            frequency_penalty = field(
+                gr.Slider, i18n, "frequency_penalty", sampling.frequency_penalty, minimum=-2.0, maximum=2.0, step=0.05
             )
         stop = gr.Textbox(
             value="\n".join(sampling.stop),
@@ -262,8 +228,7 @@ def settings_tab(app: App, i18n: gr.I18n) -> None:
             )
             dtype = gr.Dropdown(choices=list(DTYPES), value=engine.dtype, label=i18n("settings_ui.dtype"))
             quantization = gr.Dropdown(
-                choices=[(i18n("settings_ui.quantization_none"), NO_QUANTIZATION)]
-                + [q for q in QUANTIZATIONS if q],
+                choices=[(i18n("settings_ui.quantization_none"), NO_QUANTIZATION)] + [q for q in QUANTIZATIONS if q],
                 value=engine.quantization or NO_QUANTIZATION,
                 label=i18n("settings_ui.quantization"),
             )
