@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -125,7 +124,6 @@ def test_type_stream_stop_reload(open_page: Any, long_engine: Engine, make_app: 
     # The reply grows on screen, update after update; then Stop.
     sent = page.evaluate("Math.round(performance.now())")
     lengths, clicked = page.evaluate("window.stopWhenGrowing")
-    print("DEBUG clicked after ms", clicked - sent, lengths, time.monotonic())
     assert lengths == sorted(lengths) and len(set(lengths)) == 3, lengths
     shot(page, "02-streaming")
     assert wait_until(lambda: long_engine.num_unfinished_requests() == 0, timeout=10), "Stop did not abort"
@@ -136,9 +134,10 @@ def test_type_stream_stop_reload(open_page: Any, long_engine: Engine, make_app: 
         return app.conversations.messages(convs[0].id) if convs else []
 
     assert wait_until(lambda: len(saved()) == 4)
-    print("DEBUG saved", time.monotonic(), saved()[3].stats)
     reply = saved()[3]
-    assert reply.stats.finish_reason == "abort" and 0 < reply.stats.completion_tokens < 1900, reply.stats
+    # Stopped at once: far from the 2,000 tokens it was allowed.
+    assert reply.stats.finish_reason == "abort", f"Stop clicked {clicked - sent} ms after sending: {reply.stats}"
+    assert 0 < reply.stats.completion_tokens < 1500, reply.stats
     expect(page.locator("#chatbot .reply-stats").last).to_contain_text("stopped")
     shot(page, "03-stopped")
     assert box.input_value() == ""
