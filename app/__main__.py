@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from app.settings import DTYPES, PRESETS, AppPaths, AppSettings, apply_preset, load_settings
+from app.settings import DTYPES, LOAD_FORMATS, PRESETS, AppPaths, AppSettings, apply_preset, load_settings
 
 if TYPE_CHECKING:
     from app.remote import RemoteEngine
@@ -34,6 +34,8 @@ def serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--tensor-parallel-size", type=int)
     p.add_argument("--enforce-eager", action="store_true", default=None)
     p.add_argument("--max-num-seqs", type=int)
+    p.add_argument("--load-format", choices=LOAD_FORMATS,
+                   help="dummy: random weights of the model's shape, for benchmarks (replies are noise)")
     p.add_argument("--trust-remote-code", action="store_true", default=None,
                    help="run Python code shipped with the model (only for models you trust)")
     p.add_argument("--host", help="address to listen on (default 127.0.0.1: this computer only)")
@@ -55,7 +57,7 @@ def settings_from_args(args: argparse.Namespace, saved: AppSettings) -> AppSetti
     overrides = {
         name: getattr(args, name)
         for name in ("dtype", "gpu_memory_utilization", "max_model_len", "quantization",
-                     "tensor_parallel_size", "enforce_eager", "max_num_seqs", "trust_remote_code")
+                     "tensor_parallel_size", "enforce_eager", "max_num_seqs", "trust_remote_code", "load_format")
         if getattr(args, name) is not None
     }
     engine = dataclasses.replace(engine, **overrides)

@@ -22,6 +22,9 @@ from app.errors import SettingsError
 APP_NAME = "vllm-chat"
 DTYPES = ("auto", "bfloat16", "float16")
 QUANTIZATIONS = (None, "awq", "gptq", "fp8", "bitsandbytes", "compressed-tensors")
+# "dummy" gives random weights from config.json alone: a real model's shape and speed without
+# its download, for benchmarks (the replies are noise).
+LOAD_FORMATS = ("auto", "dummy")
 
 
 @dataclass
@@ -40,6 +43,8 @@ class EngineSettings:
     trust_remote_code: bool = False
     # CPU only: the KV cache in GiB. None leaves it to VLLM_CPU_KVCACHE_SPACE or our small default.
     cpu_kv_cache_gib: float | None = None
+    # For this run only, never saved: a later start must not answer with random weights.
+    load_format: str = "auto"
 
     def validate(self) -> None:
         if self.dtype not in DTYPES:
@@ -53,6 +58,10 @@ class EngineSettings:
                 name="quantization",
                 value=self.quantization,
                 choices=", ".join(q or "none" for q in QUANTIZATIONS),
+            )
+        if self.load_format not in LOAD_FORMATS:
+            raise SettingsError(
+                "settings.bad_choice", name="load_format", value=self.load_format, choices=", ".join(LOAD_FORMATS)
             )
         if self.tensor_parallel_size < 1:
             raise SettingsError(
@@ -226,8 +235,10 @@ def load_settings(paths: AppPaths) -> AppSettings:
 def save_settings(settings: AppSettings, paths: AppPaths) -> None:
     """Write atomically so a crash mid-write never leaves a half file."""
     paths.config_dir.mkdir(parents=True, exist_ok=True)
+    data = dataclasses.asdict(settings)
+    del data["engine"]["load_format"]
     tmp = paths.settings_file.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(dataclasses.asdict(settings), indent=2, ensure_ascii=False), encoding="utf-8")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
     os.replace(tmp, paths.settings_file)
 
 

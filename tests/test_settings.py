@@ -55,6 +55,17 @@ def test_engine_settings_validation() -> None:
     assert "bfloat16" in info.value.message("en")
 
 
+def test_random_weights_are_for_this_run_only(app_home) -> None:
+    with pytest.raises(SettingsError) as info:
+        EngineSettings(load_format="pt").validate()
+    assert "load_format" in info.value.message("en") and "dummy" in info.value.message("zh-CN")
+    # A benchmark run with random weights must not leave the next start answering with noise.
+    paths = AppPaths.default()
+    save_settings(AppSettings(model="m", engine=EngineSettings(load_format="dummy", max_model_len=256)), paths)
+    loaded = load_settings(paths)
+    assert loaded.engine.load_format == "auto" and loaded.engine.max_model_len == 256
+
+
 def test_presets() -> None:
     assert apply_preset("low_latency").max_num_seqs == 1
     saver = apply_preset("memory_saver")
