@@ -165,12 +165,14 @@ class Engine:
             log_offset = log_size(self._log_file)
             try:
                 settings.validate()
-                _check_model_files(model)
-                self._set(EngineState.LOADING, model=name, stage="engine.stage_starting")
+                _check_model_files(model, weights=settings.load_format != "dummy")
+                self._set(EngineState.LOADING, model=name, stage="engine.stage_configuring")
                 args = _engine_args(model, name, settings)
+                config = await asyncio.to_thread(args.create_engine_config)
+                self._set(EngineState.LOADING, model=name, stage="engine.stage_starting")
                 before = {p.pid for p in psutil.Process().children(recursive=True)}
                 try:
-                    llm = await asyncio.to_thread(_build_llm, args)
+                    llm = await asyncio.to_thread(_build_llm, config, args)
                 finally:
                     # The EngineCore and its workers; multiprocessing's resource tracker
                     # also appears here but lives as long as we do.
@@ -337,10 +339,13 @@ class Engine:
 # ---- helpers: engine arguments ------------------------------------------------------------
 
 
-def _build_llm(args: Any) -> Any:
+def _build_llm(config: Any, args: Any) -> Any:
+    """What AsyncLLM.from_engine_args does, from a config built beforehand."""
     from vllm.v1.engine.async_llm import AsyncLLM
 
-    return AsyncLLM.from_engine_args(args)
+    return AsyncLLM.from_vllm_config(
+        config, enable_log_requests=args.enable_log_requests, disable_log_stats=args.disable_log_stats
+    )
 
 
 def on_cpu() -> bool:
@@ -366,6 +371,7 @@ def _engine_args(model: str, name: str, settings: EngineSettings) -> Any:
         tensor_parallel_size=settings.tensor_parallel_size,
         enforce_eager=settings.enforce_eager,
         trust_remote_code=settings.trust_remote_code,
+        load_format=settings.load_format,
         disable_log_stats=False,
         enable_log_requests=False,
     )
@@ -408,8 +414,9 @@ def looks_like_repo_id(model: str) -> bool:
     return not model.startswith((".", "~")) and bool(_HF_ID.match(model))
 
 
-def _check_model_files(model: str) -> None:
-    """Catch the common local-folder mistakes before vLLM turns them into a stack trace."""
+def _check_model_files(model: str, weights: bool = True) -> None:
+    """Catch the common local-folder mistakes before vLLM turns them into a stack trace.
+    `weights=False`: a config-only folder is enough (random weights of its shape)."""
     path = Path(model).expanduser()
     if not path.exists():
         if not looks_like_repo_id(model):
@@ -423,8 +430,10 @@ def _check_model_files(model: str) -> None:
         json.loads((path / "config.json").read_text(encoding="utf-8"))
     except ValueError:
         raise EngineError("engine.corrupt_files", path=model, file="config.json") from None
-    weights = list(path.glob("*.safetensors")) + list(path.glob("*.bin")) + list(path.glob("*.pt"))
     if not weights:
+        return
+    files = list(path.glob("*.safetensors")) + list(path.glob("*.bin")) + list(path.glob("*.pt"))
+    if not files:
         raise EngineError("engine.no_weights", path=model)
     for file in path.glob("*.safetensors"):
         if not _safetensors_header_ok(file):

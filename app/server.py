@@ -10,10 +10,15 @@ import os
 import threading
 import time
 import webbrowser
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 # Private app: no usage analytics leave the machine. Set before Gradio is imported.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+# Gradio's queue otherwise rebuilds a pandas summary of up to 10,000 past events after every
+# event (for a monitoring page this app does not offer): ~2-5 ms per chat reply and per
+# status-bar tick, growing the longer the app stays open.
+os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", str(2**62))
+os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", "100")
 
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -25,20 +30,19 @@ from app.errors import UserError
 from app.hardware import port_free
 
 log = logging.getLogger(__name__)
+# The longest the page waits for the engine's processes to start (a model id vLLM must look up
+# on the network can take longer; then the page comes first).
+ENGINE_HEAD_START_S = 15.0
 
 
-def build_http_app(
-    app: App, autoload: str | None = None, unload_on_exit: bool = True, access: Access | None = None
-) -> FastAPI:
-    """The FastAPI app with everything mounted. `autoload` starts loading that model at start-up;
-    `unload_on_exit=False` leaves the engine loaded (tests share one engine between servers);
-    `access` holds the UI login and CORS origins (the API key is a setting)."""
+def build_http_app(app: App, unload_on_exit: bool = True, access: Access | None = None) -> FastAPI:
+    """The FastAPI app with everything mounted. `unload_on_exit=False` leaves the engine loaded
+    (tests share one engine between servers); `access` holds the UI login and CORS origins (the
+    API key is a setting)."""
     access = access or Access()
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        if autoload:
-            app.load_model_in_background(autoload)
         try:
             yield
         finally:
@@ -82,13 +86,41 @@ def serve(app: App, autoload: str | None = None, open_browser: bool = True, acce
             f"Close the other program or start with --port {port + 1}.\n"
             f"端口 {port} 已被占用（是否已在运行 vllm-chat？）。请关闭占用的程序，或使用 --port {port + 1} 启动。"
         )
-    http = build_http_app(app, autoload=autoload, access=access)
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
-    server = uvicorn.Server(uvicorn.Config(http, host=host, port=port, log_level="info", timeout_graceful_shutdown=5))
-    if open_browser:
-        threading.Thread(target=_open_when_up, args=(server, url), daemon=True).start()
-    print(f"vllm-chat: open {url} in your browser / 在浏览器中打开 {url}", flush=True)
-    server.run()
+
+    async def run() -> None:
+        if autoload:
+            await _start_loading(app, autoload)
+        http = build_http_app(app, access=access)
+        server = uvicorn.Server(
+            uvicorn.Config(http, host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
+        )
+        if open_browser:
+            threading.Thread(target=_open_when_up, args=(server, url), daemon=True).start()
+        print(f"vllm-chat: open {url} in your browser / 在浏览器中打开 {url}", flush=True)
+        await server.serve()
+
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(run())
+
+
+async def _start_loading(app: App, model: str) -> None:
+    """Start loading `model` and return once the engine's own processes are starting: they then
+    load it on another core while this one builds the page (a couple of seconds of Gradio), so
+    the model is ready that much sooner. The page never waits more than a few seconds for it."""
+    loading = app.load_model_in_background(model)
+    deadline = time.monotonic() + ENGINE_HEAD_START_S
+    while not loading.done() and app.engine.status.stage != "engine.stage_starting" and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop where it is installed (as uvicorn would pick it), else asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 def _open_when_up(server: object, url: str) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import psutil
@@ -213,7 +215,7 @@ def test_max_model_len_above_the_model_limit_is_explained(engine_loop, tiny_mode
 
 
 def test_load_unload_switch_and_recover_from_a_failed_start(
-    engine_loop, engine: Engine, tiny_model: Path, tiny_llama_no_template: Path
+    engine_loop, engine: Engine, tiny_model: Path, tiny_llama_no_template: Path, tmp_path: Path
 ) -> None:
     """One second engine walks the whole lifecycle: fail, recover, unload, switch."""
     eng = Engine(log_file=ENGINE_LOG)
@@ -253,6 +255,19 @@ def test_load_unload_switch_and_recover_from_a_failed_start(
     with pytest.raises(EngineError) as info:
         engine_loop.run(collect(eng.stream_chat(CHAT, sampling())))
     assert info.value.key == "engine.no_model"
+
+    # A folder with the configuration and tokenizer but no weights: refused as it is, loaded
+    # with random weights of its shape when asked (what GPU benchmarks of real shapes use).
+    shape_only = tmp_path / "tiny-shape"
+    shutil.copytree(tiny_model, shape_only, ignore=shutil.ignore_patterns("*.safetensors"))
+    with pytest.raises(EngineError) as info:
+        engine_loop.run(eng.load(str(shape_only), tiny_engine_settings()))
+    assert info.value.key == "engine.no_weights"
+    dummy = dataclasses.replace(tiny_engine_settings(), load_format="dummy")
+    engine_loop.run(eng.load(str(shape_only), dummy))
+    assert eng.status.state == EngineState.READY and eng.status.model == "tiny-shape"
+    reply = engine_loop.run(collect(eng.stream_chat(CHAT, sampling(max_tokens=3, ignore_eos=True))))
+    assert reply[-1].completion_tokens == 3
 
     # Switch: load again after unload, in the same process; the shared engine never noticed.
     engine_loop.run(eng.load(str(tiny_model), tiny_engine_settings()))
