@@ -8,6 +8,8 @@ arrives, and the reply (finished, stopped or failed part-way) in the generator's
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import html
 import json
@@ -22,7 +24,7 @@ import gradio as gr
 
 from app.application import App
 from app.conversations import Conversation, ReplyStats, StoredMessage, stats_line
-from app.engine import EngineState, content_text
+from app.engine import ChatDelta, EngineState, content_text
 from app.errors import UserError
 from app.i18n import translate
 from app.settings import SamplingSettings
@@ -231,18 +233,28 @@ class ChatPanel:
         prompt += [{"role": m.role, "content": m.content} for m in turn.prior]
         prompt.append({"role": "user", "content": turn.user_text})
         stream = self.app.engine.stream_chat(prompt, sampling)
-        # Show the message at once, before the prompt is processed; it is saved (and the box
-        # emptied) only when the engine accepts it.
-        preview = StoredMessage(0, "user", turn.user_text, 0.0)
-        yield self.display([*turn.prior, preview], lang), gr.skip(), gr.skip(), gr.skip()
+        # The request starts now, so the engine reads the prompt while the page shows the message.
+        first = asyncio.ensure_future(anext(stream, None))
+        deltas = _chained(first, stream)
         model = self.app.engine.model_name
         text, last, outcome = "", None, "abort"
         conversation_id: int | None = turn.conversation_id
         shown: list[StoredMessage] = []
         sidebar: dict[str, Any] = {}
-        last_update = 0.0
+        # The box, the conversation id and the sidebar change once per reply: sent with the first
+        # update only. (A full sidebar update makes Gradio rebuild the list with its choices; a
+        # skip costs less, though Gradio still rebuilds each skipped component's config.)
+        unchanged = (gr.skip(), gr.skip(), gr.skip())
+        first_update = True
+        # The pacing starts with the first visible text: a first token that decodes to nothing
+        # must not hold the first words back for a whole interval.
+        last_update = None
         try:
-            async for delta in stream:
+            # Show the message at once, before the prompt is processed; it is saved (and the box
+            # emptied) only when the engine accepts it.
+            preview = StoredMessage(0, "user", turn.user_text, 0.0)
+            yield self.display([*turn.prior, preview], lang), gr.skip(), gr.skip(), gr.skip()
+            async for delta in deltas:
                 if last is None:
                     # The engine accepted the prompt: only now is the user's message saved,
                     # so a refused one (too long, no model) leaves the history untouched.
@@ -252,10 +264,14 @@ class ChatPanel:
                 text += delta.text
                 last = delta
                 now = time.monotonic()
-                if now - last_update >= update_interval(len(text)) or delta.finish_reason:
-                    last_update = now
+                due = last_update is None or now - last_update >= update_interval(len(text))
+                if (due and text) or first_update or delta.finish_reason:
+                    if text:
+                        last_update = now
                     reply = StoredMessage(0, "assistant", text, 0.0)
-                    yield self.display([*shown, reply], lang), box, conversation_id, sidebar
+                    rest = (box, conversation_id, sidebar) if first_update else unchanged
+                    first_update = False
+                    yield self.display([*shown, reply], lang), *rest
             outcome = "finished"
         except UserError as exc:
             outcome = "error"
@@ -263,6 +279,11 @@ class ChatPanel:
         finally:
             # Stop button, closed tab or error: closing the stream aborts the request in the
             # engine; then whatever text arrived is kept.
+            # A first delta nobody read (the tab went away during the preview) is dropped.
+            first.cancel()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await first
+            await deltas.aclose()
             await stream.aclose()
             if last is not None and (text or outcome == "finished"):
                 stats = ReplyStats(
@@ -354,6 +375,16 @@ class ChatPanel:
     def conversations(self, search: str = "") -> list[dict]:
         """Saved conversations, newest first: id, title, updated."""
         return [{"id": c.id, "title": c.title, "updated": c.updated} for c in self.app.conversations.list(search)]
+
+
+async def _chained(first: asyncio.Future, rest: AsyncIterator[ChatDelta]) -> AsyncIterator[ChatDelta]:
+    """The stream's first delta (already requested) and then the rest of it."""
+    delta = await first
+    if delta is None:
+        return
+    yield delta
+    async for delta in rest:
+        yield delta
 
 
 def update_interval(reply_chars: int) -> float:
