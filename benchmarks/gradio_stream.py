@@ -81,7 +81,8 @@ class GradioChat:
             reply = _reply_text(chat)
             new = (reply or "")[len(text):] if (reply or "").startswith(text) else reply or ""
             text = reply or ""
-            yield Update(arrived, size, reply is not None, len(json.dumps(new)) - 2)
+            # On the wire the text is UTF-8 JSON (Chinese takes 3 bytes a character, not a 6-byte escape).
+            yield Update(arrived, size, reply is not None, len(json.dumps(new, ensure_ascii=False).encode()) - 2)
 
     async def _event(self, api_name: str, inputs: list[Any], session: str) -> AsyncIterator[tuple[dict, int, float]]:
         """Runs one event; yields (message, bytes, arrival time) for each of its messages until it completes."""

@@ -9,6 +9,7 @@ Each path renders a batch of prompts with `prepare` (outside the timing), then `
 request `index` of that batch, noting when each streamed piece of the reply arrives.
 `frontend_pid` is the process that serves the path outside the engine's own processes (this
 one for path 1): its CPU time per request is what the path costs, however busy the machine.
+The engine's processes are that process's children (for path 1, `engine_pids`).
 """
 
 from __future__ import annotations
@@ -49,12 +50,13 @@ class EnginePath:
 
     key = "engine"
 
-    def __init__(self, llm: Any, max_tokens: int, temperature: float) -> None:
+    def __init__(self, llm: Any, engine_pids: list[int], max_tokens: int, temperature: float) -> None:
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
         self.llm = llm
         self.frontend_pid = os.getpid()
+        self.engine_pids = engine_pids
         self.params = SamplingParams(**{
             **llm.model_config.get_diff_sampling_param(),
             "temperature": temperature,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import os
 import signal
 import socket
@@ -60,21 +59,13 @@ class EngineConfig:
         return {"VLLM_CPU_KVCACHE_SPACE": str(self.cpu_kv_cache_gib)} if self.on_cpu else {}
 
     def engine_settings(self) -> EngineSettings:
-        settings = EngineSettings(
+        return EngineSettings(
             max_model_len=self.max_model_len,
             gpu_memory_utilization=self.gpu_memory_utilization,
             enforce_eager=self.enforce_eager,
             cpu_kv_cache_gib=float(self.cpu_kv_cache_gib),
+            load_format=self.load_format,
         )
-        if self.load_format != "auto":
-            if "load_format" not in {f.name for f in dataclasses.fields(EngineSettings)}:
-                raise SystemExit(
-                    f"--load-format {self.load_format}: the app cannot load a model that way yet "
-                    "(EngineSettings has no load_format), so paths 2 and 3 could not run. "
-                    "Use a model folder with weights."
-                )
-            settings = dataclasses.replace(settings, load_format=self.load_format)
-        return settings
 
 
 def free_port() -> int:
@@ -163,13 +154,14 @@ def _app_ready(response: httpx.Response) -> bool:
 
 
 async def start_app(config: EngineConfig, log: Path) -> tuple[ChildProcess, str, float]:
-    """The app as users start it, reading the settings saved in its home (VLLM_CHAT_HOME).
+    """The app as users start it, reading the settings saved in its home (VLLM_CHAT_HOME); the load
+    format, which is never saved, is given as a flag.
     Returns the process, its URL and seconds from process start to model ready."""
     port = free_port()
     app = ChildProcess(
         "the app",
         [sys.executable, "-m", "app", "--model", config.model, "--no-browser", "--host", "127.0.0.1",
-         "--port", str(port)],
+         "--port", str(port), "--load-format", config.load_format],
         log,
     )
     app.start()
@@ -222,3 +214,40 @@ async def _logged(log: Path, marker: str) -> bool:
         return marker in log.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return False
+
+
+def pin_apart(engine_pids: list[int], frontend_pids: list[int]) -> dict[str, list[int]] | None:
+    """On a CPU-only machine, give the engines the cores vLLM bound their workers to and the
+    frontends (the app, `vllm serve`, this process) the other cores, as a GPU machine does: the
+    model runs on the GPU there, the frontends on the CPU. Left to itself, vLLM's CPU engine keeps
+    every core it can get busy (its processes spin while they wait for each other), so every
+    frontend microsecond would be taken from the engine. Returns the CPU sets, or None when there
+    is no core to spare."""
+    everything = set(os.sched_getaffinity(0))
+    engine_cpus: set[int] = set()
+    for pid in engine_pids:
+        with contextlib.suppress(OSError):
+            if _process_name(pid).startswith("VLLM::Worker"):
+                engine_cpus |= os.sched_getaffinity(pid)
+    frontend_cpus = everything - engine_cpus
+    if not engine_cpus or not frontend_cpus:
+        return None
+    for pids, cpus in ((engine_pids, engine_cpus), (frontend_pids, frontend_cpus)):
+        for pid in pids:
+            _set_affinity(pid, cpus)
+    return {"engine": sorted(engine_cpus), "frontends": sorted(frontend_cpus)}
+
+
+def _process_name(pid: int) -> str:
+    return Path(f"/proc/{pid}/comm").read_text().strip()
+
+
+def _set_affinity(pid: int, cpus: set[int]) -> None:
+    """Every thread of the process (Linux applies an affinity to one thread at a time); the worker's
+    compute threads, bound to single cores by vLLM, keep their binding when it is inside `cpus`."""
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError, ValueError):
+            tid = int(task.name)
+            if not os.sched_getaffinity(tid) <= cpus:
+                os.sched_setaffinity(tid, cpus)
+

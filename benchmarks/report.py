@@ -21,6 +21,8 @@ METRICS = (
     "itl_p99_ms",
     "tpot_median_ms",
     "frontend_cpu_ms_per_request",
+    "client_cpu_ms_per_request",
+    "engine_cpu_ms_per_request",
 )
 # (numerator, denominator): every path against the floor, and the app's API against `vllm serve`.
 COMPARISONS = (("api", "engine"), ("ui", "engine"), ("vllm_serve", "engine"), ("api", "vllm_serve"))
@@ -46,6 +48,8 @@ def level_stats(run: LevelRun) -> dict[str, Any]:
         "itl_p99_ms": _ms(itls, 99),
         "tpot_median_ms": _ms(tpots, 50),
         "frontend_cpu_ms_per_request": run.frontend_cpu_s * 1000 / len(run.records),
+        "client_cpu_ms_per_request": run.client_cpu_s * 1000 / len(run.records),
+        "engine_cpu_ms_per_request": run.engine_cpu_s * 1000 / len(run.records),
         "requests": len(run.records),
         "output_tokens": sum(r.output_tokens for r in ok),
         "wall_s": run.wall,
@@ -168,7 +172,7 @@ def _fmt(value: Any, digits: int = 1) -> str:
 def table(result: dict[str, Any]) -> str:
     lines = []
     header = (f"{'path':<32}{'conc':>5}{'out tok/s':>11}{'req/s':>8}{'TTFT p50':>10}{'TTFT p99':>10}"
-              f"{'ITL p50':>9}{'ITL p99':>9}{'CPU/req':>9}{'x path 1':>10}{'err':>5}")
+              f"{'ITL p50':>9}{'ITL p99':>9}{'CPU serve':>10}{'client':>8}{'engine':>8}{'x path 1':>10}{'err':>5}")
     lines += [header, "-" * len(header)]
     floor = result["paths"].get("engine", {}).get("levels", {})
     for key in PATH_KEYS:
@@ -180,12 +184,13 @@ def table(result: dict[str, Any]) -> str:
             lines.append(
                 f"{LABELS[key]:<32}{c:>5}{_fmt(m['output_tps']):>11}{_fmt(m['requests_per_s'], 2):>8}"
                 f"{_fmt(m['ttft_median_ms']):>10}{_fmt(m['ttft_p99_ms']):>10}{_fmt(m['itl_median_ms']):>9}"
-                f"{_fmt(m['itl_p99_ms']):>9}{_fmt(m['frontend_cpu_ms_per_request']):>9}"
+                f"{_fmt(m['itl_p99_ms']):>9}{_fmt(m['frontend_cpu_ms_per_request']):>10}"
+                f"{_fmt(m['client_cpu_ms_per_request']):>8}{_fmt(m['engine_cpu_ms_per_request']):>8}"
                 f"{_fmt(_ratio(m['output_tps'], base), 3):>10}{m['errors']:>5}"
             )
-    lines.append("(times in ms; medians over repetitions; CPU/req: CPU ms per request of the serving process, "
-                 "engine processes excluded (for path 1, this process); path 3's updates are paced by the UI, "
-                 "so its ITL is the time between screen updates)")
+    lines.append("(times in ms; medians over repetitions; CPU: ms of CPU per request in the serving process "
+                 "(for path 1, this process), the benchmark's client and the vLLM engine processes; path 3's "
+                 "updates are paced by the UI, so its ITL is the time between screen updates)")
     for c, v in result["ratios"].get("api/vllm_serve", {}).items():
         lines.append(f"path 2 / path 4 at {c}: output tokens/s x{_fmt(v['output_tps'], 3)}, "
                      f"TTFT {_fmt(v['ttft_added_ms'], 1)} ms, serving CPU per request x{_fmt(v['frontend_cpu'], 2)}")

@@ -25,7 +25,7 @@ import psutil
 from benchmarks.processes import ROOT
 
 MODES: dict[str, dict[str, Any]] = {
-    "quick": dict(concurrency="1,4,16", prompt_tokens=32, output_tokens=64, requests_per_client=2, repetitions=2,
+    "quick": dict(concurrency="1,4,16", prompt_tokens=32, output_tokens=128, requests_per_client=4, repetitions=2,
                   long_reply=2000, max_model_len=2048),
     "full": dict(concurrency="1,4,16,64", prompt_tokens=256, output_tokens=256, requests_per_client=4,
                  repetitions=3, long_reply=2000, max_model_len=4096),
@@ -55,6 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cpu-kv-cache-gib", type=int, default=1, help="KV cache of each engine on CPU")
     p.add_argument("--bandwidth-gbs", type=float, help="memory bandwidth (GB/s) when NVML cannot tell")
     p.add_argument("--no-second-opinion", action="store_true", help="skip vllm.benchmarks on paths 2 and 4")
+    p.add_argument("--no-pin", action="store_true",
+                   help="on CPU, let the engines and the frontends share every core (default: apart, as on a GPU)")
     p.add_argument("--out", type=Path, help="results folder (default benchmarks/results/<time>-<mode>)")
     args = p.parse_args(argv)
     if not args.quick and not args.model:
@@ -95,18 +97,51 @@ async def measure(path: Any, prompts: Any, concurrency: int, requests: int) -> d
     from benchmarks.report import level_stats
     from benchmarks.workload import closed_loop
 
+    await settle()
     frontend = psutil.Process(path.frontend_pid)
+    client = psutil.Process()
+    engine = engine_processes(path)
     await path.prepare(prompts.batch(concurrency))
     await closed_loop(path.send, concurrency, concurrency)
     await path.prepare(prompts.batch(requests))
-    before = cpu_seconds(frontend)
+    before = [cpu_seconds(frontend), cpu_seconds(client), sum(map(cpu_seconds, engine))]
     run = await closed_loop(path.send, concurrency, requests)
-    run.frontend_cpu_s = cpu_seconds(frontend) - before
+    run.frontend_cpu_s = cpu_seconds(frontend) - before[0]
+    # Path 1 is served by this process itself: its CPU is the frontend's, there is no other client.
+    run.client_cpu_s = 0.0 if client.pid == frontend.pid else cpu_seconds(client) - before[1]
+    run.engine_cpu_s = sum(map(cpu_seconds, engine)) - before[2]
     return level_stats(run)
 
 
+def engine_processes(path: Any) -> list[psutil.Process]:
+    """The vLLM engine processes (EngineCore, workers) behind a path: its server's children, or for
+    path 1 those of the engine in this process."""
+    if path.frontend_pid == os.getpid():
+        return [psutil.Process(pid) for pid in path.engine_pids]
+    return psutil.Process(path.frontend_pid).children(recursive=True)
+
+
+async def settle(idle_cores: float = 0.1, window_s: float = 0.25, timeout_s: float = 10.0) -> None:
+    """Wait until every process this run started is idle. vLLM's engine processes keep spinning on
+    their shared-memory queues for a second after their last step: the path measured next would
+    share the CPU with the engine of the path measured before it."""
+    deadline = time.perf_counter() + timeout_s
+    while time.perf_counter() < deadline:
+        before = _children_cpu_seconds()
+        await asyncio.sleep(window_s)
+        if _children_cpu_seconds() - before < idle_cores * window_s:
+            return
+
+
+def _children_cpu_seconds() -> float:
+    return sum(map(cpu_seconds, psutil.Process().children(recursive=True)))
+
+
 def cpu_seconds(process: psutil.Process) -> float:
-    times = process.cpu_times()
+    try:
+        times = process.cpu_times()
+    except psutil.NoSuchProcess:
+        return 0.0
     return times.user + times.system
 
 
@@ -129,7 +164,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     from benchmarks.bandwidth import decode_vs_bandwidth, gpu_bandwidth
     from benchmarks.lifecycle import memory_now, switch_cost
     from benchmarks.paths import PATH_KEYS, EnginePath, GradioPath, OpenAIPath
-    from benchmarks.processes import EngineConfig, bare_engine_start, start_app, start_vllm_serve
+    from benchmarks.processes import EngineConfig, bare_engine_start, pin_apart, start_app, start_vllm_serve
     from benchmarks.second_opinion import vllm_bench
     from benchmarks.ui_stream import ui_stream_cost
     from benchmarks.workload import Prompts, Workload, rendered_length
@@ -193,7 +228,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         ui = GradioPath(app_url, app.proc.pid, workload.output_tokens)
         await ui.chat.connect()
         paths = {
-            "engine": EnginePath(engine.vllm, workload.output_tokens, workload.temperature),
+            "engine": EnginePath(engine.vllm, engine.child_pids(), workload.output_tokens, workload.temperature),
             "api": OpenAIPath("api", app_url, app.proc.pid, config.name, workload.output_tokens,
                               workload.temperature),
             "ui": ui,
@@ -202,6 +237,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         }
         for path in paths.values():
             stack.push_async_callback(path.close)
+        if cpu and not args.no_pin:
+            engines = {p.pid for path in paths.values() for p in engine_processes(path)}
+            result["meta"]["cpu_pinning"] = pin_apart(sorted(engines), [os.getpid(), app.proc.pid, server.proc.pid])
 
         reps: dict[str, dict[int, list]] = {key: {c: [] for c in workload.concurrency} for key in PATH_KEYS}
         order = []

@@ -106,6 +106,8 @@ class LevelRun:
     records: list[RequestRecord]
     wall: float
     frontend_cpu_s: float = 0.0  # CPU time of the serving process (not the engine's) during the run
+    client_cpu_s: float = 0.0  # CPU time of the benchmark's own client (none for path 1)
+    engine_cpu_s: float = 0.0  # CPU time of the path's vLLM engine processes (EngineCore, workers)
 
 
 Send = Callable[[int, RequestRecord], Awaitable[None]]
