@@ -70,6 +70,13 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def slow_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model's bigger sibling (same tokenizer, 12 wider layers): about 90 tokens/s here
+    instead of 800, as slow as a real model on a GPU, so that a long reply outlasts the page."""
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-qwen2-slow", hidden_size=1024, layers=12)
+
+
+@pytest.fixture(scope="session")
 def tiny_llama_no_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A second model (Llama architecture) without a chat template."""
     return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-llama", arch="llama", chat_template=False)
@@ -89,12 +96,13 @@ def engine(engine_loop: EngineLoop, tiny_model: Path) -> Iterator[Engine]:
 
 
 @pytest.fixture(scope="session")
-def long_engine(engine_loop: EngineLoop, tiny_model: Path) -> Iterator[Engine]:
-    """A second engine over the tiny model with room for 2,000-token replies (the shared one stops
-    at 512): for measuring long streams, and for stopping a reply that cannot end too soon."""
+def long_engine(engine_loop: EngineLoop, slow_model: Path) -> Iterator[Engine]:
+    """A second engine, over the slow sibling, with room for 2,000-token replies (the shared one
+    stops at 512): for measuring long streams, and for stopping a reply that cannot end too soon
+    (the tiny model writes 2,000 tokens in 2.5 s, less than the page may take to show them)."""
     eng = Engine()
     settings = dataclasses.replace(tiny_engine_settings(), max_model_len=LONG_MAX_MODEL_LEN)
-    engine_loop.run(eng.load(str(tiny_model), settings))
+    engine_loop.run(eng.load(str(slow_model), settings))
     yield eng
     engine_loop.run(eng.unload())
 

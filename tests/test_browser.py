@@ -104,7 +104,6 @@ def shot(page: Any, name: str) -> None:
 
 
 def test_type_stream_stop_reload(open_page: Any, long_engine: Engine, make_app: Any) -> None:
-    # Replies of up to 2,000 tokens: long enough to stop half-way even when the page is slow.
     app = make_app(long_engine, AppSettings(sampling=dataclasses.replace(LONGEST, max_tokens=8)))
     page = open_page(app)
     # With no chat yet, the chat pane invites a first message.
@@ -117,6 +116,8 @@ def test_type_stream_stop_reload(open_page: Any, long_engine: Engine, make_app: 
     # A short first reply, with its speed line.
     expect(page.locator("#chatbot .reply-stats")).to_contain_text("8 tokens")
 
+    # A reply of up to 2,000 tokens from the slow engine (20 s or more): it cannot end before
+    # Stop even if the page freezes for seconds while it renders random text.
     app.settings = dataclasses.replace(app.settings, sampling=LONGEST)
     page.evaluate(STOP_WHEN_GROWING, page.locator("#chatbot .bot").count())
     box.fill("Write a short poem about the sea and the stars.")
@@ -135,7 +136,7 @@ def test_type_stream_stop_reload(open_page: Any, long_engine: Engine, make_app: 
 
     assert wait_until(lambda: len(saved()) == 4)
     reply = saved()[3]
-    # Stopped at once: far from the 2,000 tokens it was allowed.
+    # Stopped when clicked: far from the 2,000 tokens it was allowed.
     assert reply.stats.finish_reason == "abort", f"Stop clicked {clicked - sent} ms after sending: {reply.stats}"
     assert 0 < reply.stats.completion_tokens < 1500, reply.stats
     expect(page.locator("#chatbot .reply-stats").last).to_contain_text("stopped")
@@ -196,3 +197,16 @@ def test_edit_a_message_and_continue(open_page: Any, app: App) -> None:
     expect(page.locator("#chatbot").get_by_text("Edited question")).to_be_visible()
     expect(page.locator("#chatbot").get_by_text("First question")).to_have_count(0)
     shot(page, "09-edited")
+
+
+def test_a_refused_message_goes_back_into_the_box(open_page: Any, app: App) -> None:
+    page = open_page(app)
+    box = page.locator("#chat-input textarea")
+    too_long = "hello " * 600
+    box.fill(too_long)
+    box.press("Enter")
+    expect(page.get_by_text("Start a new chat, shorten the message")).to_be_visible()
+    # The box emptied when the message was sent; the refused message is not lost.
+    expect(box).to_have_value(too_long)
+    assert app.conversations.list() == []
+    shot(page, "10-refused")

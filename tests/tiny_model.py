@@ -68,8 +68,11 @@ def build_tiny_model(
     max_position_embeddings: int = 2048,
     chat_template: bool = True,
     seed: int = 0,
+    hidden_size: int = 128,
+    layers: int = 2,
 ) -> Path:
-    """Write a tiny model folder at `path` and return it."""
+    """Write a tiny model folder at `path` and return it. Attention heads are 64 wide (what the
+    CPU backend supports); `hidden_size` and `layers` make it slower, not smarter."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
@@ -82,11 +85,11 @@ def build_tiny_model(
 
     common = dict(
         vocab_size=len(tokenizer),
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=2,  # head size 128 / 2 = 64
-        num_key_value_heads=1,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=layers,
+        num_attention_heads=hidden_size // 64,
+        num_key_value_heads=max(1, hidden_size // 128),
         max_position_embeddings=max_position_embeddings,
         eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
         pad_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
