@@ -113,12 +113,12 @@ def test_reply_streams_in_several_updates_and_is_saved_with_its_speed_line(
     app.settings = dataclasses.replace(app.settings, sampling=dataclasses.replace(LONG, max_tokens=120))
     client = connect(server)
     job = client.submit("Hello, how are you today?", "", api_name="/send")
-    updates = [chatbot for chatbot, *_ in job]
+    updates = list(job)
     assert len(updates) > 3, "the reply came in one piece instead of streaming"
     lengths = [len(texts(u)[1][1]) for u in updates if len(u) > 1]
     assert lengths == sorted(lengths) and lengths[0] < lengths[-1]
 
-    final = texts(job.outputs()[-1][0])
+    final = texts(job.outputs()[-1])
     assert final[0] == ("user", "Hello, how are you today?")
     # The last bubble is the speed line: model, tokens, first-token time, tokens/s.
     speed = final[-1][1]
@@ -160,7 +160,7 @@ def test_regenerate_replaces_the_last_reply(server: Any, connect: Any) -> None:
     client = connect(server)
     client.predict("What is the capital of France?", "", api_name="/send")
     before = client.predict(api_name="/history")["messages"]
-    chatbot, *_ = client.predict("", api_name="/regenerate")
+    chatbot = client.predict("", api_name="/regenerate")
     after = client.predict(api_name="/history")["messages"]
     assert [m["role"] for m in after] == ["user", "assistant"]
     assert after[0] == before[0]
@@ -187,7 +187,7 @@ def test_editing_a_message_continues_from_the_new_text(server: Any) -> None:
 def test_chinese_text_round_trips_exactly(server: Any, connect: Any) -> None:
     client = connect(server)
     message = "你好，今天过得怎么样？\n请写一首关于大海和星星的短诗。🌊 “引号” 《书名》\n    缩进保留"
-    chatbot, *_ = client.predict(message, "", api_name="/send")
+    chatbot = client.predict(message, "", api_name="/send")
     assert texts(chatbot)[0] == ("user", message)
     saved = client.predict(api_name="/history")
     assert saved["title"] == "你好，今天过得怎么样？"

@@ -193,6 +193,15 @@ class ChatPanel:
         async for update in self._stream(turn, system_prompt, lang):
             yield update
 
+    def unsent(self, message: str, box: str, conversation_id: int | None) -> Any:
+        """After a send failed or was stopped: the message for the box if it was not saved (so that
+        nothing typed is lost), else no change; nor when the user is typing another one."""
+        if box or not message:
+            return gr.skip()
+        conv = self._find(conversation_id)
+        saved = [m.content for m in self.app.conversations.messages(conv.id) if m.role == "user"] if conv else []
+        return gr.skip() if saved and saved[-1] == message else message
+
     async def regenerate(
         self, conversation_id: int | None, system_prompt: str, request: gr.Request
     ) -> AsyncIterator[tuple]:
@@ -225,9 +234,11 @@ class ChatPanel:
             yield update
 
     async def _stream(self, turn: Turn, system_prompt: str, lang: str) -> AsyncIterator[tuple]:
-        """Yields (chatbot, textbox, conversation id, conversation list) while the reply grows."""
-        # Only a sent message empties the input box; a draft survives regenerate and edit.
-        box = "" if turn.kind == "new" else gr.skip()
+        """Yields (chatbot, conversation id) while the reply grows.
+
+        Nothing else: Gradio rebuilds every other output component on every update, even one
+        sent as gr.skip() (a quarter of the tab's CPU per reply). The box is emptied in the
+        browser when the message is sent, the sidebar refreshed when the reply ends."""
         sampling = self._sampling(lang)
         prompt = [{"role": "system", "content": system_prompt}] if system_prompt.strip() else []
         prompt += [{"role": m.role, "content": m.content} for m in turn.prior]
@@ -240,27 +251,21 @@ class ChatPanel:
         text, last, outcome = "", None, "abort"
         conversation_id: int | None = turn.conversation_id
         shown: list[StoredMessage] = []
-        sidebar: dict[str, Any] = {}
-        # The box, the conversation id and the sidebar change once per reply: sent with the first
-        # update only. (A full sidebar update makes Gradio rebuild the list with its choices; a
-        # skip costs less, though Gradio still rebuilds each skipped component's config.)
-        unchanged = (gr.skip(), gr.skip(), gr.skip())
         first_update = True
         # The pacing starts with the first visible text: a first token that decodes to nothing
         # must not hold the first words back for a whole interval.
         last_update = None
         try:
-            # Show the message at once, before the prompt is processed; it is saved (and the box
-            # emptied) only when the engine accepts it.
+            # Show the message at once, before the prompt is processed; it is saved only when the
+            # engine accepts it.
             preview = StoredMessage(0, "user", turn.user_text, 0.0)
-            yield self.display([*turn.prior, preview], lang), gr.skip(), gr.skip(), gr.skip()
+            yield self.display([*turn.prior, preview], lang), gr.skip()
             async for delta in deltas:
                 if last is None:
                     # The engine accepted the prompt: only now is the user's message saved,
                     # so a refused one (too long, no model) leaves the history untouched.
                     conversation_id, user = self._save_user_message(turn, system_prompt)
                     shown = [*turn.prior, user]
-                    sidebar = self.conversation_list(conversation_id)
                 text += delta.text
                 last = delta
                 now = time.monotonic()
@@ -268,10 +273,8 @@ class ChatPanel:
                 if (due and text) or first_update or delta.finish_reason:
                     if text:
                         last_update = now
-                    reply = StoredMessage(0, "assistant", text, 0.0)
-                    rest = (box, conversation_id, sidebar) if first_update else unchanged
                     first_update = False
-                    yield self.display([*shown, reply], lang), *rest
+                    yield self.display([*shown, StoredMessage(0, "assistant", text, 0.0)], lang), conversation_id
             outcome = "finished"
         except UserError as exc:
             outcome = "error"
@@ -300,7 +303,7 @@ class ChatPanel:
                 )
         if last is not None:
             saved = self.app.conversations.messages(conversation_id)
-            yield self.display(saved, lang), box, conversation_id, sidebar
+            yield self.display(saved, lang), conversation_id
 
     def _save_user_message(self, turn: Turn, system_prompt: str) -> tuple[int, StoredMessage]:
         store = self.app.conversations
@@ -462,9 +465,12 @@ def chat_tab(app: App, i18n: gr.I18n, timer: gr.Timer) -> None:
                 stop = gr.Button(i18n("chat.stop"), variant="stop", scale=1, min_width=80, elem_id="stop")
             regenerate = gr.Button(i18n("chat.regenerate"), size="sm", elem_id="regenerate")
 
+    # The message being sent: the box is emptied in the browser at once, and the message goes
+    # to the server from here (a hidden field, so that `/send` still takes the message as text).
+    sending = gr.Textbox(visible=False)
     panel = ChatPanel(app, chatbot)
     opened = [chatbot, conversation_id, conversations, system_prompt, title, notice]
-    streamed = [chatbot, box, conversation_id, conversations]
+    streamed = [chatbot, conversation_id]
 
     # No triggers: runs when the page loads.
     gr.on(None, panel.open_latest, inputs=None, outputs=[*opened, box, send], api_visibility="private")
@@ -472,15 +478,14 @@ def chat_tab(app: App, i18n: gr.I18n, timer: gr.Timer) -> None:
 
     # The growing reply is the progress indicator.
     shown_on = {"show_progress": "hidden"}
+    taken = gr.on([box.submit, send.click], None, [box], [box, sending], js="(m) => ['', m]", queue=False,
+                  api_visibility="private")
+    sent = taken.then(panel.send, [sending, conversation_id, system_prompt], streamed, api_name="send", **shown_on)
+    # A message that was never saved (refused, or stopped before the reply began) goes back
+    # into the box. Gradio runs `.failure` after a Stop too.
+    sent.failure(panel.unsent, [sending, box, conversation_id], [box], queue=False, api_visibility="private")
     replies = [
-        gr.on(
-            [box.submit, send.click],
-            panel.send,
-            [box, conversation_id, system_prompt],
-            streamed,
-            api_name="send",
-            **shown_on,
-        ),
+        sent,
         regenerate.click(
             panel.regenerate, [conversation_id, system_prompt], streamed, api_name="regenerate", **shown_on
         ),
