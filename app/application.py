@@ -48,7 +48,8 @@ class App:
 
     async def load_model(self, model: str, engine_settings: EngineSettings | None = None,
                          name: str | None = None) -> None:
-        """Load a model and remember it (and its engine settings) for the next start.
+        """Load a model and remember it (and its engine settings) for the next start, unless it
+        was loaded with random weights.
 
         A Hugging Face id that is already in the cache loads from there without the network;
         one that is not is left to vLLM to fetch, as `vllm serve` does."""
@@ -61,6 +62,9 @@ class App:
             except UserError:
                 pass
         await self.engine.load(source, engine_settings, name=name)
+        if engine_settings.load_format == "dummy":
+            # Random weights are for a benchmark run: the next start loads what the user chose.
+            return
         self.settings = dataclasses.replace(self.settings, model=model, engine=engine_settings)
         self.save_settings()
 

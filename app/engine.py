@@ -17,6 +17,7 @@ import logging
 import os
 import re
 import time
+import traceback
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -167,20 +168,22 @@ class Engine:
                 settings.validate()
                 _check_model_files(model, weights=settings.load_format != "dummy")
                 self._set(EngineState.LOADING, model=name, stage="engine.stage_configuring")
+                await asyncio.to_thread(_import_vllm)
                 args = _engine_args(model, name, settings)
                 config = await asyncio.to_thread(args.create_engine_config)
                 self._set(EngineState.LOADING, model=name, stage="engine.stage_starting")
                 before = {p.pid for p in psutil.Process().children(recursive=True)}
+                build = asyncio.ensure_future(asyncio.to_thread(_build_llm, config, args))
                 try:
-                    llm = await asyncio.to_thread(_build_llm, config, args)
+                    llm = await asyncio.shield(build)
+                except asyncio.CancelledError:
+                    # The build thread cannot be interrupted: the engine it is starting is shut
+                    # down (below) once it is up, before another load may start beside it.
+                    await _uncancellable(build)
+                    self._llm = None if build.exception() else build.result()
+                    raise
                 finally:
-                    # The EngineCore and its workers; multiprocessing's resource tracker
-                    # also appears here but lives as long as we do.
-                    self._children = [
-                        p
-                        for p in psutil.Process().children(recursive=True)
-                        if p.pid not in before and _is_vllm_process(p)
-                    ]
+                    self._children = _new_vllm_children(before)
                 self._llm = llm
                 self._settings = settings
                 self._model_defaults = llm.model_config.get_diff_sampling_param()
@@ -190,6 +193,10 @@ class Engine:
                     max_model_len=llm.model_config.max_model_len,
                     device=_device_type(),
                 )
+            except asyncio.CancelledError:
+                await self._unload_locked()
+                self._set(EngineState.EMPTY)
+                raise
             except Exception as exc:  # every failure becomes a message; the app stays up
                 error = (
                     exc
@@ -197,6 +204,9 @@ class Engine:
                     else explain_load_error(exc, model, settings, read_since(self._log_file, log_offset))
                 )
                 log.warning("loading %s failed: %s", model, exc, exc_info=not isinstance(exc, UserError))
+                # The traceback's frames hold vLLM's half-built engine; kept with the error in
+                # `status`, it would run its shutdown again at interpreter exit, and fail there.
+                traceback.clear_frames(exc.__traceback__)
                 await self._unload_locked()
                 self._set(EngineState.FAILED, model=name, error=error)
                 raise error from exc
@@ -336,7 +346,28 @@ class Engine:
                 await llm.abort(request_id)
 
 
+async def _uncancellable(future: asyncio.Future) -> None:
+    """Wait for `future` to end, through any number of cancellations of the caller."""
+    while not future.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait([future])
+
+
+def _new_vllm_children(before: set[int]) -> list[psutil.Process]:
+    """The EngineCore and its workers started since `before`; multiprocessing's resource
+    tracker also appears among the children but lives as long as we do."""
+    return [p for p in psutil.Process().children(recursive=True) if p.pid not in before and _is_vllm_process(p)]
+
+
 # ---- helpers: engine arguments ------------------------------------------------------------
+
+
+def _import_vllm() -> None:
+    """vLLM keeps some import errors of optional packages (torchcodec, ...) for later, and with
+    them the stack that first imported it: run from `load`, that would keep the first engine
+    (a local there) alive after its unload. A worker thread's stack holds nothing of ours."""
+    import vllm.engine.arg_utils
+    import vllm.v1.engine.async_llm  # noqa: F401
 
 
 def _build_llm(config: Any, args: Any) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import json
 import shutil
 from pathlib import Path
@@ -11,10 +12,11 @@ from pathlib import Path
 import psutil
 import pytest
 
+from app.application import App
 from app.engine import Engine, EngineState
 from app.errors import EngineError, SettingsError
-from app.settings import EngineSettings, SamplingSettings
-from tests.conftest import ENGINE_LOG, TEST_MAX_MODEL_LEN, collect, tiny_engine_settings
+from app.settings import AppPaths, AppSettings, EngineSettings, SamplingSettings, load_settings
+from tests.conftest import ENGINE_LOG, TEST_MAX_MODEL_LEN, collect, tiny_engine_settings, wait_until
 
 CHAT = [{"role": "user", "content": "Hello, how are you today?"}]
 
@@ -215,7 +217,7 @@ def test_max_model_len_above_the_model_limit_is_explained(engine_loop, tiny_mode
 
 
 def test_load_unload_switch_and_recover_from_a_failed_start(
-    engine_loop, engine: Engine, tiny_model: Path, tiny_llama_no_template: Path, tmp_path: Path
+    engine_loop, engine: Engine, tiny_model: Path, tiny_llama_no_template: Path, tmp_path: Path, app_home: Path
 ) -> None:
     """One second engine walks the whole lifecycle: fail, recover, unload, switch."""
     eng = Engine(log_file=ENGINE_LOG)
@@ -223,8 +225,12 @@ def test_load_unload_switch_and_recover_from_a_failed_start(
     # why only in its own log. The user still gets the numbers and the fix.
     # 128 KiB of KV cache holds about half of one 512-token request of the tiny model.
     starved = EngineSettings(max_model_len=TEST_MAX_MODEL_LEN, cpu_kv_cache_gib=128 * 2**10 / 2**30)
+    engines_before = _async_llms()
     with pytest.raises(EngineError) as info:
         engine_loop.run(eng.load(str(tiny_model), starved))
+    # Nothing of the failed engine stays behind with the error (its leftovers would print a
+    # traceback when the app exits).
+    assert _async_llms() == engines_before
     assert eng.status.state == EngineState.FAILED
     assert eng.status.error is info.value
     assert info.value.key == "engine.load_oom_len"
@@ -264,10 +270,36 @@ def test_load_unload_switch_and_recover_from_a_failed_start(
         engine_loop.run(eng.load(str(shape_only), tiny_engine_settings()))
     assert info.value.key == "engine.no_weights"
     dummy = dataclasses.replace(tiny_engine_settings(), load_format="dummy")
-    engine_loop.run(eng.load(str(shape_only), dummy))
+    app = App.build(AppSettings(model="Qwen/Qwen2.5-7B-Instruct"), AppPaths.default(), engine=eng)
+    app.save_settings()
+    engine_loop.run(app.load_model(str(shape_only), dummy))
     assert eng.status.state == EngineState.READY and eng.status.model == "tiny-shape"
+    # A run with random weights leaves the saved choice of model alone.
+    assert load_settings(AppPaths.default()).model == "Qwen/Qwen2.5-7B-Instruct"
     reply = engine_loop.run(collect(eng.stream_chat(CHAT, sampling(max_tokens=3, ignore_eos=True))))
     assert reply[-1].completion_tokens == 3
+
+    # A load given up while the engine's processes start (the app stopped during start-up):
+    # the engine it was starting is shut down, not left holding the device beside the next one.
+    running = {p.pid for p in _vllm_processes()}
+
+    async def start_loading() -> asyncio.Task:
+        return asyncio.create_task(eng.load(str(tiny_model), tiny_engine_settings()))
+
+    async def give_up(task: asyncio.Task) -> bool:
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            return True
+        return False
+
+    loading = engine_loop.run(start_loading())
+    assert wait_until(lambda: [p for p in _vllm_processes() if p.pid not in running], timeout=60)
+    started = [p for p in _vllm_processes() if p.pid not in running]
+    assert engine_loop.run(give_up(loading))
+    assert eng.status.state == EngineState.EMPTY and eng.child_pids() == []
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in started)
 
     # Switch: load again after unload, in the same process; the shared engine never noticed.
     engine_loop.run(eng.load(str(tiny_model), tiny_engine_settings()))
@@ -279,12 +311,26 @@ def test_load_unload_switch_and_recover_from_a_failed_start(
     )
     assert _generation_tokens() >= tokens_before + 3
     engine_loop.run(eng.unload())
+    # Every engine this test started is freed, in this process too (switching models must not
+    # grow the app's memory).
+    assert wait_until(lambda: _async_llms() == engines_before, timeout=5)
     assert (
         engine_loop.run(collect(engine.stream_chat(CHAT, sampling(max_tokens=2, ignore_eos=True))))[
             -1
         ].completion_tokens
         == 2
     )
+
+
+def _async_llms() -> int:
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    gc.collect()
+    return sum(type(o) is AsyncLLM for o in gc.get_objects())
+
+
+def _vllm_processes() -> list[psutil.Process]:
+    return [p for p in psutil.Process().children(recursive=True) if p.name().startswith("VLLM::")]
 
 
 def _generation_tokens() -> float:
