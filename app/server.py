@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import threading
 import time
 import webbrowser
@@ -89,26 +90,43 @@ def serve(app: App, autoload: str | None = None, open_browser: bool = True, acce
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
 
     async def run() -> None:
-        if autoload:
-            await _start_loading(app, autoload)
-        http = build_http_app(app, access=access)
-        server = uvicorn.Server(
-            uvicorn.Config(http, host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
-        )
-        if open_browser:
-            threading.Thread(target=_open_when_up, args=(server, url), daemon=True).start()
-        print(f"vllm-chat: open {url} in your browser / 在浏览器中打开 {url}", flush=True)
-        await server.serve()
+        # Until the server takes over the signals, TERM cancels this task, so that an engine
+        # already starting is shut down below (Ctrl+C does the same through asyncio).
+        loop, main = asyncio.get_running_loop(), asyncio.current_task()
+        signal.signal(signal.SIGTERM, lambda *_: loop.call_soon_threadsafe(main.cancel))
+        loading = app.load_model_in_background(autoload) if autoload else None
+        try:
+            if loading is not None:
+                await _engine_starting(app, loading)
+            http = build_http_app(app, access=access)
+            server = uvicorn.Server(
+                uvicorn.Config(http, host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
+            )
+            if open_browser:
+                threading.Thread(target=_open_when_up, args=(server, url), daemon=True).start()
+            print(f"vllm-chat: open {url} in your browser / 在浏览器中打开 {url}", flush=True)
+            # From here the server handles TERM (its lifespan unloads the engine) and passes it
+            # on when it is done, to end the process with TERM's status as before.
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            await server.serve()
+        finally:
+            # After a normal stop the server's lifespan has unloaded the engine already; after a
+            # stop or a failure before the server ran, the engine may be loading or loaded.
+            if loading is not None and not loading.done():
+                loading.cancel()
+                await asyncio.wait([loading])
+            await app.engine.unload()
 
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+    # A stop before the server ran (TERM, Ctrl+C) ends here, once the engine is shut down.
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner, \
+            contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
         runner.run(run())
 
 
-async def _start_loading(app: App, model: str) -> None:
-    """Start loading `model` and return once the engine's own processes are starting: they then
-    load it on another core while this one builds the page (a couple of seconds of Gradio), so
-    the model is ready that much sooner. The page never waits more than a few seconds for it."""
-    loading = app.load_model_in_background(model)
+async def _engine_starting(app: App, loading: asyncio.Task) -> None:
+    """Wait until the engine's own processes are starting: they then load the model on another
+    core while this one builds the page (a couple of seconds of Gradio), so the model is ready
+    that much sooner. The page never waits more than a few seconds for it."""
     deadline = time.monotonic() + ENGINE_HEAD_START_S
     while not loading.done() and app.engine.status.stage != "engine.stage_starting" and time.monotonic() < deadline:
         await asyncio.sleep(0.05)

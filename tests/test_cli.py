@@ -62,8 +62,10 @@ def test_app_starts_serves_ui_loads_model_and_frees_it_on_exit(tiny_model: Path,
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(60)
-    # Ctrl+C must not leave an engine process holding the device.
+    # Ctrl+C must not leave an engine process holding the device, nor print a stack trace.
     assert not [p for p in engine_procs if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    output = proc.stdout.read()
+    assert "Traceback" not in output and "Exception ignored" not in output, output[-3000:]
 
 
 def test_port_in_use_is_explained(tmp_path: Path) -> None:
@@ -95,3 +97,34 @@ def test_bad_flag_value_is_explained(tmp_path: Path) -> None:
     )
     assert out.returncode == 2
     assert "gpu_memory_utilization" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_term_while_the_model_loads_stops_the_app_and_its_engine(tiny_model: Path, tmp_path: Path) -> None:
+    """The engine's processes start before the page is built; a TERM that comes then (start.sh
+    --stop, a closed window) must still shut them down, not leave them holding the device."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app", "--model", str(tiny_model), "--max-model-len", "256",
+         "--port", str(free_port()), "--no-browser"],
+        env={**os.environ, "VLLM_CHAT_HOME": str(tmp_path / "home")},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    engine_procs: list[psutil.Process] = []
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not engine_procs:
+            assert proc.poll() is None, proc.stdout.read()[-3000:]
+            engine_procs = [p for p in psutil.Process(proc.pid).children(recursive=True)
+                            if p.name().startswith("VLLM::")]
+            time.sleep(0.2)
+        assert engine_procs, "the engine never started"
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    output = proc.stdout.read()
+    assert "Traceback" not in output and "Exception ignored" not in output, output[-3000:]
+    psutil.wait_procs(engine_procs, timeout=15)
+    assert not [p for p in engine_procs if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
