@@ -210,3 +210,30 @@ def test_a_refused_message_goes_back_into_the_box(open_page: Any, app: App) -> N
     expect(box).to_have_value(too_long)
     assert app.conversations.list() == []
     shot(page, "10-refused")
+
+
+def test_enter_while_a_reply_streams_keeps_the_new_text(open_page: Any, long_engine: Engine, make_app: Any) -> None:
+    app = make_app(long_engine, AppSettings(sampling=LONGEST))
+    page = open_page(app)
+    box = page.locator("#chat-input textarea")
+    box.fill("Write a long story about the sea.")
+    box.press("Enter")
+    expect(box).to_have_value("")
+    assert wait_until(lambda: long_engine.num_unfinished_requests() == 1)
+    # A second message typed and sent while the first is being answered stays in the box.
+    box.fill("And then about the stars.")
+    box.press("Enter")
+    page.get_by_role("button", name="Send").click()
+    page.wait_for_timeout(500)
+    expect(box).to_have_value("And then about the stars.")
+    page.locator("#stop").click()
+    assert wait_until(lambda: long_engine.num_unfinished_requests() == 0, timeout=10), "Stop did not abort"
+    # Stopped: the first message was answered in part and saved; the new text is still there.
+    assert wait_until(lambda: len(app.conversations.list()) == 1)
+    expect(box).to_have_value("And then about the stars.")
+    box.press("Enter")
+    expect(box).to_have_value("")
+    assert wait_until(lambda: long_engine.num_unfinished_requests() == 1)
+    page.locator("#stop").click()
+    assert wait_until(lambda: long_engine.num_unfinished_requests() == 0, timeout=10), "Stop did not abort"
+    shot(page, "11-sent-while-streaming")

@@ -295,9 +295,10 @@ def test_bytes_per_streamed_update_stay_flat_as_a_2000_token_reply_grows(
     final = messages[-1][1]
     assert final["success"], final
     reply = texts(final["output"]["data"][0])[1][1]
-    # The first two carry the chat so far and the sidebar once, the last the saved reply with its
-    # speed line; in between only the reply grows. Later updates carry more new text (they are
-    # spaced out as the reply grows, see chat.py): what must not grow is the rest of an update.
+    # The first two carry the chat so far (the user's message, then the reply's first words), the
+    # last the saved reply with its speed line; in between only the reply grows. Later updates
+    # carry more new text (they are spaced out as the reply grows, see chat.py): what must not
+    # grow is the rest of an update.
     sizes = [size for size, _ in updates[2:-1]]
     overheads = [size - _new_text_bytes(m) for size, m in updates[2:-1]]
     quarter = len(sizes) // 4
@@ -370,9 +371,11 @@ def test_first_words_show_as_soon_as_they_arrive(make_app: Any) -> None:
 
 
 def test_closing_the_tab_while_the_message_shows_aborts_the_request(
-    engine_loop: Any, engine: Engine, make_app: Any
+    engine_loop: Any, long_engine: Engine, make_app: Any
 ) -> None:
-    app = make_ui_app(make_app, engine, LONG)
+    # The slow engine needs 20 s or more for this reply: only an abort ends it within 2 s.
+    engine = long_engine
+    app = make_ui_app(make_app, engine, LONGEST)
     panel = ChatPanel(app, chatbot=None)
 
     async def open_and_leave() -> list[tuple]:
@@ -387,5 +390,5 @@ def test_closing_the_tab_while_the_message_shows_aborts_the_request(
     preview, running = engine_loop.run(open_and_leave())
     assert texts(preview[0]) == [("user", "Write a long story about the sea.")]
     assert running == 1
-    assert wait_until(lambda: engine.num_unfinished_requests() == 0, timeout=10)
+    assert wait_until(lambda: engine.num_unfinished_requests() == 0, timeout=2)
     assert app.conversations.list() == []

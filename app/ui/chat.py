@@ -9,7 +9,6 @@ arrives, and the reply (finished, stopped or failed part-way) in the generator's
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import html
 import json
@@ -37,6 +36,15 @@ from app.ui.i18n import request_language
 MIN_UPDATE_INTERVAL_S = 0.05
 MAX_UPDATE_INTERVAL_S = 0.2
 UPDATE_INTERVAL_PER_CHAR_S = 0.0001
+
+# In the page: empty the box and hand its text to the send event, unless a sent message is
+# still being answered (an output given `undefined` is left as it is).
+TAKE_MESSAGE_JS = """(message) => {
+  if (window.vllmChatSending) return [undefined, undefined];
+  window.vllmChatSending = true;
+  return ["", message];
+}"""
+SENT_JS = "() => { window.vllmChatSending = false; }"
 
 LATEX_DELIMITERS = [
     {"left": "$$", "right": "$$", "display": True},
@@ -281,11 +289,18 @@ class ChatPanel:
             raise gr.Error(exc.message(lang)) from None
         finally:
             # Stop button, closed tab or error: closing the stream aborts the request in the
-            # engine; then whatever text arrived is kept.
-            # A first delta nobody read (the tab went away during the preview) is dropped.
-            first.cancel()
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await first
+            # engine; then whatever text arrived is kept. A first delta nobody read (the tab went
+            # away during the preview) is dropped: the stream can only be closed once that read
+            # has ended. A Stop that lands meanwhile is passed on after the cleanup.
+            stopped_meanwhile = False
+            while not first.done():
+                first.cancel()
+                try:
+                    await asyncio.wait([first])
+                except asyncio.CancelledError:
+                    stopped_meanwhile = True
+            if not first.cancelled():
+                first.exception()  # read (and shown through `deltas`) or dropped, never logged as lost
             await deltas.aclose()
             await stream.aclose()
             if last is not None and (text or outcome == "finished"):
@@ -301,6 +316,8 @@ class ChatPanel:
                 self.app.conversations.add_message(
                     conversation_id, "assistant", text, stats, replace_after=shown[-1].id
                 )
+            if stopped_meanwhile:
+                raise asyncio.CancelledError
         if last is not None:
             saved = self.app.conversations.messages(conversation_id)
             yield self.display(saved, lang), conversation_id
@@ -478,9 +495,13 @@ def chat_tab(app: App, i18n: gr.I18n, timer: gr.Timer) -> None:
 
     # The growing reply is the progress indicator.
     shown_on = {"show_progress": "hidden"}
-    taken = gr.on([box.submit, send.click], None, [box], [box, sending], js="(m) => ['', m]", queue=False,
+    # While a reply streams, Enter and Send leave the box alone: Gradio would skip a second send
+    # of the same event, and the text would be lost.
+    taken = gr.on([box.submit, send.click], None, [box], [box, sending], js=TAKE_MESSAGE_JS, queue=False,
                   api_visibility="private")
     sent = taken.then(panel.send, [sending, conversation_id, system_prompt], streamed, api_name="send", **shown_on)
+    for after in (sent.then, sent.failure):
+        after(None, js=SENT_JS, queue=False, api_visibility="private")
     # A message that was never saved (refused, or stopped before the reply began) goes back
     # into the box. Gradio runs `.failure` after a Stop too.
     sent.failure(panel.unsent, [sending, box, conversation_id], [box], queue=False, api_visibility="private")
