@@ -221,33 +221,40 @@ def pin_apart(engine_pids: list[int], frontend_pids: list[int]) -> dict[str, lis
     frontends (the app, `vllm serve`, this process) the other cores, as a GPU machine does: the
     model runs on the GPU there, the frontends on the CPU. Left to itself, vLLM's CPU engine keeps
     every core it can get busy (its processes spin while they wait for each other), so every
-    frontend microsecond would be taken from the engine. Returns the CPU sets, or None when there
-    is no core to spare."""
+    frontend microsecond would be taken from the engine. The EngineCore goes with its workers,
+    off the core vLLM leaves free for it: there it would spin beside the frontends, while next to
+    its worker the two hand the core to each other (each yields while it waits). Returns the CPU
+    sets, or None when there is no core to spare."""
     everything = set(os.sched_getaffinity(0))
     engine_cpus: set[int] = set()
     for pid in engine_pids:
         with contextlib.suppress(OSError):
             if _process_name(pid).startswith("VLLM::Worker"):
-                engine_cpus |= os.sched_getaffinity(pid)
+                # Every thread: with an OpenMP runtime preloaded, each is bound to one core.
+                for tid in _threads(pid):
+                    engine_cpus |= os.sched_getaffinity(tid)
     frontend_cpus = everything - engine_cpus
     if not engine_cpus or not frontend_cpus:
         return None
     for pids, cpus in ((engine_pids, engine_cpus), (frontend_pids, frontend_cpus)):
         for pid in pids:
-            _set_affinity(pid, cpus)
+            set_affinity(pid, cpus)
     return {"engine": sorted(engine_cpus), "frontends": sorted(frontend_cpus)}
+
+
+def set_affinity(pid: int, cpus: set[int], keep_narrower: bool = True) -> None:
+    """Every thread of the process (Linux applies an affinity to one thread at a time). With
+    `keep_narrower`, threads bound inside `cpus` already (vLLM's compute threads) keep their binding."""
+    for tid in _threads(pid):
+        with contextlib.suppress(OSError):
+            if not (keep_narrower and os.sched_getaffinity(tid) <= cpus):
+                os.sched_setaffinity(tid, cpus)
 
 
 def _process_name(pid: int) -> str:
     return Path(f"/proc/{pid}/comm").read_text().strip()
 
 
-def _set_affinity(pid: int, cpus: set[int]) -> None:
-    """Every thread of the process (Linux applies an affinity to one thread at a time); the worker's
-    compute threads, bound to single cores by vLLM, keep their binding when it is inside `cpus`."""
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        with contextlib.suppress(OSError, ValueError):
-            tid = int(task.name)
-            if not os.sched_getaffinity(tid) <= cpus:
-                os.sched_setaffinity(tid, cpus)
+def _threads(pid: int) -> list[int]:
+    return [int(task.name) for task in Path(f"/proc/{pid}/task").glob("*") if task.name.isdigit()]
 

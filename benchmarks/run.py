@@ -25,7 +25,7 @@ import psutil
 from benchmarks.processes import ROOT
 
 MODES: dict[str, dict[str, Any]] = {
-    "quick": dict(concurrency="1,4,16", prompt_tokens=32, output_tokens=128, requests_per_client=4, repetitions=2,
+    "quick": dict(concurrency="1,4,16", prompt_tokens=32, output_tokens=128, requests_per_client=4, repetitions=3,
                   long_reply=2000, max_model_len=2048),
     "full": dict(concurrency="1,4,16,64", prompt_tokens=256, output_tokens=256, requests_per_client=4,
                  repetitions=3, long_reply=2000, max_model_len=4096),
@@ -164,7 +164,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     from benchmarks.bandwidth import decode_vs_bandwidth, gpu_bandwidth
     from benchmarks.lifecycle import memory_now, switch_cost
     from benchmarks.paths import PATH_KEYS, EnginePath, GradioPath, OpenAIPath
-    from benchmarks.processes import EngineConfig, bare_engine_start, pin_apart, start_app, start_vllm_serve
+    from benchmarks.processes import (
+        EngineConfig,
+        bare_engine_start,
+        pin_apart,
+        set_affinity,
+        start_app,
+        start_vllm_serve,
+    )
     from benchmarks.second_opinion import vllm_bench
     from benchmarks.ui_stream import ui_stream_cost
     from benchmarks.workload import Prompts, Workload, rendered_length
@@ -203,6 +210,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "load_average": os.getloadavg(), "gpus": [g.name for g in hardware.gpus]},
     }}
     before_first_load = memory_now()
+    all_cpus = os.sched_getaffinity(0)
 
     async with contextlib.AsyncExitStack() as stack:
         if not config.on_cpu and not config.enforce_eager:
@@ -277,6 +285,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         for path in paths.values():
             await path.close()
         await asyncio.gather(asyncio.to_thread(app.stop), asyncio.to_thread(server.stop))
+        # Model B's engine processes inherit this process's cores: all of them again.
+        set_affinity(os.getpid(), all_cpus, keep_narrower=False)
         progress(f"switch: unload {config.name}, load {Path(model_b).name}")
         result["switch"] = await switch_cost(engine, model_b, settings, before_first_load)
 
