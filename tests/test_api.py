@@ -4,6 +4,7 @@ raw HTTP against the app's real server, over the shared tiny-model engine."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import subprocess
 import sys
@@ -172,9 +173,14 @@ def test_client_hanging_up_mid_stream_aborts_the_request(server, engine: Engine)
 
 def test_client_giving_up_on_a_whole_reply_aborts_it(server, engine: Engine) -> None:
     body = {"model": engine.model_name, "messages": HELLO, "max_tokens": 480, "ignore_eos": True}
-    with pytest.raises(httpx.ReadTimeout):
-        httpx.post(f"{server.url}/v1/chat/completions", json=body,
-                   headers={"Authorization": f"Bearer {KEY}"}, timeout=httpx.Timeout(30, read=0.5))
+    # The tiny model writes the whole reply in about half a second on an idle machine: the
+    # client gives up well before that, and the request must have been running when it did.
+    with concurrent.futures.ThreadPoolExecutor(1) as watcher:
+        was_running = watcher.submit(wait_until, lambda: engine.num_unfinished_requests() > 0, 5)
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{server.url}/v1/chat/completions", json=body,
+                       headers={"Authorization": f"Bearer {KEY}"}, timeout=httpx.Timeout(30, read=0.1))
+        assert was_running.result()
     assert wait_until(lambda: engine.num_unfinished_requests() == 0, timeout=3)
 
 
