@@ -231,6 +231,8 @@ def test_enter_while_a_reply_streams_keeps_the_new_text(open_page: Any, long_eng
     # Stopped: the first message was answered in part and saved; the new text is still there.
     assert wait_until(lambda: len(app.conversations.list()) == 1)
     expect(box).to_have_value("And then about the stars.")
+    # The page hears of the stop a moment after the server: until then Enter is still held back.
+    page.wait_for_function("() => !window.vllmChatSending")
     box.press("Enter")
     expect(box).to_have_value("")
     assert wait_until(lambda: long_engine.num_unfinished_requests() == 1)

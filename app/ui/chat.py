@@ -278,7 +278,9 @@ class ChatPanel:
                 last = delta
                 now = time.monotonic()
                 due = last_update is None or now - last_update >= update_interval(len(text))
-                if (due and text) or first_update or delta.finish_reason:
+                # The last words wait for the saved reply below, a moment later with its speed
+                # line: one update less per reply.
+                if ((due and text) or first_update) and not delta.finish_reason:
                     if text:
                         last_update = now
                     first_update = False
