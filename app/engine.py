@@ -179,7 +179,7 @@ class Engine:
                 except asyncio.CancelledError:
                     # The build thread cannot be interrupted: the engine it is starting is shut
                     # down (below) once it is up, before another load may start beside it.
-                    await _uncancellable(build)
+                    await wait_through_cancellation(build)
                     self._llm = None if build.exception() else build.result()
                     raise
                 finally:
@@ -346,11 +346,16 @@ class Engine:
                 await llm.abort(request_id)
 
 
-async def _uncancellable(future: asyncio.Future) -> None:
-    """Wait for `future` to end, through any number of cancellations of the caller."""
+async def wait_through_cancellation(future: asyncio.Future) -> bool:
+    """Wait for `future` to end, through any number of cancellations of the caller (cleanup
+    that must finish first); returns whether the caller was cancelled meanwhile."""
+    cancelled = False
     while not future.done():
-        with contextlib.suppress(asyncio.CancelledError):
+        try:
             await asyncio.wait([future])
+        except asyncio.CancelledError:
+            cancelled = True
+    return cancelled
 
 
 def _new_vllm_children(before: set[int]) -> list[psutil.Process]:

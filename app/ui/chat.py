@@ -23,7 +23,7 @@ import gradio as gr
 
 from app.application import App
 from app.conversations import Conversation, ReplyStats, StoredMessage, stats_line
-from app.engine import ChatDelta, EngineState, content_text
+from app.engine import ChatDelta, EngineState, content_text, wait_through_cancellation
 from app.errors import UserError
 from app.i18n import translate
 from app.settings import SamplingSettings
@@ -294,13 +294,8 @@ class ChatPanel:
             # engine; then whatever text arrived is kept. A first delta nobody read (the tab went
             # away during the preview) is dropped: the stream can only be closed once that read
             # has ended. A Stop that lands meanwhile is passed on after the cleanup.
-            stopped_meanwhile = False
-            while not first.done():
-                first.cancel()
-                try:
-                    await asyncio.wait([first])
-                except asyncio.CancelledError:
-                    stopped_meanwhile = True
+            first.cancel()
+            stopped_meanwhile = await wait_through_cancellation(first)
             if not first.cancelled():
                 first.exception()  # read (and shown through `deltas`) or dropped, never logged as lost
             await deltas.aclose()
