@@ -19,6 +19,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 # Tests size the CPU KV cache through EngineSettings.cpu_kv_cache_gib; vLLM lets this legacy
@@ -132,6 +133,16 @@ def wait_until(condition: Callable[[], bool], timeout: float = 15.0) -> bool:
             return True
         time.sleep(0.05)
     return condition()
+
+
+def vllm_processes(pid: int | None = None) -> list[psutil.Process]:
+    """The vLLM engine processes (EngineCore, workers) under `pid`, this process by default."""
+    return [p for p in psutil.Process(pid).children(recursive=True) if p.name().startswith("VLLM::")]
+
+
+def still_running(procs: list[psutil.Process]) -> list[psutil.Process]:
+    """Those of `procs` still alive (an exited child not yet reaped counts as gone)."""
+    return [p for p in procs if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
 
 
 class RunningServer:

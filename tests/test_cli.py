@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psutil
 
-from tests.conftest import free_port
+from tests.conftest import free_port, still_running, vllm_processes
 
 
 def _get(url: str) -> tuple[int, str]:
@@ -54,7 +54,7 @@ def test_app_starts_serves_ui_loads_model_and_frees_it_on_exit(tiny_model: Path,
         assert state == "ready"
         status, page = _get(f"http://127.0.0.1:{port}/")
         assert status == 200 and "gradio" in page.lower()
-        engine_procs = [p for p in psutil.Process(proc.pid).children(recursive=True) if p.name().startswith("VLLM::")]
+        engine_procs = vllm_processes(proc.pid)
         assert engine_procs
         # The model is remembered for next time.
         saved = json.loads((tmp_path / "home" / "config" / "settings.json").read_text())
@@ -63,7 +63,7 @@ def test_app_starts_serves_ui_loads_model_and_frees_it_on_exit(tiny_model: Path,
         proc.send_signal(signal.SIGINT)
         proc.wait(60)
     # Ctrl+C must not leave an engine process holding the device, nor print a stack trace.
-    assert not [p for p in engine_procs if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert not still_running(engine_procs)
     output = proc.stdout.read()
     assert "Traceback" not in output and "Exception ignored" not in output, output[-3000:]
 
@@ -115,8 +115,7 @@ def test_term_while_the_model_loads_stops_the_app_and_its_engine(tiny_model: Pat
         deadline = time.time() + 120
         while time.time() < deadline and not engine_procs:
             assert proc.poll() is None, proc.stdout.read()[-3000:]
-            engine_procs = [p for p in psutil.Process(proc.pid).children(recursive=True)
-                            if p.name().startswith("VLLM::")]
+            engine_procs = vllm_processes(proc.pid)
             time.sleep(0.2)
         assert engine_procs, "the engine never started"
         proc.send_signal(signal.SIGTERM)
@@ -127,4 +126,4 @@ def test_term_while_the_model_loads_stops_the_app_and_its_engine(tiny_model: Pat
     output = proc.stdout.read()
     assert "Traceback" not in output and "Exception ignored" not in output, output[-3000:]
     psutil.wait_procs(engine_procs, timeout=15)
-    assert not [p for p in engine_procs if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert not still_running(engine_procs)

@@ -16,7 +16,15 @@ from app.application import App
 from app.engine import Engine, EngineState
 from app.errors import EngineError, SettingsError
 from app.settings import AppPaths, AppSettings, EngineSettings, SamplingSettings, load_settings
-from tests.conftest import ENGINE_LOG, TEST_MAX_MODEL_LEN, collect, tiny_engine_settings, wait_until
+from tests.conftest import (
+    ENGINE_LOG,
+    TEST_MAX_MODEL_LEN,
+    collect,
+    still_running,
+    tiny_engine_settings,
+    vllm_processes,
+    wait_until,
+)
 
 CHAT = [{"role": "user", "content": "Hello, how are you today?"}]
 
@@ -257,7 +265,7 @@ def test_load_unload_switch_and_recover_from_a_failed_start(
 
     engine_loop.run(eng.unload())
     assert eng.status.state == EngineState.EMPTY
-    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in children)
+    assert not still_running(children)
     with pytest.raises(EngineError) as info:
         engine_loop.run(collect(eng.stream_chat(CHAT, sampling())))
     assert info.value.key == "engine.no_model"
@@ -281,7 +289,7 @@ def test_load_unload_switch_and_recover_from_a_failed_start(
 
     # A load given up while the engine's processes start (the app stopped during start-up):
     # the engine it was starting is shut down, not left holding the device beside the next one.
-    running = {p.pid for p in _vllm_processes()}
+    running = {p.pid for p in vllm_processes()}
 
     async def start_loading() -> asyncio.Task:
         return asyncio.create_task(eng.load(str(tiny_model), tiny_engine_settings()))
@@ -295,11 +303,15 @@ def test_load_unload_switch_and_recover_from_a_failed_start(
         return False
 
     loading = engine_loop.run(start_loading())
-    assert wait_until(lambda: [p for p in _vllm_processes() if p.pid not in running], timeout=60)
-    started = [p for p in _vllm_processes() if p.pid not in running]
+
+    def started() -> list[psutil.Process]:
+        return [p for p in vllm_processes() if p.pid not in running]
+
+    assert wait_until(started, timeout=60)
+    starting = started()
     assert engine_loop.run(give_up(loading))
     assert eng.status.state == EngineState.EMPTY and eng.child_pids() == []
-    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in started)
+    assert not still_running(starting)
 
     # Switch: load again after unload, in the same process; the shared engine never noticed.
     engine_loop.run(eng.load(str(tiny_model), tiny_engine_settings()))
@@ -327,10 +339,6 @@ def _async_llms() -> int:
 
     gc.collect()
     return sum(type(o) is AsyncLLM for o in gc.get_objects())
-
-
-def _vllm_processes() -> list[psutil.Process]:
-    return [p for p in psutil.Process().children(recursive=True) if p.name().startswith("VLLM::")]
 
 
 def _generation_tokens() -> float:
