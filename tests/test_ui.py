@@ -196,7 +196,9 @@ def test_chinese_text_round_trips_exactly(server: Any, connect: Any) -> None:
     assert saved["messages"][1]["content"].strip() == texts(chatbot)[1][1]
 
 
-def test_bad_input_gets_a_clear_message_and_nothing_saved_is_lost(server: Any, app: App, connect: Any) -> None:
+def test_bad_input_gets_a_clear_message_and_nothing_saved_is_lost(
+    server: Any, app: App, connect: Any, capfd: pytest.CaptureFixture[str]
+) -> None:
     client = connect(server)
     client.predict("Keep this chat", "", api_name="/send")
     kept = client.predict(api_name="/history")
@@ -209,6 +211,8 @@ def test_bad_input_gets_a_clear_message_and_nothing_saved_is_lost(server: Any, a
         connect(server, "zh-CN,zh;q=0.9").predict("", "", api_name="/send")
     with pytest.raises(AppError, match="最大长度为 512"):
         connect(server, "zh-CN").predict("你好" * 600, "", api_name="/send")
+    # A refusal is an answer, not a fault: no stack trace in the console that started the app.
+    assert "Traceback" not in capfd.readouterr().err
 
     assert client.predict(api_name="/history") == kept
     assert len(client.predict(api_name="/conversations")) == 1

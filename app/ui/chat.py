@@ -27,7 +27,7 @@ from app.engine import ChatDelta, EngineState, content_text, wait_through_cancel
 from app.errors import UserError
 from app.i18n import translate
 from app.settings import SamplingSettings
-from app.ui.i18n import request_language
+from app.ui.i18n import request_language, shown_error
 
 # The browser re-renders the whole growing message (Markdown, code, math) on every update, so
 # its work per update grows with the reply: updates are spaced out in proportion to the reply's
@@ -146,7 +146,7 @@ class ChatPanel:
         try:
             self.app.conversations.rename(conversation_id, title)
         except UserError as exc:
-            raise gr.Error(exc.message(lang)) from None
+            raise shown_error(exc.message(lang)) from None
         return self.conversation_list(conversation_id, search)
 
     def delete(self, conversation_id: int | None, request: gr.Request) -> tuple:
@@ -177,14 +177,14 @@ class ChatPanel:
     def import_file(self, file: str | None, request: gr.Request) -> tuple:
         lang = request_language(request)
         if not file:
-            raise gr.Error(translate("chat.import_nothing", lang))
+            raise shown_error(translate("chat.import_nothing", lang))
         try:
             raw = Path(file).read_bytes()
             conv = self.app.conversations.import_json(raw)
         except UserError as exc:
-            raise gr.Error(exc.message(lang)) from None
+            raise shown_error(exc.message(lang)) from None
         except (OSError, UnicodeDecodeError) as exc:
-            raise gr.Error(translate("conversations.bad_import", lang, reason=str(exc))) from None
+            raise shown_error(translate("conversations.bad_import", lang, reason=str(exc))) from None
         return self._opened(conv, lang)
 
     # ---- replies -----------------------------------------------------------------------
@@ -194,7 +194,7 @@ class ChatPanel:
     ) -> AsyncIterator[tuple]:
         lang = request_language(request)
         if not message or not message.strip():
-            raise gr.Error(translate("chat.empty_message", lang))
+            raise shown_error(translate("chat.empty_message", lang))
         conv = self._find(conversation_id)
         prior = self.app.conversations.messages(conv.id) if conv else []
         turn = Turn(conv.id if conv else None, prior, message)
@@ -218,7 +218,7 @@ class ChatPanel:
         messages = self.app.conversations.messages(conv.id) if conv else []
         last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=None)
         if last_user is None:
-            raise gr.Error(translate("chat.nothing_to_regenerate", lang))
+            raise shown_error(translate("chat.nothing_to_regenerate", lang))
         user = messages[last_user]
         turn = Turn(conv.id, messages[:last_user], user.content, "regenerate", user)
         async for update in self._stream(turn, system_prompt, lang):
@@ -233,10 +233,10 @@ class ChatPanel:
         messages = self.app.conversations.messages(conv.id)
         position = self._stored_position(messages, edit.index, lang)
         if messages[position].role != "user":
-            raise gr.Error(translate("chat.edit_not_user", lang))
+            raise shown_error(translate("chat.edit_not_user", lang))
         text = content_text(edit.value)
         if not text.strip():
-            raise gr.Error(translate("chat.empty_message", lang))
+            raise shown_error(translate("chat.empty_message", lang))
         turn = Turn(conv.id, messages[:position], text, "edit", messages[position])
         async for update in self._stream(turn, system_prompt, lang):
             yield update
@@ -288,7 +288,7 @@ class ChatPanel:
             outcome = "finished"
         except UserError as exc:
             outcome = "error"
-            raise gr.Error(exc.message(lang)) from None
+            raise shown_error(exc.message(lang)) from None
         finally:
             # Stop button, closed tab or error: closing the stream aborts the request in the
             # engine; then whatever text arrived is kept. A first delta nobody read (the tab went
@@ -347,7 +347,7 @@ class ChatPanel:
         try:
             return self.app.engine.resolve_sampling(overrides)
         except UserError as exc:
-            raise gr.Error(exc.message(lang)) from None
+            raise shown_error(exc.message(lang)) from None
 
     def _stored_position(self, messages: list[StoredMessage], index: Any, lang: str) -> int:
         """Map a chatbot message index to a stored message (a reply can show as several bubbles)."""
@@ -357,7 +357,7 @@ class ChatPanel:
             position += len(self.chatbot.postprocess([item]).root)
             if shown_index < position:
                 return stored_index
-        raise gr.Error(translate("conversations.message_not_found", lang, id=index))
+        raise shown_error(translate("conversations.message_not_found", lang, id=index))
 
     def _find(self, conversation_id: int | None) -> Conversation | None:
         if conversation_id is None:
@@ -371,11 +371,11 @@ class ChatPanel:
         try:
             return self.app.conversations.get(conversation_id)
         except UserError as exc:
-            raise gr.Error(exc.message(lang)) from None
+            raise shown_error(exc.message(lang)) from None
 
     def _require_conversation(self, conversation_id: int | None, lang: str) -> Conversation:
         if conversation_id is None:
-            raise gr.Error(translate("chat.no_chat_selected", lang))
+            raise shown_error(translate("chat.no_chat_selected", lang))
         return self._get(conversation_id, lang)
 
     # ---- API-only views ------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The i18n table as Gradio wants it, and the request's language for text sent from Python."""
+"""The i18n table as Gradio wants it, the request's language for text sent from Python, and
+messages for the user raised as errors."""
 
 from __future__ import annotations
 
@@ -17,3 +18,9 @@ def request_language(request: gr.Request | None) -> str:
         return "en"
     headers = getattr(request, "headers", None) or {}
     return language_from_accept(headers.get("accept-language"))
+
+
+def shown_error(message: str) -> gr.Error:
+    """An error shown to the user in the page. It is an answer (a refused message, a bad file),
+    not a fault: Gradio would otherwise print its stack trace in the console."""
+    return gr.Error(message, print_exception=False)

@@ -18,7 +18,7 @@ from app.engine import EngineState
 from app.errors import UserError
 from app.i18n import translate
 from app.settings import DTYPES, PRESETS, QUANTIZATIONS, EngineSettings, SamplingSettings, apply_preset
-from app.ui.i18n import request_language
+from app.ui.i18n import request_language, shown_error
 
 RELOAD_POLL_S = 0.5
 NO_QUANTIZATION = "none"
@@ -92,7 +92,7 @@ class SettingsPanel:
             sampling = SamplingSettings.from_dict(values)
             sampling.validate()
         except UserError as exc:
-            raise gr.Error(exc.message(lang)) from None
+            raise shown_error(exc.message(lang)) from None
         self.app.settings = dataclasses.replace(self.app.settings, sampling=sampling)
         self.app.save_settings()
         return translate("settings_ui.sampling_saved", lang)
@@ -134,7 +134,7 @@ class SettingsPanel:
             )
             engine.validate()
         except UserError as exc:
-            raise gr.Error(exc.message(lang)) from None
+            raise shown_error(exc.message(lang)) from None
         self.app.settings = dataclasses.replace(self.app.settings, preset=preset, engine=engine)
         self.app.save_settings()
         model = self.app.settings.model
