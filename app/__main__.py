@@ -14,6 +14,8 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from app.access import Access
+from app.files import private_umask
 from app.settings import DTYPES, LOAD_FORMATS, PRESETS, AppPaths, AppSettings, apply_preset, load_settings
 
 if TYPE_CHECKING:
@@ -43,7 +45,11 @@ def serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-browser", action="store_true", help="do not open the browser")
     p.add_argument("--api-key", help="require this key (Authorization: Bearer KEY) on /v1 and /api")
     p.add_argument("--auth", help="UI login as USER:PASSWORD (needed with a non-loopback --host)")
-    p.add_argument("--allowed-origins", help="comma-separated origins allowed by CORS (default: none)")
+    p.add_argument("--allowed-origins",
+                   help="comma-separated web origins that may call /v1 and /api from a browser (default: none)")
+    p.add_argument("--allowed-hosts",
+                   help="comma-separated extra host names the app answers to, e.g. my-pc.local (default: "
+                        "localhost, 127.0.0.1, [::1] and the --host address)")
     p.add_argument("--engine", choices=("local", "remote"), default="local",
                    help="local: vLLM in this process; remote: an OpenAI-compatible server at --base-url")
     p.add_argument("--base-url", help="remote engine URL, e.g. http://gpu-box:8000/v1")
@@ -61,15 +67,21 @@ def settings_from_args(args: argparse.Namespace, saved: AppSettings) -> AppSetti
         if getattr(args, name) is not None
     }
     engine = dataclasses.replace(engine, **overrides)
-    app_overrides = {name: getattr(args, name) for name in ("host", "port", "api_key")
-                     if getattr(args, name) is not None}
-    settings = dataclasses.replace(saved, engine=engine, preset=args.preset or saved.preset, **app_overrides)
+    settings = dataclasses.replace(saved, engine=engine, preset=args.preset or saved.preset)
     settings.validate()
     return settings
 
 
+def access_from_args(args: argparse.Namespace) -> Access:
+    return Access.from_flags(host=args.host, port=args.port, api_key=args.api_key, auth=args.auth,
+                             allowed_origins=args.allowed_origins, allowed_hosts=args.allowed_hosts)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # Everything this process and its children write (settings, history, logs, exports, Gradio's
+    # uploads) is for this user alone.
+    private_umask()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if argv and argv[0] in SUBCOMMANDS:
         module = importlib.import_module(f"app.commands.{argv[0]}")
@@ -77,13 +89,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] == "serve":
         argv = argv[1:]
     args = serve_parser().parse_args(argv)
-    from app.api.security import Access
     from app.errors import UserError
 
     paths = AppPaths.default()
     try:
         settings = settings_from_args(args, load_settings(paths))
-        access = Access.from_flags(args.auth, args.allowed_origins)
+        access = access_from_args(args)
     except UserError as exc:
         print(f"{exc.message('en')}\n{exc.message('zh-CN')}", file=sys.stderr)
         return 2
@@ -102,8 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         # In remote mode --model picks one of the server's models; nothing loads here.
         engine, autoload = connect_remote(args.base_url, args.remote_api_key, args.model), None
-    app = App.build(settings, paths, engine=engine)
-    serve(app, autoload=autoload, open_browser=not args.no_browser, access=access)
+    app = App.build(settings, paths, engine=engine, access=access)
+    serve(app, autoload=autoload, open_browser=not args.no_browser)
     return 0
 
 

@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.access import Access
 from app.conversations import Conversations
 from app.engine import ChatEngine, Engine, looks_like_repo_id
 from app.errors import UserError
@@ -34,14 +35,18 @@ class App:
     metrics: AppMetrics = field(default_factory=AppMetrics)
     # Model downloads running in child processes (several at once; one per model).
     downloads: Downloads = field(default_factory=Downloads)
+    # Who may reach this run (address, key, login, hosts, origins): flags, never saved.
+    access: Access = field(default_factory=Access)
     # Tasks we started and must not let the garbage collector drop mid-flight.
     _tasks: set[asyncio.Task] = field(default_factory=set, repr=False)
 
     @classmethod
-    def build(cls, settings: AppSettings, paths: AppPaths, engine: ChatEngine | None = None) -> App:
+    def build(cls, settings: AppSettings, paths: AppPaths, engine: ChatEngine | None = None,
+              access: Access | None = None) -> App:
         paths.create()
         engine = engine or Engine(log_file=configure_engine_log(paths.log_dir))
-        return cls(paths=paths, settings=settings, engine=engine, conversations=Conversations(paths.history_db))
+        return cls(paths=paths, settings=settings, engine=engine, conversations=Conversations(paths.history_db),
+                   access=access or Access())
 
     def save_settings(self) -> None:
         save_settings(self.settings, self.paths)

@@ -14,6 +14,8 @@ import json
 import os
 from pathlib import Path
 
+from app.files import private_dir, write_private
+
 ENGINE_LOG = "engine.log"
 
 
@@ -22,7 +24,7 @@ def configure_engine_log(log_dir: Path) -> Path:
 
     Must run before vLLM is imported; returns the log file's path.
     """
-    log_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(log_dir)
     log_file = log_dir / ENGINE_LOG
     if existing := os.environ.get("VLLM_LOGGING_CONFIG_PATH"):
         # Already configured (by the user, or earlier in this process): keep that config and
@@ -65,7 +67,11 @@ def configure_engine_log(log_dir: Path) -> Path:
         },
     }
     config_file = log_dir / "vllm-logging.json"
-    config_file.write_text(json.dumps(config, indent=2), encoding="utf-8")
+    write_private(config_file, json.dumps(config, indent=2))
+    # The handler opens the log with the process's umask: create it private first, since the
+    # engine's log quotes prompts in its errors.
+    os.close(os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+    os.chmod(log_file, 0o600)
     os.environ["VLLM_LOGGING_CONFIG_PATH"] = str(config_file)
     return log_file
 

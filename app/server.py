@@ -24,11 +24,13 @@ os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", "100")
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from app.access import Access
 from app.api import install_api
-from app.api.security import Access, check_exposure
+from app.api.perimeter import Perimeter, PerimeterRules
 from app.application import App
 from app.errors import UserError
 from app.hardware import port_free
+from app.i18n import translate
 
 log = logging.getLogger(__name__)
 # The longest the page waits for the engine's processes to start (a model id vLLM must look up
@@ -37,10 +39,10 @@ ENGINE_HEAD_START_S = 15.0
 
 
 def build_http_app(app: App, unload_on_exit: bool = True, access: Access | None = None) -> FastAPI:
-    """The FastAPI app with everything mounted. `unload_on_exit=False` leaves the engine loaded
-    (tests share one engine between servers); `access` holds the UI login and CORS origins (the
-    API key is a setting)."""
-    access = access or Access()
+    """The FastAPI app with everything mounted, behind the perimeter. `unload_on_exit=False`
+    leaves the engine loaded (tests share one engine between servers); `access` holds this run's
+    address, API key, UI login, allowed hosts and CORS origins (the app's own by default)."""
+    access = access or app.access
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -53,7 +55,8 @@ def build_http_app(app: App, unload_on_exit: bool = True, access: Access | None 
                 # Frees the GPU: the EngineCore process must not outlive the app.
                 await app.engine.unload()
 
-    http = FastAPI(title="vllm-chat", lifespan=lifespan, docs_url=None, redoc_url=None)
+    # No schema page: it would describe the API to anyone who asks, login or not.
+    http = FastAPI(title="vllm-chat", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
 
     @http.get("/healthz")
     async def healthz() -> dict:
@@ -69,18 +72,25 @@ def build_http_app(app: App, unload_on_exit: bool = True, access: Access | None 
     from app.ui.layout import mount_ui
 
     # The UI is mounted last, at "/": routes registered after it would be shadowed.
-    return mount_ui(http, app, auth=access.ui_auth)
+    mount_ui(http, app, auth=access.ui_auth)
+    # Added last, so it wraps everything: no route, the page's included, sees a refused request.
+    http.add_middleware(Perimeter, rules=PerimeterRules(
+        bind_host=access.host, allowed_hosts=access.allowed_hosts, allowed_origins=access.allowed_origins))
+    return http
 
 
-def serve(app: App, autoload: str | None = None, open_browser: bool = True, access: Access | None = None) -> None:
+def serve(app: App, autoload: str | None = None, open_browser: bool = True) -> None:
     import uvicorn
 
-    access = access or Access()
-    host, port = app.settings.host, app.settings.port
+    access = app.access
+    host, port = access.host, access.port
     try:
-        check_exposure(host, app.settings.api_key, access.ui_auth)
+        access.check_exposure()
     except UserError as exc:
         raise SystemExit(f"{exc.message('en')}\n{exc.message('zh-CN')}") from None
+    if access.page_open_to_local_programs:
+        print(f"{translate('api.page_open_to_local_programs', 'en')}\n"
+              f"{translate('api.page_open_to_local_programs', 'zh-CN')}", flush=True)
     if not port_free(host, port):
         raise SystemExit(
             f"Port {port} on {host} is already in use (is vllm-chat already running?). "
@@ -98,7 +108,7 @@ def serve(app: App, autoload: str | None = None, open_browser: bool = True, acce
         try:
             if loading is not None:
                 await _engine_starting(app, loading)
-            http = build_http_app(app, access=access)
+            http = build_http_app(app)
             server = uvicorn.Server(
                 uvicorn.Config(http, host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
             )

@@ -18,6 +18,7 @@ from typing import Any
 import platformdirs
 
 from app.errors import SettingsError
+from app.files import private_dir, tighten, write_private
 
 APP_NAME = "vllm-chat"
 DTYPES = ("auto", "bfloat16", "float16")
@@ -156,19 +157,14 @@ class AppSettings:
     engine: EngineSettings = field(default_factory=EngineSettings)
     sampling: SamplingSettings = field(default_factory=SamplingSettings)
     system_prompt: str = ""
-    host: str = "127.0.0.1"
-    port: int = 7860
     # Downloads: "huggingface", "mirror" or "modelscope"; the token goes to a mirror only if allowed.
     download_source: str = "huggingface"
     mirror_endpoint: str = "https://hf-mirror.com"
     send_token_to_mirror: bool = False
-    api_key: str | None = None
 
     def validate(self) -> None:
         self.engine.validate()
         self.sampling.validate()
-        if not (1 <= self.port <= 65535):
-            raise SettingsError("settings.out_of_range", name="port", value=self.port, low=1, high=65535)
 
 
 @dataclass(frozen=True)
@@ -202,8 +198,10 @@ class AppPaths:
         return self.data_dir / "history.sqlite3"
 
     def create(self) -> None:
+        """The app's folders, private (0700), with what an older version left in them made 0600."""
         for path in (self.config_dir, self.data_dir, self.cache_dir, self.log_dir):
-            path.mkdir(parents=True, exist_ok=True)
+            private_dir(path)
+            tighten(path)
 
 
 def hf_cache_dir() -> Path:
@@ -234,12 +232,9 @@ def load_settings(paths: AppPaths) -> AppSettings:
 
 def save_settings(settings: AppSettings, paths: AppPaths) -> None:
     """Write atomically so a crash mid-write never leaves a half file."""
-    paths.config_dir.mkdir(parents=True, exist_ok=True)
     data = dataclasses.asdict(settings)
     del data["engine"]["load_format"]
-    tmp = paths.settings_file.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, paths.settings_file)
+    write_private(paths.settings_file, json.dumps(data, indent=2, ensure_ascii=False))
 
 
 def _check_range(name: str, value: float, low: float, high: float) -> None:

@@ -115,9 +115,9 @@ def app_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "home"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.bind((host, 0))
         return sock.getsockname()[1]
 
 
@@ -148,14 +148,14 @@ def still_running(procs: list[psutil.Process]) -> list[psutil.Process]:
 class RunningServer:
     """The app's real HTTP server (API + UI) on a free loopback port, on the engine loop."""
 
-    def __init__(self, engine_loop: EngineLoop, http: Any) -> None:
+    def __init__(self, engine_loop: EngineLoop, http: Any, host: str = "127.0.0.1") -> None:
         import uvicorn
 
         self.engine_loop = engine_loop
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.port = free_port(host)
+        self.url = f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
         self.server = uvicorn.Server(
-            uvicorn.Config(http, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+            uvicorn.Config(http, host=host, port=self.port, log_level="warning", lifespan="on")
         )
         self.task = engine_loop.run(self._start())
 
@@ -183,23 +183,24 @@ def make_app(app_home: Path) -> Any:
     from app.application import App
     from app.settings import AppPaths, AppSettings
 
-    def make(engine: Any, settings: AppSettings | None = None) -> App:
-        return App.build(settings or AppSettings(), AppPaths.default(), engine=engine)
+    def make(engine: Any, settings: AppSettings | None = None, access: Any = None) -> App:
+        return App.build(settings or AppSettings(), AppPaths.default(), engine=engine, access=access)
 
     return make
 
 
 @pytest.fixture
 def start_server(engine_loop: EngineLoop) -> Iterator[Any]:
-    """start_server(app, **build_http_app kwargs) -> RunningServer; stopped after the test.
-    The shared engine stays loaded when the server stops."""
+    """start_server(app, **build_http_app kwargs) -> RunningServer on the app's own address
+    (`app.access.host`); stopped after the test. The shared engine stays loaded when the server
+    stops."""
     from app.server import build_http_app
 
     servers: list[RunningServer] = []
 
     def start(app: Any, **kwargs: Any) -> RunningServer:
         kwargs.setdefault("unload_on_exit", False)
-        server = RunningServer(engine_loop, build_http_app(app, **kwargs))
+        server = RunningServer(engine_loop, build_http_app(app, **kwargs), host=app.access.host)
         servers.append(server)
         return server
 

@@ -15,10 +15,9 @@ import httpx
 import openai
 import pytest
 
-from app.api.security import Access, check_exposure
+from app.access import Access, check_exposure
 from app.engine import Engine
 from app.errors import UserError
-from app.settings import AppSettings
 from tests.conftest import TEST_MAX_MODEL_LEN, free_port, wait_until
 
 KEY = "test-key-0123"
@@ -30,7 +29,7 @@ FIXED = {"temperature": 1.0, "seed": 11, "extra_body": {"ignore_eos": True}}
 
 @pytest.fixture
 def server(engine: Engine, make_app, start_server) -> Any:
-    app = make_app(engine, AppSettings(api_key=KEY))
+    app = make_app(engine, access=Access(api_key=KEY))
     return start_server(app)
 
 
@@ -228,12 +227,11 @@ def test_integration_guide_generate_endpoint(server) -> None:
 def test_cors_only_for_allowed_origins(make_app, start_server) -> None:
     preflight = {"Origin": "http://editor.example", "Access-Control-Request-Method": "POST",
                  "Access-Control-Request-Headers": "authorization,content-type"}
-    closed = start_server(make_app(Engine(), AppSettings(api_key=KEY)))
+    closed = start_server(make_app(Engine(), access=Access(api_key=KEY)))
     reply = httpx.options(f"{closed.url}/v1/chat/completions", headers=preflight)
     assert "access-control-allow-origin" not in reply.headers
 
-    opened = start_server(make_app(Engine(), AppSettings(api_key=KEY)),
-                          access=Access(allowed_origins=("http://editor.example",)))
+    opened = start_server(make_app(Engine(), access=Access(api_key=KEY, allowed_origins=("http://editor.example",))))
     reply = httpx.options(f"{opened.url}/v1/chat/completions", headers=preflight)
     assert reply.status_code == 200
     assert reply.headers["access-control-allow-origin"] == "http://editor.example"
@@ -242,7 +240,7 @@ def test_cors_only_for_allowed_origins(make_app, start_server) -> None:
 
 
 def test_ui_login_guards_the_page_but_not_the_keyed_api(make_app, start_server) -> None:
-    running = start_server(make_app(Engine(), AppSettings(api_key=KEY)), access=Access(ui_auth=("ann", "pw-123")))
+    running = start_server(make_app(Engine(), access=Access(api_key=KEY, ui_auth=("ann", "pw-123"))))
     assert httpx.get(f"{running.url}/config").status_code == 401
     with httpx.Client(base_url=running.url) as browser:
         assert browser.post("/login", data={"username": "ann", "password": "wrong"}).status_code == 400

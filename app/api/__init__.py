@@ -5,9 +5,11 @@ from __future__ import annotations
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
+from app.access import Access
 from app.api.compat import compat_router
 from app.api.openai import openai_router
-from app.api.security import Access, ApiKeyMiddleware, protects
+from app.api.perimeter import protects
+from app.api.security import ApiKeyMiddleware
 from app.application import App
 from app.metrics import RequestCounter
 
@@ -18,10 +20,10 @@ def install_api(http: FastAPI, app: App, access: Access) -> None:
     http.include_router(compat_router(app))
     endpoints = {route.path for route in http.routes if protects(getattr(route, "path", ""))}
     # Middleware added later wraps the earlier: counting sees the key check's 401s, and CORS
-    # answers preflight requests (which carry no key) before either.
-    # The key is read on every request, so a key changed in the settings applies at once.
-    http.add_middleware(ApiKeyMiddleware, api_key=lambda: app.settings.api_key)
+    # answers preflight requests (which carry no key) before either. CORS is always installed,
+    # empty unless origins are allowed, so that nothing below it echoes an Origin; the
+    # perimeter (outermost, see server.py) lets allowed origins reach only /v1 and /api.
+    http.add_middleware(ApiKeyMiddleware, api_key=access.api_key)
     http.add_middleware(RequestCounter, metrics=app.metrics, endpoints=endpoints, counted=protects)
-    if access.allowed_origins:
-        http.add_middleware(CORSMiddleware, allow_origins=list(access.allowed_origins),
-                            allow_methods=["*"], allow_headers=["*"])
+    http.add_middleware(CORSMiddleware, allow_origins=list(access.allowed_origins),
+                        allow_methods=["*"], allow_headers=["*"])

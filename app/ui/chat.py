@@ -25,6 +25,7 @@ from app.application import App
 from app.conversations import Conversation, ReplyStats, StoredMessage, stats_line
 from app.engine import ChatDelta, EngineState, content_text, wait_through_cancellation
 from app.errors import UserError
+from app.files import private_dir, write_private
 from app.i18n import translate
 from app.settings import SamplingSettings
 from app.ui.i18n import request_language, shown_error
@@ -163,15 +164,14 @@ class ChatPanel:
 
     def _export(self, conversation_id: int | None, fmt: str, lang: str) -> dict[str, Any]:
         conv = self._require_conversation(conversation_id, lang)
-        folder = export_dir(self.app)
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = private_dir(export_dir(self.app))
         stem = re.sub(r"[^\w\-]+", "_", conv.title, flags=re.UNICODE).strip("_")[:40] or "chat"
         path = folder / f"{stem}-{conv.id}.{fmt}"
         if fmt == "md":
-            path.write_text(self.app.conversations.export_markdown(conv.id, lang), encoding="utf-8")
+            write_private(path, self.app.conversations.export_markdown(conv.id, lang))
         else:
             data = self.app.conversations.export_json(conv.id)
-            path.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
+            write_private(path, json.dumps(data, ensure_ascii=False, indent=2))
         return gr.update(value=str(path), visible=True)
 
     def import_file(self, file: str | None, request: gr.Request) -> tuple:

@@ -8,6 +8,7 @@ import gradio as gr
 from fastapi import FastAPI
 
 from app.application import App
+from app.files import private_dir
 from app.ui.chat import chat_tab, export_dir
 from app.ui.i18n import gradio_i18n
 from app.ui.models import models_tab
@@ -42,7 +43,7 @@ def mount_ui(http: FastAPI, app: App, auth: tuple[str, str] | None = None) -> Fa
     blocks = build_blocks(app, i18n)
     # The engine batches: do not serialize chats from several tabs behind Gradio's default limit of one.
     blocks.queue(default_concurrency_limit=None)
-    export_dir(app).mkdir(parents=True, exist_ok=True)
+    private_dir(export_dir(app))
     return gr.mount_gradio_app(
         http,
         blocks,
