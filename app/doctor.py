@@ -20,9 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from app.engine import DEFAULT_CPU_KV_CACHE_GIB
+from app.errors import UserError
 from app.hardware import (
     CPU_BUILD,
     GPU_BUILD,
+    Gpu,
     Hardware,
     TorchFacts,
     VllmBuild,
@@ -36,16 +39,15 @@ from app.hardware import (
     wsl_facts,
 )
 from app.i18n import translate
-from app.models.fit import weight_file_bytes
+from app.models import memory
+from app.models.fit import ModelShape, cpu_kv_cache_bytes, read_config, weight_file_bytes
+from app.models.memory import CUDA_CONTEXT_BYTES, GIB, GPU_RUNTIME_RESERVE, MIN_USEFUL_TOKENS, Gpus
 from app.settings import AppSettings, hf_cache_dir
 
-GIB = 1024**3
 # Below this the cache cannot take a download or the history database a write.
 DISK_FULL_BYTES = 1 * GIB
 # About one 7-8B model in 16-bit weights: the size most people start with.
 TYPICAL_MODEL_BYTES = 16 * GIB
-# Activations, CUDA context and other non-KV memory inside vLLM's budget (eager mode).
-ENGINE_OVERHEAD_BYTES = 1 * GIB
 # Less KV cache than this holds only short conversations.
 TIGHT_KV_BYTES = 1 * GIB
 MIN_PYTHON = (3, 11)
@@ -106,7 +108,9 @@ class Facts:
     wsl: WslFacts | None = None
     pin_memory_env: bool = False  # VLLM_WSL2_ENABLE_PIN_MEMORY=1
     model: str | None = None
-    model_bytes: int | None = None  # weights of the chosen model, when its files are on this computer
+    model_bytes: int | None = None  # weights of the chosen model as loaded, when its files are on this computer
+    model_kv_bytes_per_token: int | None = None  # from its config.json, when that is on this computer
+    cpu_kv_cache_bytes: int = int(DEFAULT_CPU_KV_CACHE_GIB * GIB)
     gpu_memory_utilization: float = 0.9
     tensor_parallel_size: int = 1
     engine_holds_gpu: bool = False  # our own engine is loaded: GPU memory in use is ours
@@ -212,44 +216,79 @@ def check_vllm(facts: Facts) -> list[Finding]:
 
 def check_memory(facts: Facts) -> list[Finding]:
     """Will the chosen model fit, and is the GPU memory vLLM asks for free right now."""
-    findings = []
     gpus = facts.hardware.gpus[: max(1, facts.tensor_parallel_size)]
-    util = facts.gpu_memory_utilization
-    if gpus and not facts.engine_holds_gpu:
-        # vLLM refuses to start unless free memory >= total x gpu_memory_utilization on each GPU.
-        for gpu in gpus:
-            if gpu.memory_free < gpu.memory_total * util:
-                suggest = int((gpu.memory_free / gpu.memory_total - 0.02) * 100) / 100
-                findings.append(Finding("gpu_free", Status.PROBLEM, "gpu_busy", {
-                    "index": gpu.index, "used": _gib(gpu.memory_used), "total": _gib(gpu.memory_total),
-                    "util": util, "need": _gib(gpu.memory_total * util), "suggest": max(suggest, 0.05)}))
+    findings = [] if facts.engine_holds_gpu else _gpu_free_findings(gpus, facts.gpu_memory_utilization)
     if not facts.model:
         return [*findings, Finding("memory", Status.OK, "fit_none")]
     if facts.model_bytes is None:
         return [*findings, Finding("memory", Status.OK, "fit_unknown", {"model": facts.model})]
-    need = facts.model_bytes
-    params: dict[str, Any] = {"model": facts.model, "need": _gib(need)}
-    if gpus:
-        total = sum(g.memory_total for g in gpus)
-        budget = total * util
-        kv = budget - need - ENGINE_OVERHEAD_BYTES * len(gpus)
-        params |= {"total": _gib(total), "util": util, "budget": _gib(budget), "kv": _gib(max(kv, 0))}
-        if kv <= 0:
-            findings.append(Finding("memory", Status.PROBLEM, "fit_gpu_too_big", params))
-        elif kv < TIGHT_KV_BYTES:
-            findings.append(Finding("memory", Status.WARNING, "fit_gpu_tight", params))
-        else:
-            findings.append(Finding("memory", Status.OK, "fit_gpu_ok", params))
-        return findings
-    ram = facts.hardware.ram_total
-    params |= {"ram": _gib(ram), "available": _gib(facts.hardware.ram_available)}
-    if need + ENGINE_OVERHEAD_BYTES > ram:
-        findings.append(Finding("memory", Status.PROBLEM, "fit_cpu_too_big", params))
-    elif need + ENGINE_OVERHEAD_BYTES > facts.hardware.ram_available:
-        findings.append(Finding("memory", Status.WARNING, "fit_cpu_tight", params))
-    else:
-        findings.append(Finding("memory", Status.OK, "fit_cpu_ok", params))
+    return [*findings, _gpu_fit(facts, facts.model_bytes) if gpus else _cpu_fit(facts, facts.model_bytes)]
+
+
+def _gpu_free_findings(gpus: list[Gpu], util: float) -> list[Finding]:
+    """vLLM refuses to start unless each GPU's free memory, once it has its own CUDA context, covers its budget."""
+    findings = []
+    for gpu in gpus:
+        free = Gpus.of([gpu], 1).free_at_start
+        budget = memory.vllm_budget(gpu.memory_total, util)
+        if free >= budget:
+            continue
+        suggest = memory.highest_utilization(gpu.memory_total, free)
+        params = {
+            "index": gpu.index,
+            "used": _gib(gpu.memory_used),
+            "total": _gib(gpu.memory_total),
+            "util": util,
+            "budget": _gib(budget),
+            "need": _gib(budget + CUDA_CONTEXT_BYTES),
+            "suggest": suggest,
+        }
+        findings.append(Finding("gpu_free", Status.PROBLEM, "gpu_busy" if suggest else "gpu_full", params))
     return findings
+
+
+def _gpu_fit(facts: Facts, weights: int) -> Finding:
+    gpus = Gpus.of(facts.hardware.gpus, facts.tensor_parallel_size)
+    per_token = facts.model_kv_bytes_per_token
+    plan = gpus.budget(facts.gpu_memory_utilization, weights, per_token)
+    params: dict[str, Any] = {
+        "model": facts.model,
+        "need": _gib(weights),
+        "total": _gib(gpus.total_bytes * gpus.count),
+        "util": facts.gpu_memory_utilization,
+        "budget": _gib(plan.budget_bytes),
+        "kv": _gib(max(plan.kv_bytes, 0)),
+        "reserve": _gib(GPU_RUNTIME_RESERVE * gpus.count),
+    }
+    # As in the Models tab: too few tokens for a chat is no fit.
+    if plan.kv_bytes <= 0 or (plan.tokens is not None and plan.tokens < MIN_USEFUL_TOKENS):
+        # Without the model's config, a tight cache's worth stands in for a useful length.
+        needed = memory.kv_bytes_for(MIN_USEFUL_TOKENS, per_token) if per_token else TIGHT_KV_BYTES
+        raise_to = gpus.utilization_that_fits(weights, needed).usable
+        if raise_to is not None:
+            return Finding("memory", Status.PROBLEM, "fit_gpu_raise", params | {"util_fits": raise_to})
+        key = "fit_gpu_too_big" if weights > plan.budget_bytes else "fit_gpu_no_room"
+        return Finding("memory", Status.PROBLEM, key, params)
+    if plan.kv_bytes < TIGHT_KV_BYTES:
+        return Finding("memory", Status.WARNING, "fit_gpu_tight", params)
+    return Finding("memory", Status.OK, "fit_gpu_ok", params)
+
+
+def _cpu_fit(facts: Facts, weights: int) -> Finding:
+    need = memory.cpu_need_bytes(weights, facts.cpu_kv_cache_bytes)
+    ram = facts.hardware.ram_total
+    params = {
+        "model": facts.model,
+        "need": _gib(weights),
+        "ram_need": _gib(need),
+        "ram": _gib(ram),
+        "available": _gib(facts.hardware.ram_available),
+    }
+    if need > ram:
+        return Finding("memory", Status.PROBLEM, "fit_cpu_too_big", params)
+    if need > facts.hardware.ram_available:
+        return Finding("memory", Status.WARNING, "fit_cpu_tight", params)
+    return Finding("memory", Status.OK, "fit_cpu_ok", params)
 
 
 def check_wsl(facts: Facts) -> list[Finding]:
@@ -345,8 +384,8 @@ CHECKS: tuple[Callable[[Facts], list[Finding]], ...] = (
 # ---- the real machine -------------------------------------------------------------------------------
 
 
-def gather_facts(settings: AppSettings, model: str | None = None, *, serving: bool = False,
-                 engine_holds_gpu: bool = False, probe_hub: bool = True) -> Facts:
+def gather_facts(settings: AppSettings, model: str | None = None, *, host: str = "127.0.0.1", port: int = 7860,
+                 serving: bool = False, engine_holds_gpu: bool = False, probe_hub: bool = True) -> Facts:
     """Facts about this computer. `serving`: called from inside the running app (its port is ours).
 
     `VLLM_CHAT_FAKE_ROOT` prefixes the WSL system files, as in start.sh and wsl/setup.sh.
@@ -354,6 +393,7 @@ def gather_facts(settings: AppSettings, model: str | None = None, *, serving: bo
     root = Path(os.environ.get("VLLM_CHAT_FAKE_ROOT") or "/")
     cache = hf_cache_dir()
     offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    weights, per_token = model_memory(model, cache) if model else (None, None)
     return Facts(
         hardware=detect(),
         python_version=tuple(sys.version_info[:3]),
@@ -364,7 +404,9 @@ def gather_facts(settings: AppSettings, model: str | None = None, *, serving: bo
         wsl=wsl_facts(root),
         pin_memory_env=os.environ.get("VLLM_WSL2_ENABLE_PIN_MEMORY", "0").strip() == "1",
         model=model,
-        model_bytes=model_weight_bytes(model, cache) if model else None,
+        model_bytes=weights,
+        model_kv_bytes_per_token=per_token,
+        cpu_kv_cache_bytes=cpu_kv_cache_bytes(settings.engine),
         gpu_memory_utilization=settings.engine.gpu_memory_utilization,
         tensor_parallel_size=settings.engine.tensor_parallel_size,
         engine_holds_gpu=engine_holds_gpu,
@@ -373,25 +415,35 @@ def gather_facts(settings: AppSettings, model: str | None = None, *, serving: bo
         hub_offline=offline,
         download_source=settings.download_source,
         sources=() if offline or not probe_hub else probe_sources(source_urls(settings)),
-        host=settings.host,
-        port=settings.port,
-        port_free=None if serving else port_free(settings.host, settings.port),
+        host=host,
+        port=port,
+        port_free=None if serving else port_free(host, port),
     )
 
 
-def model_weight_bytes(model: str, cache: Path) -> int | None:
-    """The size of a model's weight files: a local folder, or a snapshot in the Hugging Face cache.
-    None when the files are not on this computer (the doctor does not ask the Hub)."""
+def model_memory(model: str, cache: Path) -> tuple[int | None, int | None]:
+    """A model's weights as loaded and its KV cache bytes per token, from its files: a local folder,
+    or a snapshot in the Hugging Face cache. None when not on this computer (the doctor does not ask the Hub)."""
+    folder = _model_folder(model, cache)
+    file_bytes = weight_file_bytes(folder) if folder else 0
+    if not file_bytes:
+        return None, None
+    try:
+        shape = ModelShape.from_config(read_config(folder))
+    except (UserError, OSError, ValueError):
+        return file_bytes, None
+    return shape.weight_bytes_in_memory(file_bytes), shape.kv_bytes_per_token
+
+
+def _model_folder(model: str, cache: Path) -> Path | None:
     folder = Path(model).expanduser()
-    if not folder.is_dir():
-        snapshots = cache / f"models--{model.replace('/', '--')}" / "snapshots"
-        if not snapshots.is_dir():
-            return None
-        candidates = sorted(snapshots.iterdir(), key=lambda p: p.stat().st_mtime)
-        if not candidates:
-            return None
-        folder = candidates[-1]
-    return weight_file_bytes(folder) or None
+    if folder.is_dir():
+        return folder
+    snapshots = cache / f"models--{model.replace('/', '--')}" / "snapshots"
+    if not snapshots.is_dir():
+        return None
+    candidates = sorted(snapshots.iterdir(), key=lambda p: p.stat().st_mtime)
+    return candidates[-1] if candidates else None
 
 
 def source_urls(settings: AppSettings) -> dict[str, str]:

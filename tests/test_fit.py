@@ -24,27 +24,53 @@ from app.settings import EngineSettings
 GIB = 2**30
 
 QWEN25_7B = {
-    "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 3584, "intermediate_size": 18944,
-    "num_hidden_layers": 28, "num_attention_heads": 28, "num_key_value_heads": 4, "vocab_size": 152064,
-    "max_position_embeddings": 32768, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+    "architectures": ["Qwen2ForCausalLM"],
+    "model_type": "qwen2",
+    "hidden_size": 3584,
+    "intermediate_size": 18944,
+    "num_hidden_layers": 28,
+    "num_attention_heads": 28,
+    "num_key_value_heads": 4,
+    "vocab_size": 152064,
+    "max_position_embeddings": 32768,
+    "tie_word_embeddings": False,
+    "torch_dtype": "bfloat16",
 }
 QWEN25_7B_BYTES = 15_231_233_024
 
 LLAMA31_8B = {
-    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 4096, "intermediate_size": 14336,
-    "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128,
-    "vocab_size": 128256, "max_position_embeddings": 131072, "torch_dtype": "bfloat16",
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "hidden_size": 4096,
+    "intermediate_size": 14336,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "head_dim": 128,
+    "vocab_size": 128256,
+    "max_position_embeddings": 131072,
+    "torch_dtype": "bfloat16",
 }
 LLAMA31_8B_BYTES = 16_060_522_496
 
 GLM4_9B_HF = {
-    "architectures": ["GlmForCausalLM"], "model_type": "glm", "hidden_size": 4096, "intermediate_size": 13696,
-    "num_hidden_layers": 40, "num_attention_heads": 32, "num_key_value_heads": 2, "head_dim": 128,
-    "vocab_size": 151552, "max_position_embeddings": 131072, "partial_rotary_factor": 0.5, "torch_dtype": "bfloat16",
+    "architectures": ["GlmForCausalLM"],
+    "model_type": "glm",
+    "hidden_size": 4096,
+    "intermediate_size": 13696,
+    "num_hidden_layers": 40,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 2,
+    "head_dim": 128,
+    "vocab_size": 151552,
+    "max_position_embeddings": 131072,
+    "partial_rotary_factor": 0.5,
+    "torch_dtype": "bfloat16",
 }
 GLM4_9B_BYTES = 18_799_902_720
 
-# An RTX 3090/4090: 24 GiB. vLLM's budget at 0.90 = int(25,769,803,776 × 0.9) = 23,192,823,398 bytes.
+# An RTX 3090/4090: 24 GiB. vLLM's budget at 0.90 = ceil(25,769,803,776 × 0.9) = 23,192,823,399 bytes
+# (vLLM's request_memory rounds up). The runtime reserve is app.models.memory's 2 GiB per GPU.
 CARD_24G = Hardware(gpus=[Gpu(0, "NVIDIA GeForce RTX 4090", 24 * GIB, 300 * 2**20, "560.94")], ram_total=64 * GIB)
 CARD_16G = Hardware(gpus=[Gpu(0, "NVIDIA GeForce RTX 4060 Ti", 16 * GIB, 300 * 2**20, "560.94")], ram_total=32 * GIB)
 AT_090 = EngineSettings(gpu_memory_utilization=0.90)
@@ -64,7 +90,8 @@ def test_kv_cache_bytes_per_token_by_hand():
 def test_weight_bytes_come_from_the_safetensors_index(tmp_path: Path):
     (tmp_path / "config.json").write_text(json.dumps(LLAMA31_8B))
     (tmp_path / "model.safetensors.index.json").write_text(
-        json.dumps({"metadata": {"total_size": LLAMA31_8B_BYTES}, "weight_map": {}}))
+        json.dumps({"metadata": {"total_size": LLAMA31_8B_BYTES}, "weight_map": {}})
+    )
     assert weight_file_bytes(tmp_path) == LLAMA31_8B_BYTES
     assert LLAMA31_8B_BYTES == 2 * 8_030_261_248
 
@@ -77,10 +104,10 @@ def test_weight_bytes_without_an_index_are_the_file_sizes(tmp_path: Path):
 
 def test_qwen25_7b_fits_a_24gib_card_at_full_length():
     report = check_fit(ModelShape.from_config(QWEN25_7B), QWEN25_7B_BYTES, CARD_24G, AT_090)
-    # KV budget = 23,192,823,398 − 15,231,233,024 (weights) − 2 GiB (runtime) = 5,814,106,726 bytes
-    assert report.budget_bytes == 23_192_823_398
-    assert report.kv_budget_bytes == 5_814_106_726
-    # 5,814,106,726 // 57,344 = 101,389 tokens, rounded down to 16-token blocks = 101,376
+    # KV budget = 23,192,823,399 − 15,231,233,024 (weights) − 2 GiB (runtime) = 5,814,106,727 bytes
+    assert report.budget_bytes == 23_192_823_399
+    assert report.kv_budget_bytes == 5_814_106_727
+    # 5,814,106,727 // 57,344 = 101,389 tokens, rounded down to 16-token blocks = 101,376
     assert report.max_fit_len == 101_376
     assert report.verdict == "fits"
     assert report.recommended_max_len == 32768  # the model's own limit
@@ -90,12 +117,12 @@ def test_qwen25_7b_fits_a_24gib_card_at_full_length():
 @pytest.mark.parametrize(
     ("config", "weights", "kv_budget", "max_fit"),
     [
-        # 23,192,823,398 − 16,060,522,496 − 2,147,483,648 = 4,984,817,254
-        # 4,984,817,254 // 131,072 = 38,031 → 38,016 in 16-token blocks.
-        (LLAMA31_8B, LLAMA31_8B_BYTES, 4_984_817_254, 38_016),
-        # 23,192,823,398 − 18,799,902,720 − 2,147,483,648 = 2,245,437,030
-        # 2,245,437,030 // 40,960 = 54,820 → 54,816. Few KV heads (2) make long context cheap.
-        (GLM4_9B_HF, GLM4_9B_BYTES, 2_245_437_030, 54_816),
+        # 23,192,823,399 − 16,060,522,496 − 2,147,483,648 = 4,984,817,255
+        # 4,984,817,255 // 131,072 = 38,031 → 38,016 in 16-token blocks.
+        (LLAMA31_8B, LLAMA31_8B_BYTES, 4_984_817_255, 38_016),
+        # 23,192,823,399 − 18,799,902,720 − 2,147,483,648 = 2,245,437,031
+        # 2,245,437,031 // 40,960 = 54,820 → 54,816. Few KV heads (2) make long context cheap.
+        (GLM4_9B_HF, GLM4_9B_BYTES, 2_245_437_031, 54_816),
     ],
     ids=["llama-3.1-8b", "glm-4-9b-chat-hf"],
 )
@@ -111,15 +138,22 @@ def test_128k_models_on_24gib_need_a_shorter_max_length(config, weights, kv_budg
 
 
 def test_a_max_length_the_user_chose_is_what_is_checked():
-    report = check_fit(ModelShape.from_config(LLAMA31_8B), LLAMA31_8B_BYTES, CARD_24G,
-                       dataclasses.replace(AT_090, max_model_len=8192))
+    report = check_fit(
+        ModelShape.from_config(LLAMA31_8B), LLAMA31_8B_BYTES, CARD_24G, dataclasses.replace(AT_090, max_model_len=8192)
+    )
     assert report.verdict == "fits" and report.recommended_max_len == 8192
 
 
 def test_too_big_for_16gib_suggests_the_quantized_variant():
-    # Budget 16 GiB × 0.9 = 15,461,882,265 < 15,231,233,024 + 2 GiB: no room for any KV cache.
-    report = check_fit(ModelShape.from_config(QWEN25_7B), QWEN25_7B_BYTES, CARD_16G, AT_090,
-                       quantized_alternative="Qwen2.5 7B Instruct (AWQ 4-bit)")
+    # Budget ceil(16 GiB × 0.9) = 15,461,882,266 < 15,231,233,024 + 2 GiB: no room for any KV cache,
+    # and even 0.99 (17,008,070,493) is short of weights + 2 GiB + 2048 tokens: no utilization to suggest.
+    report = check_fit(
+        ModelShape.from_config(QWEN25_7B),
+        QWEN25_7B_BYTES,
+        CARD_16G,
+        AT_090,
+        quantized_alternative="Qwen2.5 7B Instruct (AWQ 4-bit)",
+    )
     assert report.verdict == "too_big" and not report.ok
     assert report.recommended_max_len is None
     lines = report.lines("en")
@@ -131,7 +165,7 @@ def test_too_big_for_16gib_suggests_the_quantized_variant():
 def test_the_awq_variant_fits_where_the_full_model_does_not():
     awq = {**QWEN25_7B, "torch_dtype": "float16", "quantization_config": {"quant_method": "awq", "bits": 4}}
     report = check_fit(ModelShape.from_config(awq), 5_583_000_000, CARD_16G, AT_090)
-    # 15,461,882,265 − 5,583,000,000 − 2,147,483,648 = 7,731,398,617 → 134,824 tokens → 134,816 in blocks
+    # 15,461,882,266 − 5,583,000,000 − 2,147,483,648 = 7,731,398,618 → 134,824 tokens → 134,816 in blocks
     assert report.max_fit_len == 134_816
     assert report.verdict == "fits"
 
@@ -139,16 +173,18 @@ def test_the_awq_variant_fits_where_the_full_model_does_not():
 def test_other_programs_on_the_gpu_are_reported_with_a_utilization_that_starts():
     busy = Hardware(gpus=[Gpu(0, "NVIDIA GeForce RTX 4090", 24 * GIB, 4 * GIB)], ram_total=64 * GIB)
     report = check_fit(ModelShape.from_config(QWEN25_7B), QWEN25_7B_BYTES, busy, AT_090)
-    # 20 GiB free < 21.6 GiB budget: vLLM would refuse to start. 20/24 = 0.833 → 0.82 (one point of margin).
-    assert report.recommended_utilization == 0.82
-    assert any("0.82" in line and "4.0 GiB" in line for line in report.lines("en"))
+    # 20 GiB free < 21.6 GiB budget: vLLM would refuse to start. Its own CUDA context (0.5 GiB) comes
+    # out of the free memory before it checks: 19.5 / 24 = 0.8125 → 0.81.
+    assert report.recommended_utilization == 0.81
+    assert any("0.81" in line and "4.0 GiB" in line for line in report.lines("en"))
 
 
 def test_two_gpus_with_tensor_parallel_share_the_model():
     two = Hardware(gpus=[Gpu(0, "RTX 4060 Ti", 16 * GIB, 0), Gpu(1, "RTX 4060 Ti", 16 * GIB, 0)])
-    report = check_fit(ModelShape.from_config(LLAMA31_8B), LLAMA31_8B_BYTES, two,
-                       dataclasses.replace(AT_090, tensor_parallel_size=2))
-    # Budget 32 GiB × 0.9 = 30,923,764,531; minus weights and 2 × 2 GiB → 10,568,274,739 → 80,629 → 80,624
+    report = check_fit(
+        ModelShape.from_config(LLAMA31_8B), LLAMA31_8B_BYTES, two, dataclasses.replace(AT_090, tensor_parallel_size=2)
+    )
+    # Budget 2 × 15,461,882,266 = 30,923,764,532; minus weights and 2 × 2 GiB → 10,568,274,740 → 80,629 → 80,624
     assert report.max_fit_len == 80_624
     assert report.verdict == "shorter" and report.recommended_max_len == 65536
 
@@ -196,10 +232,18 @@ def test_format_bytes():
 def test_catalog_has_the_promised_models_with_complete_entries():
     catalog = load_catalog()
     keys = {e.key for e in catalog}
-    for hf_id in ("Qwen/Qwen2.5-0.5B-Instruct", "Qwen/Qwen2.5-1.5B-Instruct", "Qwen/Qwen2.5-3B-Instruct",
-                  "Qwen/Qwen2.5-7B-Instruct", "Qwen/Qwen2.5-7B-Instruct-AWQ", "Qwen/Qwen3-0.6B",
-                  "THUDM/glm-4-9b-chat-hf", "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B",
-                  "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", "meta-llama/Llama-3.1-8B-Instruct"):
+    for hf_id in (
+        "Qwen/Qwen2.5-0.5B-Instruct",
+        "Qwen/Qwen2.5-1.5B-Instruct",
+        "Qwen/Qwen2.5-3B-Instruct",
+        "Qwen/Qwen2.5-7B-Instruct",
+        "Qwen/Qwen2.5-7B-Instruct-AWQ",
+        "Qwen/Qwen3-0.6B",
+        "THUDM/glm-4-9b-chat-hf",
+        "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B",
+        "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B",
+        "meta-llama/Llama-3.1-8B-Instruct",
+    ):
         assert find_entry(catalog, hf_id) is not None, hf_id
     for entry in catalog:
         assert entry.modelscope and entry.license and entry.params_b > 0 and entry.size_gb > 0
@@ -211,8 +255,12 @@ def test_catalog_has_the_promised_models_with_complete_entries():
     qwen7 = find_entry(catalog, "qwen2.5-7b-instruct")
     assert qwen7.size_gb == pytest.approx(2 * qwen7.params_b, rel=0.01)
     # The same model under its ModelScope id, either way round.
-    assert repo_for_source(catalog, "meta-llama/Llama-3.1-8B-Instruct", "modelscope") == \
-        "LLM-Research/Meta-Llama-3.1-8B-Instruct"
-    assert repo_for_source(catalog, "llm-research/meta-llama-3.1-8b-instruct", "huggingface") == \
-        "meta-llama/Llama-3.1-8B-Instruct"
+    assert (
+        repo_for_source(catalog, "meta-llama/Llama-3.1-8B-Instruct", "modelscope")
+        == "LLM-Research/Meta-Llama-3.1-8B-Instruct"
+    )
+    assert (
+        repo_for_source(catalog, "llm-research/meta-llama-3.1-8b-instruct", "huggingface")
+        == "meta-llama/Llama-3.1-8B-Instruct"
+    )
     assert repo_for_source(catalog, "someone/unknown-model", "modelscope") == "someone/unknown-model"

@@ -6,7 +6,6 @@ Exit status 1 when a problem stops the app from working, else 0 (warnings includ
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -14,7 +13,8 @@ from collections.abc import Sequence
 
 from app.doctor import Finding, Status, blocking, gather_facts, run_checks, summary
 from app.i18n import LANGUAGES, normalize_language, translate
-from app.settings import AppPaths, load_settings
+from app.settings import AppPaths
+from app.settings_file import load_settings
 
 MARKS = {Status.OK: "✓", Status.WARNING: "!", Status.PROBLEM: "✗"}
 
@@ -47,15 +47,14 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--lang", choices=LANGUAGES, help="report language (default: from LANG/LC_ALL)")
     parser.add_argument("--json", action="store_true", help="print the findings as JSON")
     parser.add_argument("--model", help="check this model (default: the saved one)")
-    parser.add_argument("--host", help="address the app will listen on (default: the saved one)")
-    parser.add_argument("--port", type=int, help="port the app will listen on (default: the saved one)")
+    parser.add_argument("--host", help="address the app will listen on (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port the app will listen on (default: 7860)")
     parser.add_argument("--no-network", action="store_true", help="do not try the model download sources")
     args = parser.parse_args(argv)
     lang = args.lang or environment_language()
     settings = load_settings(AppPaths.default())
-    overrides = {name: getattr(args, name) for name in ("host", "port") if getattr(args, name) is not None}
-    settings = dataclasses.replace(settings, **overrides)
-    facts = gather_facts(settings, model=args.model or settings.model, probe_hub=not args.no_network)
+    facts = gather_facts(settings, model=args.model or settings.model, host=args.host or "127.0.0.1",
+                         port=args.port or 7860, probe_hub=not args.no_network)
     findings = run_checks(facts)
     if args.json:
         report = {"language": lang, "blocking": blocking(findings),

@@ -1,17 +1,14 @@
 """Will it fit: a model's weights and KV cache against this machine's GPU memory (or RAM).
 
-vLLM gives itself `total GPU memory × gpu_memory_utilization`. Out of that it takes the
-weights, a runtime reserve (activations profiled at the batch size, CUDA graphs, cuBLAS
-workspaces, sampler buffers) and turns the rest into KV cache. One request of
-`max_model_len` tokens must fit in that KV cache or the engine refuses to start.
-The numbers here are that same arithmetic, done before anything is downloaded.
+The arithmetic is app.models.memory's, the same the doctor and the engine's error hints
+use; this module reads a model's config.json and sizes and turns the numbers into a verdict,
+before anything is downloaded.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,24 +18,14 @@ from app.engine import DEFAULT_CPU_KV_CACHE_GIB
 from app.errors import UserError
 from app.hardware import Hardware
 from app.i18n import translate
+from app.models import memory
+from app.models.memory import CUDA_CONTEXT_BYTES, GIB, MIN_USEFUL_TOKENS, Gpus
 from app.settings import EngineSettings
 
-GIB = 2**30
-# vLLM allocates the KV cache in blocks of 16 tokens.
-BLOCK_TOKENS = 16
-# What vLLM's memory profile measures beside weights and KV cache for 1-10B models at the
-# default batch size: about 1-2 GiB; we keep the upper end so "fits" means it starts.
-GPU_RUNTIME_RESERVE = 2 * GIB
-# Python, vLLM and the tokenizer in RAM on top of weights and KV cache when running on the CPU.
-CPU_RUNTIME_RESERVE = 2 * GIB
 # Decoding reads every weight once per token; this is the RAM bandwidth vLLM's CPU backend
 # gets on a typical desktop, so tokens/s ≈ this / weight bytes (GPUs are 20-50× faster).
 CPU_BYTES_PER_SECOND = 15e9
 CPU_MAX_TOKENS_PER_SECOND = 30.0
-# Shorter than this, a chat model is not worth loading: suggest a smaller model instead.
-MIN_USEFUL_LEN = 2048
-# The KV cache follows the model dtype, and vLLM runs float32 checkpoints in 16 bits.
-KV_BYTES_PER_ELEMENT = 2
 
 
 @dataclass(frozen=True)
@@ -80,14 +67,10 @@ class ModelShape:
 
     @property
     def kv_bytes_per_token(self) -> int:
-        """Keys and values of every layer for one token: 2 × layers × kv_heads × head_dim × bytes."""
-        return 2 * self.layers * self.kv_heads * self.head_dim * KV_BYTES_PER_ELEMENT
+        return memory.kv_bytes_per_token(self.layers, self.kv_heads, self.head_dim)
 
     def weight_bytes_in_memory(self, file_bytes: int) -> int:
-        """Checkpoint bytes as loaded: float32 checkpoints are run in 16 bits."""
-        if self.dtype == "float32" and not self.quantization:
-            return file_bytes // 2
-        return file_bytes
+        return memory.weights_in_memory(file_bytes, self.dtype, self.quantization)
 
 
 def weight_file_bytes(folder: Path) -> int:
@@ -126,7 +109,11 @@ class FitReport:
     gpu_name: str | None = None
     # GPU memory other programs hold; vLLM refuses to start unless the budget is free.
     busy_bytes: int = 0
+    # The highest utilization vLLM agrees to start with, when the current one asks for more than is free.
     recommended_utilization: float | None = None
+    # The lowest utilization at which the length in question fits (the asked one, or a useful one
+    # when none fits), when the free memory allows it.
+    fitting_utilization: float | None = None
     cpu_tokens_per_second: float | None = None
     notes: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
@@ -151,47 +138,91 @@ def check_fit(
     per_token = shape.kv_bytes_per_token
     asked = engine.max_model_len or shape.max_position_embeddings
     if not hardware.has_gpu:
-        return _check_cpu(shape, weights, per_token, asked, hardware, engine)
+        return _check_cpu(weights, per_token, asked, hardware, engine)
+    gpus = Gpus.of(hardware.gpus, engine.tensor_parallel_size)
+    return _check_gpu(weights, per_token, asked, gpus, engine, quantized_alternative)
 
-    gpus = hardware.gpus[: max(1, engine.tensor_parallel_size)]
-    memory = min(g.memory_total for g in gpus) * len(gpus)
-    budget = int(memory * engine.gpu_memory_utilization)
-    kv_budget = budget - weights - GPU_RUNTIME_RESERVE * len(gpus)
-    max_fit = _block_floor(max(kv_budget, 0) // per_token)
-    name = gpus[0].name if len(gpus) == 1 else f"{len(gpus)} × {gpus[0].name}"
-    notes: list[tuple[str, dict[str, Any]]] = []
-    common = dict(gpu=name, memory=format_bytes(memory), util=engine.gpu_memory_utilization,
-                  weights=format_bytes(weights), kv=format_bytes(per_token), budget=format_bytes(budget))
 
-    if max_fit < MIN_USEFUL_LEN:
-        verdict, recommended = "too_big", None
-        notes.append(("models.fit_too_big", common))
+def _check_gpu(
+    weights: int,
+    per_token: int,
+    asked: int | None,
+    gpus: Gpus,
+    engine: EngineSettings,
+    quantized_alternative: str | None,
+) -> FitReport:
+    util = engine.gpu_memory_utilization
+    plan = gpus.budget(util, weights, per_token)
+    max_fit = plan.tokens or 0
+    memory_bytes = gpus.total_bytes * gpus.count
+    common = dict(
+        gpu=gpus.name,
+        memory=format_bytes(memory_bytes),
+        util=util,
+        weights=format_bytes(weights),
+        kv=format_bytes(per_token),
+        budget=format_bytes(plan.budget_bytes),
+    )
+    verdict, recommended, target, note = _gpu_verdict(max_fit, asked, engine.max_model_len is not None, common)
+    notes = [note]
+    fitting = gpus.utilization_that_fits(weights, memory.kv_bytes_for(target, per_token)).usable if target else None
+    if fitting is not None:
+        notes.append(("models.fit_raise_utilization", dict(util=fitting, length=target)))
+    if verdict == "too_big":
         if quantized_alternative:
             notes.append(("models.fit_try_quantized", dict(model=quantized_alternative)))
         else:
             notes.append(("models.fit_try_smaller", {}))
-    elif asked is None or max_fit >= asked:
-        verdict, recommended = "fits", asked
-        notes.append(("models.fit_fits", dict(common, length=asked or max_fit, room=max_fit)))
-    else:
-        verdict, recommended = "shorter", _pow2_floor(max_fit)
-        notes.append(("models.fit_shorter", dict(common, asked=asked, fits=max_fit, recommended=recommended)))
-
-    # vLLM checks at start that the whole budget is free on each GPU.
-    per_gpu_budget = budget // len(gpus)
-    busy = max(g.memory_used for g in gpus)
-    recommended_util = None
-    if min(g.memory_free for g in gpus) < per_gpu_budget:
-        free = min(g.memory_free for g in gpus)
-        recommended_util = math.floor(free / gpus[0].memory_total * 100 - 1) / 100
-        notes.append(("models.fit_gpu_busy", dict(busy=format_bytes(busy), free=format_bytes(free),
-                                                  need=format_bytes(per_gpu_budget), util=recommended_util)))
+    busy_note, recommended_util = _busy_note(gpus, util)
+    notes.extend(busy_note)
     return FitReport(
-        verdict=verdict, device="cuda", weight_bytes=weights, kv_bytes_per_token=per_token, memory_bytes=memory,
-        budget_bytes=budget, kv_budget_bytes=kv_budget, max_fit_len=max_fit, asked_len=asked,
-        recommended_max_len=recommended, gpu_name=name, busy_bytes=busy,
-        recommended_utilization=recommended_util, notes=notes,
+        verdict=verdict,
+        device="cuda",
+        weight_bytes=weights,
+        kv_bytes_per_token=per_token,
+        memory_bytes=memory_bytes,
+        budget_bytes=plan.budget_bytes,
+        kv_budget_bytes=plan.kv_bytes,
+        max_fit_len=max_fit,
+        asked_len=asked,
+        recommended_max_len=recommended,
+        gpu_name=gpus.name,
+        busy_bytes=gpus.used_bytes,
+        recommended_utilization=recommended_util,
+        fitting_utilization=fitting,
+        notes=notes,
     )
+
+
+def _gpu_verdict(
+    max_fit: int, asked: int | None, length_set: bool, common: dict[str, Any]
+) -> tuple[str, int | None, int | None, tuple[str, dict[str, Any]]]:
+    """The verdict, the max model length to load with, the length a higher utilization should
+    hold (None when it fits already) and the sentence to say."""
+    if max_fit < MIN_USEFUL_TOKENS:
+        target = min(asked or MIN_USEFUL_TOKENS, MIN_USEFUL_TOKENS)
+        return "too_big", None, target, ("models.fit_too_big", common)
+    if asked is None or max_fit >= asked:
+        return "fits", asked, None, ("models.fit_fits", dict(common, length=asked or max_fit, room=max_fit))
+    recommended = _pow2_floor(max_fit)
+    # settings_that_fit shortens only a length the user left open; vLLM refuses the one they set.
+    key = "models.fit_shorter_set" if length_set else "models.fit_shorter"
+    return "shorter", recommended, asked, (key, dict(common, asked=asked, fits=max_fit, recommended=recommended))
+
+
+def _busy_note(gpus: Gpus, util: float) -> tuple[list[tuple[str, dict[str, Any]]], float | None]:
+    """What to say when vLLM would refuse to start: its budget is not free on every GPU."""
+    need = memory.vllm_budget(gpus.total_bytes, util)
+    if gpus.free_at_start >= need:
+        return [], None
+    highest = memory.highest_utilization(gpus.total_bytes, gpus.free_at_start)
+    params = dict(
+        busy=format_bytes(gpus.used_bytes),
+        free=format_bytes(gpus.free_bytes),
+        need=format_bytes(need + CUDA_CONTEXT_BYTES),
+        util=highest,
+    )
+    return [("models.fit_gpu_busy" if highest else "models.fit_gpu_full", params)], highest
 
 
 def settings_that_fit(
@@ -209,17 +240,26 @@ def settings_that_fit(
     return engine, report
 
 
-def _check_cpu(shape: ModelShape, weights: int, per_token: int, asked: int | None, hardware: Hardware,
-               engine: EngineSettings) -> FitReport:
-    # The same KV-cache size the engine will ask for (see app.engine._engine_args).
+def cpu_kv_cache_bytes(engine: EngineSettings) -> int:
+    """The KV cache an engine on the CPU gets: the same size app.engine asks vLLM for."""
     gib = engine.cpu_kv_cache_gib or float(os.environ.get("VLLM_CPU_KVCACHE_SPACE") or DEFAULT_CPU_KV_CACHE_GIB)
-    kv_budget = int(gib * GIB)
-    max_fit = _block_floor(kv_budget // per_token)
-    need = weights + kv_budget + CPU_RUNTIME_RESERVE
+    return int(gib * GIB)
+
+
+def _check_cpu(
+    weights: int, per_token: int, asked: int | None, hardware: Hardware, engine: EngineSettings
+) -> FitReport:
+    kv_budget = cpu_kv_cache_bytes(engine)
+    max_fit = memory.tokens_that_fit(kv_budget, per_token)
+    need = memory.cpu_need_bytes(weights, kv_budget)
     # Small models are bound by compute and overheads, not by reading the weights.
     tokens_per_second = min(CPU_BYTES_PER_SECOND / max(weights, 1), CPU_MAX_TOKENS_PER_SECOND)
-    common = dict(weights=format_bytes(weights), ram=format_bytes(hardware.ram_total), need=format_bytes(need),
-                  tps=_format_rate(tokens_per_second))
+    common = dict(
+        weights=format_bytes(weights),
+        ram=format_bytes(hardware.ram_total),
+        need=format_bytes(need),
+        tps=_format_rate(tokens_per_second),
+    )
     if need > hardware.ram_total:
         verdict, recommended = "cpu_too_big", None
         notes = [("models.fit_cpu_too_big", common), ("models.fit_try_smaller", {})]
@@ -228,15 +268,19 @@ def _check_cpu(shape: ModelShape, weights: int, per_token: int, asked: int | Non
         recommended = asked if asked is None or max_fit >= asked else _pow2_floor(max_fit)
         notes = [("models.fit_cpu", dict(common, length=recommended or max_fit))]
     return FitReport(
-        verdict=verdict, device="cpu", weight_bytes=weights, kv_bytes_per_token=per_token,
-        memory_bytes=hardware.ram_total, budget_bytes=hardware.ram_total, kv_budget_bytes=kv_budget,
-        max_fit_len=max_fit, asked_len=asked, recommended_max_len=recommended,
-        cpu_tokens_per_second=tokens_per_second, notes=notes,
+        verdict=verdict,
+        device="cpu",
+        weight_bytes=weights,
+        kv_bytes_per_token=per_token,
+        memory_bytes=hardware.ram_total,
+        budget_bytes=hardware.ram_total,
+        kv_budget_bytes=kv_budget,
+        max_fit_len=max_fit,
+        asked_len=asked,
+        recommended_max_len=recommended,
+        cpu_tokens_per_second=tokens_per_second,
+        notes=notes,
     )
-
-
-def _block_floor(tokens: int) -> int:
-    return tokens // BLOCK_TOKENS * BLOCK_TOKENS
 
 
 def _pow2_floor(tokens: int) -> int:

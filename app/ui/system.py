@@ -20,6 +20,8 @@ def system_markdown(app: App, lang: str) -> str:
     facts = gather_facts(
         app.settings,
         model=status.model or app.settings.model,
+        host=app.access.host,
+        port=app.access.port,
         serving=True,
         engine_holds_gpu=status.state in (EngineState.READY, EngineState.LOADING),
     )
