@@ -26,7 +26,8 @@ from typing import Any, Protocol
 
 import psutil
 
-from app.errors import EngineError, SettingsError, UserError
+from app.engine_errors import explain_generate_error, explain_load_error, explain_render_error
+from app.errors import EngineError, UserError
 from app.logs import log_size, read_since
 from app.settings import EngineSettings, SamplingSettings
 
@@ -92,6 +93,8 @@ class ChatEngine(Protocol):
     async def unload(self) -> None: ...
 
     def resolve_sampling(self, overrides: Mapping[str, Any] | None = None) -> SamplingSettings: ...
+
+    def model_sampling_defaults(self) -> dict[str, Any]: ...
 
     def stream_chat(
         self, messages: Sequence[Message | Mapping[str, str]], sampling: SamplingSettings, request_id: str | None = None
@@ -239,11 +242,12 @@ class Engine:
     # ---- generation --------------------------------------------------------------------
 
     def resolve_sampling(self, overrides: Mapping[str, Any] | None = None) -> SamplingSettings:
-        """App defaults, then the model's generation_config, then what the caller set."""
-        values = {**_model_defaults_as_settings(self._model_defaults), **(overrides or {})}
-        sampling = SamplingSettings.from_dict(values)
-        sampling.validate()
-        return sampling
+        """App fallbacks, then the model's generation_config, then what the caller set."""
+        return SamplingSettings.from_dict(overrides or {}).filled(self.model_sampling_defaults())
+
+    def model_sampling_defaults(self) -> dict[str, Any]:
+        """What the loaded model's generation_config sets (empty without a model)."""
+        return _model_defaults_as_settings(self._model_defaults)
 
     async def stream_chat(
         self,
@@ -253,7 +257,7 @@ class Engine:
     ) -> AsyncIterator[ChatDelta]:
         """Stream a reply to `messages` rendered with the model's own chat template."""
         llm = self._require_ready()
-        sampling.validate()
+        sampling = sampling.filled(self.model_sampling_defaults())
         conversation = [as_message_dict(m) for m in messages]
         if not conversation:
             raise EngineError("engine.empty_chat")
@@ -262,7 +266,7 @@ class Engine:
         try:
             _, prompts = await llm.renderer.render_chat_async([conversation], ChatParams())
         except Exception as exc:
-            raise _explain_render_error(exc, llm) from exc
+            raise explain_render_error(exc, llm) from exc
         # Close the inner stream now, not at garbage collection: closing it aborts the request.
         async with contextlib.aclosing(self._generate(llm, prompts[0], sampling, request_id)) as deltas:
             async for delta in deltas:
@@ -273,14 +277,14 @@ class Engine:
     ) -> AsyncIterator[ChatDelta]:
         """Stream a continuation of a raw text prompt (no chat template)."""
         llm = self._require_ready()
-        sampling.validate()
+        sampling = sampling.filled(self.model_sampling_defaults())
         from vllm.renderers.inputs.preprocess import parse_model_prompt
 
         try:
             parsed = parse_model_prompt(llm.model_config, prompt)
             (engine_input,) = await llm.renderer.render_cmpl_async([parsed], llm.renderer.default_cmpl_tok_params)
         except Exception as exc:
-            raise _explain_render_error(exc, llm) from exc
+            raise explain_render_error(exc, llm) from exc
         # Close the inner stream now, not at garbage collection: closing it aborts the request.
         async with contextlib.aclosing(self._generate(llm, engine_input, sampling, request_id)) as deltas:
             async for delta in deltas:
@@ -338,7 +342,7 @@ class Engine:
         except (asyncio.CancelledError, GeneratorExit):
             raise
         except Exception as exc:
-            raise _explain_generate_error(exc, prompt_tokens, max_len) from exc
+            raise explain_generate_error(exc, prompt_tokens, max_len) from exc
         finally:
             # A consumer that stops iterating (Stop button, closed tab, dropped HTTP client)
             # must free its slot in the engine, not just stop reading.
@@ -550,108 +554,3 @@ def _prompt_token_ids(engine_input: Any) -> list[int]:
             )
         return list(ids or [])
     return list(getattr(engine_input, "prompt_token_ids", None) or [])
-
-
-# ---- helpers: turning vLLM's errors into sentences ----------------------------------------
-
-
-def _error_text(exc: BaseException) -> str:
-    parts = []
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        parts.append(f"{type(exc).__name__}: {exc}")
-        exc = exc.__cause__ or exc.__context__
-    return "\n".join(parts)
-
-
-def explain_load_error(exc: BaseException, model: str, settings: EngineSettings, engine_log: str = "") -> EngineError:
-    """One sentence with the fix, from the exception and what the EngineCore process logged."""
-    if isinstance(exc, SettingsError):
-        return exc
-    text = _error_text(exc) + "\n" + engine_log
-    util = settings.gpu_memory_utilization
-    if m := re.search(
-        r"\((\d+)\), \(([\d.]+) GiB KV cache is needed, which is larger than the available KV cache "
-        r"memory \(([\d.]+) GiB\)\.(?: Based on the available memory, the estimated maximum model "
-        r"length is (\d+))?",
-        text,
-    ):
-        max_len, needed, available, fits = m.groups()
-        if fits:
-            return EngineError(
-                "engine.load_oom_len", max_len=max_len, fits=fits, util=util, needed=needed, available=available
-            )
-        return EngineError("engine.load_oom_kv", max_len=max_len, needed=needed, available=available, util=util)
-    if m := re.search(
-        r"Free memory on device \S+ \(([\d.]+)/([\d.]+) GiB\) on startup is less than desired GPU "
-        r"memory utilization \(([\d.]+), ([\d.]+) GiB\)",
-        text,
-    ):
-        free, total, util, wanted = m.groups()
-        return EngineError(
-            "engine.load_gpu_busy",
-            free=free,
-            total=total,
-            util=util,
-            wanted=wanted,
-            fits=f"{max(0.05, float(free) / float(total) - 0.02):.2f}",
-        )
-    if m := re.search(
-        r"CUDA out of memory\. Tried to allocate ([\d.]+ [GM]iB)\. GPU \d+ has a total capacity of "
-        r"([\d.]+ [GM]iB) of which ([\d.]+ [GM]iB) is free",
-        text,
-    ):
-        return EngineError("engine.load_cuda_oom", asked=m.group(1), total=m.group(2), free=m.group(3), util=util)
-    if re.search(r"out of memory|No available memory for the cache blocks|Insufficient memory", text, re.I):
-        return EngineError("engine.load_oom", util=util)
-    if re.search(r"trust_remote_code|trust-remote-code", text):
-        return EngineError("engine.needs_trust_remote_code", model=model)
-    if m := re.search(r"architectures? \[?'?([\w.]+)'?\]? (?:are|is) not supported", text) or re.search(
-        r"Model architectures \['?([\w.]+)", text
-    ):
-        return EngineError("engine.unknown_arch", arch=m.group(1))
-    if m := re.search(
-        r"max_model_len.*?\((\d+)\).*?(?:max_position_embeddings|derived max_model_len).*?(\d+)", text, re.S | re.I
-    ) or re.search(
-        r"User-specified max_model_len \((\d+)\) is greater than "
-        r"the derived max_model_len \(\w+=(\d+)",
-        text,
-    ):
-        return EngineError("engine.max_len_too_big", asked=m.group(1), limit=m.group(2))
-    if re.search(r"safetensors|HeaderTooSmall|HeaderTooLarge|invalid load key|unexpected EOF|corrupt", text, re.I):
-        return EngineError("engine.corrupt_files", path=model, file="*.safetensors")
-    if re.search(
-        r"RepositoryNotFound|not a valid model identifier|does not appear to have a file named "
-        r"config.json|Invalid repository ID|LocalEntryNotFound|offline",
-        text,
-        re.I,
-    ):
-        return EngineError("engine.model_not_found", model=model)
-    if "Engine core initialization failed" in text:
-        return EngineError("engine.core_failed", util=settings.gpu_memory_utilization)
-    return EngineError("engine.load_failed", reason=str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__)
-
-
-def _explain_render_error(exc: BaseException, llm: Any) -> EngineError:
-    text = _error_text(exc)
-    if getattr(exc, "parameter", None) == "input_tokens":
-        return EngineError("engine.prompt_too_long", tokens=exc.value, max_len=llm.model_config.max_model_len)
-    if "chat template" in text.lower() or "chat_template" in text:
-        return EngineError("engine.no_chat_template")
-    if m := re.search(r"(?:length|contains|prompt of) (\d+).*?(?:maximum|max)[^\d]*(\d+)", text, re.S | re.I):
-        return EngineError("engine.prompt_too_long", tokens=m.group(1), max_len=m.group(2))
-    return EngineError(
-        "engine.request_failed", reason=str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
-    )
-
-
-def _explain_generate_error(exc: BaseException, prompt_tokens: int, max_len: int) -> EngineError:
-    text = _error_text(exc)
-    if "maximum model length" in text or "max_model_len" in text:
-        return EngineError("engine.prompt_too_long", tokens=prompt_tokens, max_len=max_len)
-    if "EngineDeadError" in text or "EngineDead" in type(exc).__name__:
-        return EngineError("engine.dead")
-    return EngineError(
-        "engine.request_failed", reason=str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
-    )
