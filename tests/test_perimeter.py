@@ -199,7 +199,7 @@ def test_files_the_app_writes_are_private(app_home: Path, make_app: Any) -> None
         (app_home / "config" / "settings.json").write_text("{}")
         os.chmod(app_home / "config", 0o755)
         app = make_app(Engine())
-        app.save_settings()
+        app.update_settings()
         conv = app.conversations.create("private chat")
         app.conversations.add_message(conv.id, "user", "my secret")
     finally:

@@ -18,7 +18,8 @@ from gradio_client.exceptions import AppError
 
 from app.application import App
 from app.engine import ChatDelta, Engine, EngineState, EngineStatus
-from app.settings import AppPaths, AppSettings, SamplingSettings, load_settings
+from app.settings import AppPaths, AppSettings, SamplingSettings
+from app.settings_file import load_settings
 from app.ui.chat import ChatPanel, Turn
 from tests.conftest import wait_until
 
@@ -110,7 +111,7 @@ class QueueSession:
 def test_reply_streams_in_several_updates_and_is_saved_with_its_speed_line(
     server: Any, app: App, engine: Engine, connect: Any
 ) -> None:
-    app.settings = dataclasses.replace(app.settings, sampling=dataclasses.replace(LONG, max_tokens=120))
+    app.update_settings(sampling=dataclasses.replace(LONG, max_tokens=120))
     client = connect(server)
     job = client.submit("Hello, how are you today?", "", api_name="/send")
     updates = list(job)
@@ -137,7 +138,7 @@ def test_reply_streams_in_several_updates_and_is_saved_with_its_speed_line(
 def test_stop_aborts_the_request_in_the_engine_and_keeps_the_partial_reply(
     server: Any, app: App, engine: Engine, connect: Any
 ) -> None:
-    app.settings = dataclasses.replace(app.settings, sampling=LONG)
+    app.update_settings(sampling=LONG)
     client = connect(server)
     job = client.submit("Write a short poem about the sea and the stars.", "", api_name="/send")
     assert wait_until(lambda: len(job.outputs()) >= 3), "no streamed updates"
@@ -217,7 +218,7 @@ def test_bad_input_gets_a_clear_message_and_nothing_saved_is_lost(
     assert client.predict(api_name="/history") == kept
     assert len(client.predict(api_name="/conversations")) == 1
 
-    app.save_settings()
+    app.update_settings()
     settings_before = app.paths.settings_file.read_bytes()
     fields = [0.7, 1.0, 0, 0.0, 256, 1.0, 0.0, 0.0, None, ""]
     with pytest.raises(AppError, match="max_tokens must be at least 1"):
@@ -240,6 +241,18 @@ def test_sampling_settings_apply_to_the_next_message_and_persist(server: Any, ap
     reply = client.predict(api_name="/history")["messages"][1]
     assert reply["stats"]["completion_tokens"] <= 5
     assert reply["stats"]["sampling"]["temperature"] == 0.0
+
+
+def test_a_value_equal_to_the_app_default_is_sent_on_a_model_that_differs(server: Any, app: App, connect: Any) -> None:
+    """The tiny model's generation_config says temperature 0.9 and top_k 40. The user sets 0.7 (the
+    app's own fallback) and leaves top_k at the 40 the panel shows: the engine gets 0.7 and 40."""
+    client = connect(server)
+    client.predict(0.7, 1.0, 40, 0.0, 16, 1.0, 0.0, 0.0, None, "", api_name="/save_sampling")
+    assert json.loads(app.paths.settings_file.read_text())["sampling"] == {
+        "temperature": 0.7, "max_tokens": 16, "ignore_eos": True}
+    client.predict("Hello", "", api_name="/send")
+    used = client.predict(api_name="/history")["messages"][1]["stats"]["sampling"]
+    assert (used["temperature"], used["top_k"], used["max_tokens"]) == (0.7, 40, 16)
 
 
 def test_engine_settings_are_validated_and_saved_for_the_next_load(server: Any, app: App, connect: Any) -> None:
@@ -277,7 +290,7 @@ def test_history_endpoint_returns_the_saved_chat_after_an_app_restart(
 
 
 def test_two_tabs_stream_at_the_same_time(server: Any, app: App, engine: Engine, connect: Any) -> None:
-    app.settings = dataclasses.replace(app.settings, sampling=LONG)
+    app.update_settings(sampling=LONG)
     jobs = [connect(server).submit(f"Tab {i}: hello", "", api_name="/send") for i in range(2)]
     both_streaming = wait_until(
         lambda: all(len(j.outputs()) >= 2 for j in jobs) and not any(j.done() for j in jobs), timeout=30

@@ -27,7 +27,8 @@ from app.models.downloads import (
     source_from_settings,
 )
 from app.models.fit import format_bytes
-from app.settings import AppPaths, load_settings
+from app.settings import AppPaths
+from app.settings_file import load_settings
 
 
 def parser() -> argparse.ArgumentParser:

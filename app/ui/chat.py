@@ -323,8 +323,7 @@ class ChatPanel:
         store = self.app.conversations
         if system_prompt != self.app.settings.system_prompt:
             # The last system prompt used becomes the default for new chats.
-            self.app.settings = dataclasses.replace(self.app.settings, system_prompt=system_prompt)
-            self.app.save_settings()
+            self.app.update_settings(system_prompt=system_prompt)
         if turn.conversation_id is None:
             conversation_id = store.create(turn.user_text, system_prompt).id
         else:
@@ -340,12 +339,9 @@ class ChatPanel:
         return conversation_id, user
 
     def _sampling(self, lang: str) -> SamplingSettings:
-        """The saved sampling settings over the model's own defaults: only what the user changed wins."""
-        defaults = dataclasses.asdict(SamplingSettings())
-        chosen = dataclasses.asdict(self.app.settings.sampling)
-        overrides = {k: v for k, v in chosen.items() if v != defaults[k]}
+        """The model's own defaults, with every field the user set on top, whatever its value."""
         try:
-            return self.app.engine.resolve_sampling(overrides)
+            return self.app.engine.resolve_sampling(self.app.settings.sampling.chosen())
         except UserError as exc:
             raise shown_error(exc.message(lang)) from None
 

@@ -31,6 +31,7 @@ from app.models.downloads import (
     source_from_settings,
 )
 from app.models.fit import format_bytes, read_config, settings_that_fit, weight_file_bytes
+from app.settings import AppSettings
 from app.ui.i18n import gradio_i18n, request_language
 
 # How often the download progress refreshes while something downloads.
@@ -62,14 +63,16 @@ class ModelsPanel:
 
     def set_source(self, kind: str, mirror: str, send_token: bool, lang: str = "en") -> str:
         """Save the source choice; an unusable one is refused with a sentence, the old one kept."""
-        settings = dataclasses.replace(self.app.settings, download_source=kind, mirror_endpoint=mirror.strip(),
-                                       send_token_to_mirror=bool(send_token))
-        try:
+        def change(settings: AppSettings) -> AppSettings:
+            settings = dataclasses.replace(settings, download_source=kind, mirror_endpoint=mirror.strip(),
+                                           send_token_to_mirror=bool(send_token))
             source_from_settings(settings, None)
+            return settings
+
+        try:
+            self.app.update_settings(change)
         except UserError as exc:
             return exc.message(lang)
-        self.app.settings = settings
-        self.app.save_settings()
         return ""
 
     def pick(self, key: str | None) -> str:
@@ -202,26 +205,32 @@ class ModelsPanel:
             raise UserError("models.pick_model")
         if looks_like_folder(name):
             return Path(name).expanduser()
-        if name.startswith(("huggingface:", "modelscope:")):
-            name = name.split(":", 1)[1]
-        return resolve_snapshot(self.store, self.repo_id(name), (revision or "").strip() or None)
+        return resolve_snapshot(self.store, self.repo_id(_without_source(name)), (revision or "").strip() or None)
 
-    async def load(self, name: str, revision: str | None = None, lang: str = "en") -> str:
-        """Load a model into the engine with the saved engine settings (and a max length that fits)."""
+    async def load(self, name: str, revision: str | None = None, lang: str = "en", trust: bool = False) -> str:
+        """Load a model into the engine with the saved engine settings (and a max length that fits).
+        It is remembered by its repo id (or folder); `trust` lets its own code run, for it alone."""
         chosen = self.app.settings.engine
         try:
             folder = self.local_folder(name, revision)
+            model = str(folder) if looks_like_folder(name.strip()) else self.repo_id(_without_source(name))
+            if trust:
+                self.app.trust_model(model)
             settings, _ = settings_that_fit(folder, detect(), chosen)
-            await self.app.load_model(str(folder), settings)
+            # The shorter length is for this model only: the user's own choice stays for the next one.
+            await self.app.load_model(model, settings, revision=(revision or "").strip() or None, remember=chosen)
         except UserError as exc:
             return "⚠️ " + exc.message(lang)
-        model = self.app.engine.status.model or name
+        shown = self.app.engine.status.model or name
         if settings == chosen:
-            return translate("models.loaded", lang, model=model)
-        # The shorter length was for this model only: keep the user's own choice for the next one.
-        self.app.settings = dataclasses.replace(self.app.settings, engine=chosen)
-        self.app.save_settings()
-        return translate("models.loading_with_len", lang, model=model, max_len=settings.max_model_len)
+            return translate("models.loaded", lang, model=shown)
+        return translate("models.loading_with_len", lang, model=shown, max_len=settings.max_model_len)
+
+
+def _without_source(name: str) -> str:
+    """A cached model's name as the cache list shows it ("modelscope:org/model") to its repo id."""
+    name = name.strip()
+    return name.split(":", 1)[1] if name.startswith(("huggingface:", "modelscope:")) else name
 
 
 def _message(raise_it: Any, lang: str) -> str:
@@ -257,6 +266,7 @@ def models_tab(app: App, i18n: gr.I18n | None = None) -> None:
         download = gr.Button(i18n("models.download"), variant="primary")
         cancel = gr.Button(i18n("models.cancel"), variant="stop")
         load = gr.Button(i18n("models.load"), variant="primary")
+    trust = gr.Checkbox(False, label=i18n("models.trust_code"), info=i18n("models.trust_code_info"))
     report = gr.Markdown()
     progress = gr.Markdown()
     timer = gr.Timer(PROGRESS_REFRESH_S, active=False)
@@ -299,11 +309,11 @@ def models_tab(app: App, i18n: gr.I18n | None = None) -> None:
         # Refreshes come every second while downloading: keep what the user picked.
         return text, gr.Dropdown(choices=choices, value=current if current in values else next(iter(values), None))
 
-    async def on_load(repo: str, rev: str, request: gr.Request) -> str:
-        return await panel.load(repo, rev, request_language(request))
+    async def on_load(repo: str, rev: str, trusted: bool, request: gr.Request) -> str:
+        return await panel.load(repo, rev, request_language(request), trust=trusted)
 
-    async def on_load_cached(choice: str, request: gr.Request) -> str:
-        return await panel.load(choice, None, request_language(request))
+    async def on_load_cached(choice: str, trusted: bool, request: gr.Request) -> str:
+        return await panel.load(choice, None, request_language(request), trust=trusted)
 
     def on_delete(choice: str, request: gr.Request) -> str:
         return panel.delete(choice, request_language(request))
@@ -329,10 +339,10 @@ def models_tab(app: App, i18n: gr.I18n | None = None) -> None:
     download.click(on_download, [name, revision], [report, timer], **private).then(*show_progress, **private)
     cancel.click(on_cancel, name, report, **private).then(*show_progress, **private).then(*show_cache, **private)
     timer.tick(*show_progress, **private).then(*show_cache, **private)
-    load.click(on_load, [name, revision], report, **private)
+    load.click(on_load, [name, revision, trust], report, **private)
     save_token.click(on_save_token, token, [token_note, token], **private)
     clear_token.click(on_clear_token, None, token_note, **private)
-    load_cached.click(on_load_cached, cached_pick, cache_note, **private)
+    load_cached.click(on_load_cached, [cached_pick, trust], cache_note, **private)
     delete.click(on_delete, cached_pick, cache_note, **private).then(*show_cache, **private)
     clean.click(on_clean, None, cache_note, **private).then(*show_cache, **private)
     refresh.click(*show_cache, **private)

@@ -1,7 +1,8 @@
 """The Settings tab: sampling (applies to the next message) and engine settings (need a reload).
 
-Both persist through app.settings and app.save_settings(). The core validates; this
-panel only turns its errors into one translated sentence.
+Both persist through app.update_settings(). The core validates; this panel only turns its
+errors into one translated sentence. A sampling field the user never changed follows the
+model's own default, shown beside it.
 """
 
 from __future__ import annotations
@@ -17,27 +18,30 @@ from app.application import App
 from app.engine import EngineState
 from app.errors import UserError
 from app.i18n import translate
-from app.settings import DTYPES, PRESETS, QUANTIZATIONS, EngineSettings, SamplingSettings, apply_preset
+from app.settings import (
+    DTYPES,
+    FALLBACK_SAMPLING,
+    PRESETS,
+    QUANTIZATIONS,
+    EngineSettings,
+    SamplingSettings,
+    apply_preset,
+)
 from app.ui.i18n import request_language, shown_error
 
 RELOAD_POLL_S = 0.5
 NO_QUANTIZATION = "none"
 
 
+SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "min_p", "max_tokens", "repetition_penalty",
+                   "presence_penalty", "frequency_penalty", "seed", "stop")
+# Fields whose label has an explanation below it (settings_ui.<name>_info).
+EXPLAINED = frozenset({"temperature", "top_p", "top_k", "max_tokens", "seed", "stop"})
+
+
 def sampling_values(sampling: SamplingSettings) -> list[Any]:
     """The sampling fields in the order the panel shows them."""
-    return [
-        sampling.temperature,
-        sampling.top_p,
-        sampling.top_k,
-        sampling.min_p,
-        sampling.max_tokens,
-        sampling.repetition_penalty,
-        sampling.presence_penalty,
-        sampling.frequency_penalty,
-        sampling.seed,
-        "\n".join(sampling.stop),
-    ]
+    return [("\n".join(sampling.stop or ()) if name == "stop" else getattr(sampling, name)) for name in SAMPLING_FIELDS]
 
 
 def engine_values(preset: str, engine: EngineSettings) -> list[Any]:
@@ -50,15 +54,40 @@ def engine_values(preset: str, engine: EngineSettings) -> list[Any]:
     ]
 
 
+def chosen_after_save(previous: SamplingSettings, submitted: SamplingSettings,
+                      defaults: SamplingSettings) -> SamplingSettings:
+    """What the user has set after saving the panel: every field set before that still has a
+    value, and every field now different from the default it showed. A field left at its
+    default keeps following the model."""
+    before = previous.chosen()
+    chosen = {k: v for k, v in submitted.chosen().items() if k in before or v != getattr(defaults, k)}
+    if previous.ignore_eos is not None:
+        chosen["ignore_eos"] = previous.ignore_eos
+    return SamplingSettings(**chosen)
+
+
 class SettingsPanel:
     def __init__(self, app: App) -> None:
         self.app = app
 
-    def current(self) -> list[Any]:
-        """Every field from the saved settings (on page load: another tab may have changed them)."""
-        return sampling_values(self.app.settings.sampling) + engine_values(
-            self.app.settings.preset, self.app.settings.engine
-        )
+    def current(self, request: gr.Request) -> list[Any]:
+        """Every field from the saved settings (on page load: another tab may have changed them),
+        each sampling field with the default it follows when left alone."""
+        lang = request_language(request)
+        shown = self.app.engine.resolve_sampling(self.app.settings.sampling.chosen())
+        updates = [gr.update(value=value, info=self.default_note(name, lang))
+                   for name, value in zip(SAMPLING_FIELDS, sampling_values(shown), strict=True)]
+        return updates + engine_values(self.app.settings.preset, self.app.settings.engine)
+
+    def default_note(self, name: str, lang: str) -> str:
+        """"Model default: 0.9" where the model's generation_config sets it, else the app's."""
+        model = self.app.engine.model_sampling_defaults()
+        if name in model:
+            note = translate("settings_ui.model_default", lang, value=_shown(model[name]))
+        else:
+            note = translate("settings_ui.app_default", lang, value=_shown(FALLBACK_SAMPLING[name]))
+        explained = translate(f"settings_ui.{name}_info", lang) if name in EXPLAINED else ""
+        return f"{explained} · {note}" if explained else note
 
     def save_sampling(
         self,
@@ -75,34 +104,25 @@ class SettingsPanel:
         request: gr.Request,
     ) -> str:
         lang = request_language(request)
-        values = {
-            "temperature": temperature,
-            "top_p": top_p,
-            "top_k": top_k,
-            "min_p": min_p,
-            "max_tokens": max_tokens,
-            "repetition_penalty": repetition_penalty,
-            "presence_penalty": presence_penalty,
-            "frequency_penalty": frequency_penalty,
-            "seed": seed,
-            "stop": stop or "",
-            "ignore_eos": self.app.settings.sampling.ignore_eos,
-        }
+        fields = (temperature, top_p, top_k, min_p, max_tokens, repetition_penalty, presence_penalty,
+                  frequency_penalty, seed, stop or "")
         try:
-            sampling = SamplingSettings.from_dict(values)
-            sampling.validate()
+            submitted = SamplingSettings.from_dict(dict(zip(SAMPLING_FIELDS, fields, strict=True)))
+            submitted.validate()
+            defaults = self.app.engine.resolve_sampling({})
+            self.app.update_settings(lambda s: dataclasses.replace(
+                s, sampling=chosen_after_save(s.sampling, submitted, defaults)))
         except UserError as exc:
             raise shown_error(exc.message(lang)) from None
-        self.app.settings = dataclasses.replace(self.app.settings, sampling=sampling)
-        self.app.save_settings()
         return translate("settings_ui.sampling_saved", lang)
 
     def reset_sampling(self, request: gr.Request) -> list[Any]:
-        sampling = dataclasses.replace(SamplingSettings(), ignore_eos=self.app.settings.sampling.ignore_eos)
-        self.app.settings = dataclasses.replace(self.app.settings, sampling=sampling)
-        self.app.save_settings()
+        """Back to following the model (and the app's fallbacks) in every field."""
+        settings = self.app.update_settings(lambda s: dataclasses.replace(
+            s, sampling=SamplingSettings(ignore_eos=s.sampling.ignore_eos)))
+        shown = self.app.engine.resolve_sampling(settings.sampling.chosen())
         return [
-            *sampling_values(sampling),
+            *sampling_values(shown),
             translate("settings_ui.sampling_reset", request_language(request)),
         ]
 
@@ -132,11 +152,9 @@ class SettingsPanel:
                 dtype=dtype,
                 quantization=None if quantization in (None, "", NO_QUANTIZATION) else quantization,
             )
-            engine.validate()
+            self.app.update_settings(preset=preset, engine=engine)
         except UserError as exc:
             raise shown_error(exc.message(lang)) from None
-        self.app.settings = dataclasses.replace(self.app.settings, preset=preset, engine=engine)
-        self.app.save_settings()
         model = self.app.settings.model
         if not model:
             yield translate("settings_ui.engine_saved_no_model", lang)
@@ -158,6 +176,12 @@ class SettingsPanel:
             yield translate("settings_ui.reload_failed", lang, reason=reason)
 
 
+def _shown(value: Any) -> str:
+    if isinstance(value, list):
+        return " / ".join(value) or "—"
+    return "—" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def field(kind: type, i18n: gr.I18n, name: str, value: Any, info: bool = False, **kwargs: Any) -> Any:
     """An input labelled from `settings_ui.<name>` (and `settings_ui.<name>_info`)."""
     if info:
@@ -168,7 +192,8 @@ def field(kind: type, i18n: gr.I18n, name: str, value: Any, info: bool = False, 
 def settings_tab(app: App, i18n: gr.I18n) -> None:
     """Render the settings inside an open gr.Tab."""
     panel = SettingsPanel(app)
-    sampling = app.settings.sampling
+    # What the chat would use now; the page's load event brings the loaded model's defaults.
+    sampling = app.engine.resolve_sampling(app.settings.sampling.chosen())
     with gr.Accordion(i18n("settings_ui.sampling"), open=True):
         gr.Markdown(i18n("settings_ui.sampling_help"))
         with gr.Row():
@@ -193,7 +218,7 @@ def settings_tab(app: App, i18n: gr.I18n) -> None:
                 gr.Slider, i18n, "frequency_penalty", sampling.frequency_penalty, minimum=-2.0, maximum=2.0, step=0.05
             )
         stop = gr.Textbox(
-            value="\n".join(sampling.stop),
+            value="\n".join(sampling.stop or ()),
             lines=2,
             label=i18n("settings_ui.stop"),
             info=i18n("settings_ui.stop_info"),
