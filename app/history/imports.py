@@ -1,0 +1,171 @@
+"""Reading an imported conversation file: its size, its JSON, and a schema for its contents.
+
+An import is a file from anywhere. Everything it holds is checked here, before the store
+writes a row: types (strictly: "0.5" is not a number), finite numbers in sane ranges, bounded
+text. Every way a file can be wrong ends in the one `conversations.bad_import` sentence,
+which the page shows instead of breaking.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from app.errors import UserError
+from app.history.records import MAX_TITLE_LENGTH, Role
+from app.history.stats import MAX_COUNT, MAX_SECONDS, ReplyStats
+
+MAX_IMPORT_BYTES = 50 * 1024 * 1024
+MAX_TEXT_LENGTH = 1_000_000  # characters in one message: a long book chapter
+MAX_MESSAGES = 100_000
+MAX_BLOCKS = 10_000  # text blocks making up one message
+MAX_SETTING_LENGTH = 10_000  # one sampling setting's text, such as a stop string
+MAX_TIMESTAMP = 253_402_300_799.0  # 9999-12-31: later ones cannot be shown as a date
+
+
+def _encodable(text: str) -> str:
+    # JSON's "\ud800" decodes to a lone surrogate, which SQLite (UTF-8) cannot store.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("text with a lone surrogate, which is not Unicode") from None
+    return text
+
+
+def _joined(content: Any) -> Any:
+    """OpenAI and Gradio send a message's text as a list of text blocks: one string."""
+    if not isinstance(content, list):
+        return content
+    if len(content) > MAX_BLOCKS or not all(isinstance(b, dict) and isinstance(b.get("text"), str) for b in content):
+        raise ValueError("a list of blocks that are not all text")
+    return "".join(block["text"] for block in content)
+
+
+def _setting(value: Any) -> Any:
+    """A sampling setting as the app writes them: a number, text, true/false, null, or a list of those."""
+    for item in value if isinstance(value, list) else [value]:
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ValueError("a number that is not finite")
+        if isinstance(item, str):
+            if len(item) > MAX_SETTING_LENGTH:
+                raise ValueError(f"text longer than {MAX_SETTING_LENGTH:,} characters")
+            _encodable(item)
+        elif item is not None and not isinstance(item, (bool, int, float)):
+            raise ValueError("neither a number, text, true/false nor null")
+    return value
+
+
+def _text(max_length: int) -> Any:
+    # The length before the custom check, so that pydantic words it "at most N characters".
+    return Annotated[str, Field(max_length=max_length), AfterValidator(_encodable)]
+
+
+Text = _text(MAX_TEXT_LENGTH)
+Title = _text(MAX_TITLE_LENGTH)
+Name = _text(1000)
+Seconds = Annotated[float, Field(ge=0, le=MAX_SECONDS)]
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
+Setting = Annotated[Any, AfterValidator(_setting)]
+
+
+class _Strict(BaseModel):
+    # Unknown keys are ignored: OpenAI messages carry "name", a newer export may add fields.
+    model_config = ConfigDict(strict=True, allow_inf_nan=False, extra="ignore")
+
+
+class _Stats(_Strict):
+    # null where an export writes null (ReplyStats' optional fields), nowhere else.
+    model: Name | None = None
+    sampling: Annotated[dict[Name, Setting], Field(max_length=100)] = {}
+    prompt_tokens: Count = 0
+    completion_tokens: Count = 0
+    ttft: Seconds | None = None
+    elapsed: Seconds = 0.0
+    finish_reason: Name | None = None
+
+
+class _Message(_Strict):
+    role: Role
+    content: Annotated[Text, BeforeValidator(_joined)]
+    created: Annotated[float, Field(ge=0, le=MAX_TIMESTAMP)] | None = None
+    stats: _Stats | None = None
+
+
+class _File(_Strict):
+    title: Title | None = None
+    system_prompt: Text | None = None
+    messages: Annotated[list[_Message], Field(min_length=1, max_length=MAX_MESSAGES)]
+
+
+@dataclass(frozen=True)
+class ImportedMessage:
+    role: str
+    content: str
+    created: float | None
+    stats: ReplyStats | None
+
+
+@dataclass(frozen=True)
+class ImportedConversation:
+    title: str | None  # None: title it from the first question
+    system_prompt: str
+    messages: list[ImportedMessage]
+
+
+def check_import_size(n_bytes: int) -> None:
+    """Refuse a file too big to import before reading it all."""
+    if n_bytes > MAX_IMPORT_BYTES:
+        reason = f"{n_bytes / 2**20:.1f} MB, more than {MAX_IMPORT_BYTES // 2**20} MB"
+        raise UserError("conversations.bad_import", reason=reason)
+
+
+def parse_import(data: Any) -> ImportedConversation:
+    """A checked conversation from file bytes or text, decoded JSON, or a bare message list."""
+    if isinstance(data, (str, bytes, bytearray)):
+        data = _decode(data)
+    if isinstance(data, list):
+        data = {"messages": data}
+    try:
+        parsed = _File.model_validate(data)
+    except ValidationError as exc:
+        raise UserError("conversations.bad_import", reason=_reason(exc)) from None
+    return _conversation(parsed)
+
+
+def _decode(data: str | bytes | bytearray) -> Any:
+    size = len(data) if isinstance(data, (bytes, bytearray)) else len(data.encode("utf-8", "surrogatepass"))
+    check_import_size(size)
+    try:
+        return json.loads(data)
+    except RecursionError:
+        # CPython's parser recurses once per "[": a file of nothing but brackets ends here.
+        raise UserError("conversations.bad_import", reason="nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer of 5,000 digits
+        raise UserError("conversations.bad_import", reason=str(exc)[:200]) from None
+
+
+def _conversation(parsed: _File) -> ImportedConversation:
+    system_prompt = parsed.system_prompt or ""
+    messages = []
+    for m in parsed.messages:
+        # An OpenAI-style list opens with its system prompt.
+        if m.role == "system" and not messages and not system_prompt:
+            system_prompt = m.content
+            continue
+        stats = ReplyStats(**m.stats.model_dump()) if m.stats else None
+        messages.append(ImportedMessage(m.role, m.content, m.created, stats))
+    if not messages:
+        raise UserError("conversations.bad_import", reason="no messages")
+    title = " ".join(parsed.title.split()) if parsed.title else None
+    return ImportedConversation(title or None, system_prompt, messages)
+
+
+def _reason(exc: ValidationError) -> str:
+    """The first problem, where it is: `messages.2.stats.ttft: Input should be a valid number`."""
+    error = exc.errors(include_url=False, include_input=False)[0]
+    where = ".".join(str(part) for part in error["loc"])
+    return f"{where}: {error['msg']}" if where else error["msg"]

@@ -1,0 +1,124 @@
+"""The history database's schema, as numbered steps recorded in `PRAGMA user_version`.
+
+`MIGRATIONS[n]` takes a database from version n to n + 1. Each runs in its own transaction
+together with the new version number, so a crash or a second process opening the file at the
+same time leaves it at one version or the next, never in between. Steps are only ever
+appended: a released step is never edited, since users' files have already run it.
+
+Before versions were recorded (user_version 0), the app wrote the tables of step 1; such a
+file counts as version 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+Migration = Callable[[sqlite3.Connection], None]
+
+
+def _m001_tables(db: sqlite3.Connection) -> None:
+    _run(
+        db,
+        """CREATE TABLE conversations (
+            id INTEGER PRIMARY KEY,
+            title TEXT NOT NULL,
+            system_prompt TEXT NOT NULL DEFAULT '',
+            created REAL NOT NULL,
+            updated REAL NOT NULL
+        )""",
+        """CREATE TABLE messages (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+            role TEXT NOT NULL CHECK (role IN ('system', 'user', 'assistant')),
+            content TEXT NOT NULL,
+            created REAL NOT NULL
+        )""",
+        "CREATE INDEX messages_by_conversation ON messages(conversation_id, id)",
+        """CREATE TABLE replies (
+            message_id INTEGER PRIMARY KEY REFERENCES messages(id) ON DELETE CASCADE,
+            model TEXT,
+            sampling TEXT NOT NULL DEFAULT '{}',
+            prompt_tokens INTEGER NOT NULL DEFAULT 0,
+            completion_tokens INTEGER NOT NULL DEFAULT 0,
+            ttft REAL,
+            elapsed REAL NOT NULL DEFAULT 0,
+            finish_reason TEXT
+        )""",
+    )
+
+
+def _m002_search(db: sqlite3.Connection) -> None:
+    """Full-text indexes of titles and message text, kept in step by triggers.
+
+    The trigram tokenizer indexes every run of three characters, so a query matches any
+    substring, case-insensitively, in any script: unicode61, the default, keeps a run of Chinese
+    characters as one token, and "学习" would not find "机器学习是什么". External content: the
+    text stays only in its table, the index holds no second copy. Deleting a conversation
+    deletes its messages through the foreign key, which fires the messages' delete trigger.
+    """
+    _run(
+        db,
+        "CREATE VIRTUAL TABLE messages_fts USING fts5("
+        "content, content='messages', content_rowid='id', tokenize='trigram')",
+        "CREATE VIRTUAL TABLE titles_fts USING fts5("
+        "title, content='conversations', content_rowid='id', tokenize='trigram')",
+        *_index_triggers("messages", "messages_fts", "content"),
+        *_index_triggers("conversations", "titles_fts", "title"),
+        "INSERT INTO messages_fts(messages_fts) VALUES ('rebuild')",
+        "INSERT INTO titles_fts(titles_fts) VALUES ('rebuild')",
+        # The list (and each search) is newest first: read in that order instead of sorting.
+        "CREATE INDEX conversations_by_updated ON conversations(updated, id)",
+    )
+
+
+MIGRATIONS: tuple[Migration, ...] = (_m001_tables, _m002_search)
+LATEST = len(MIGRATIONS)
+
+
+def migrate(db: sqlite3.Connection) -> int:
+    """Bring `db` (in autocommit mode) to the latest version; returns the version it is at."""
+    while True:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            # Read inside the write lock: another process may have just migrated the file.
+            version = schema_version(db)
+            if version >= LATEST:
+                db.execute("COMMIT")
+                if version > LATEST:
+                    # Written by a newer app: its additions are kept, and this one reads what it knows.
+                    log.warning("history database is at version %d, newer than this app's %d", version, LATEST)
+                return version
+            MIGRATIONS[version](db)
+            db.execute(f"PRAGMA user_version = {version + 1}")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+
+def schema_version(db: sqlite3.Connection) -> int:
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version == 0 and db.execute("SELECT 1 FROM sqlite_master WHERE name = 'conversations'").fetchone():
+        return 1
+    return version
+
+
+def _index_triggers(table: str, index: str, column: str) -> list[str]:
+    # An external-content index is told the old text to remove it: the table no longer has it.
+    remove = f"INSERT INTO {index}({index}, rowid, {column}) VALUES ('delete', old.id, old.{column});"
+    add = f"INSERT INTO {index}(rowid, {column}) VALUES (new.id, new.{column});"
+    return [
+        f"CREATE TRIGGER {index}_insert AFTER INSERT ON {table} BEGIN {add} END",
+        f"CREATE TRIGGER {index}_delete AFTER DELETE ON {table} BEGIN {remove} END",
+        f"CREATE TRIGGER {index}_update AFTER UPDATE OF {column} ON {table} BEGIN {remove} {add} END",
+    ]
+
+
+def _run(db: sqlite3.Connection, *statements: str) -> None:
+    # One statement per call: executescript would commit the open transaction first.
+    for statement in statements:
+        db.execute(statement)

@@ -1,0 +1,311 @@
+"""Saved conversations: SQLite in the app's data folder, one file, WAL mode.
+
+Each finished or stopped reply is written in its own transaction together with its
+metadata (model, sampling settings, token counts, timings), so killing the app while
+it writes loses at most the reply in flight, never an older one. Messages keep their
+exact text; ordering is by row id, which only grows.
+
+Conversations are personal: the file and its -wal and -shm companions are readable by
+their owner only, whatever the umask.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from app.errors import UserError
+from app.history.imports import parse_import
+from app.history.migrations import migrate
+from app.history.records import MAX_TITLE_LENGTH, ROLES, Conversation, StoredMessage, title_from
+from app.history.search import search_condition
+from app.history.stats import ReplyStats, stats_line
+from app.i18n import translate
+
+EXPORT_FORMAT = "vllm-chat/conversation"
+EXPORT_VERSION = 1
+
+
+class Conversations:
+    """The conversation store. Safe to share between threads (one connection, one lock)."""
+
+    def __init__(self, path: Path) -> None:
+        _make_private(path)
+        self.path = path
+        self._lock = threading.Lock()
+        # Autocommit mode: every write below opens its own explicit transaction.
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        try:
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # In WAL mode NORMAL survives an application crash; only a power cut can lose
+            # the last commits, and it never corrupts the file.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            migrate(self._db)
+        except BaseException:
+            self._db.close()
+            raise
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    # ---- conversations -----------------------------------------------------------------
+
+    def create(self, first_message: str = "", system_prompt: str = "", title: str | None = None) -> Conversation:
+        """A new conversation titled from its first message (or `title`)."""
+        now = time.time()
+        title = title if title is not None else title_from(first_message)
+        with self._write() as db:
+            cur = db.execute(
+                "INSERT INTO conversations (title, system_prompt, created, updated) VALUES (?, ?, ?, ?)",
+                (title, system_prompt, now, now),
+            )
+        return Conversation(cur.lastrowid, title, system_prompt, now, now)
+
+    def get(self, conversation_id: int) -> Conversation:
+        rows = self._read("SELECT * FROM conversations WHERE id = ?", (conversation_id,))
+        if not rows:
+            raise UserError("conversations.not_found", id=conversation_id)
+        return _conversation(rows[0])
+
+    def list(self, search: str | None = None, limit: int = 500) -> list[Conversation]:
+        """Newest first; with `search`, only those with every word of it in the title or a message."""
+        where, params = (search_condition(search) if search else None) or ("1", [])
+        rows = self._read(
+            f"SELECT * FROM conversations c WHERE {where} ORDER BY c.updated DESC, c.id DESC LIMIT ?",
+            [*params, limit],
+        )
+        return [_conversation(r) for r in rows]
+
+    def rename(self, conversation_id: int, title: str) -> Conversation:
+        title = " ".join(title.split())
+        if not title:
+            raise UserError("conversations.empty_title")
+        with self._write() as db:
+            _touch(db, conversation_id, title=title[:MAX_TITLE_LENGTH])
+        return self.get(conversation_id)
+
+    def set_system_prompt(self, conversation_id: int, system_prompt: str) -> None:
+        with self._write() as db:
+            db.execute("UPDATE conversations SET system_prompt = ? WHERE id = ?", (system_prompt, conversation_id))
+
+    def delete(self, conversation_id: int) -> None:
+        with self._write() as db:
+            db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
+
+    # ---- messages ----------------------------------------------------------------------
+
+    def messages(self, conversation_id: int) -> list[StoredMessage]:
+        rows = self._read(
+            "SELECT m.*, r.message_id AS has_stats, r.model, r.sampling, r.prompt_tokens,"
+            " r.completion_tokens, r.ttft, r.elapsed, r.finish_reason"
+            " FROM messages m LEFT JOIN replies r ON r.message_id = m.id"
+            " WHERE m.conversation_id = ? ORDER BY m.id",
+            (conversation_id,),
+        )
+        return [_message(r) for r in rows]
+
+    def add_message(
+        self,
+        conversation_id: int,
+        role: str,
+        content: str,
+        stats: ReplyStats | None = None,
+        replace_after: int | None = None,
+    ) -> StoredMessage:
+        """Append a message (with its reply metadata) in one transaction.
+
+        `replace_after`: first drop every message after that one, in the same
+        transaction, so a regenerated reply replaces the old one only once it is saved.
+        """
+        if role not in ROLES:
+            raise UserError("conversations.bad_role", role=role)
+        now = time.time()
+        with self._write() as db:
+            _touch(db, conversation_id)
+            if replace_after is not None:
+                db.execute(
+                    "DELETE FROM messages WHERE conversation_id = ? AND id > ?",
+                    (conversation_id, replace_after),
+                )
+            cur = db.execute(
+                "INSERT INTO messages (conversation_id, role, content, created) VALUES (?, ?, ?, ?)",
+                (conversation_id, role, content, now),
+            )
+            if stats is not None:
+                _insert_stats(db, cur.lastrowid, stats)
+        return StoredMessage(cur.lastrowid, role, content, now, stats)
+
+    def edit_message(self, conversation_id: int, message_id: int, content: str) -> StoredMessage:
+        """Change a message and drop everything after it (edit and continue from there)."""
+        with self._write() as db:
+            _touch(db, conversation_id)
+            cur = db.execute(
+                "UPDATE messages SET content = ? WHERE id = ? AND conversation_id = ?",
+                (content, message_id, conversation_id),
+            )
+            if cur.rowcount != 1:
+                raise UserError("conversations.message_not_found", id=message_id)
+            db.execute("DELETE FROM messages WHERE conversation_id = ? AND id > ?", (conversation_id, message_id))
+        row = self._read("SELECT * FROM messages WHERE id = ?", (message_id,))[0]
+        return StoredMessage(row["id"], row["role"], row["content"], row["created"])
+
+    # ---- export / import ---------------------------------------------------------------
+
+    def export_json(self, conversation_id: int) -> dict[str, Any]:
+        conv = self.get(conversation_id)
+        return {
+            "format": EXPORT_FORMAT,
+            "version": EXPORT_VERSION,
+            "title": conv.title,
+            "system_prompt": conv.system_prompt,
+            "created": conv.created,
+            "updated": conv.updated,
+            "messages": [
+                {
+                    "role": m.role,
+                    "content": m.content,
+                    "created": m.created,
+                    **({"stats": asdict(m.stats)} if m.stats else {}),
+                }
+                for m in self.messages(conversation_id)
+            ],
+        }
+
+    def export_markdown(self, conversation_id: int, lang: str = "en") -> str:
+        conv = self.get(conversation_id)
+        parts = [f"# {conv.title}\n"]
+        if conv.system_prompt:
+            parts.append(f"## {translate('conversations.role_system', lang)}\n\n{conv.system_prompt}\n")
+        for m in self.messages(conversation_id):
+            parts.append(f"## {translate('conversations.role_' + m.role, lang)}\n\n{m.content}\n")
+            if m.stats:
+                parts.append(f"*{stats_line(m.stats, lang)}*\n")
+        return "\n".join(parts)
+
+    def import_json(self, data: Any) -> Conversation:
+        """Import an exported conversation (or a bare OpenAI-style message list) as a new one.
+
+        `data`: the file's bytes or text (size-checked here, see `check_import_size`) or decoded
+        JSON. Any problem raises the `conversations.bad_import` UserError and stores nothing.
+        """
+        imported = parse_import(data)
+        first_user = next((m.content for m in imported.messages if m.role == "user"), "")
+        title = imported.title or title_from(first_user)
+        now = time.time()
+        try:
+            with self._write() as db:
+                cur = db.execute(
+                    "INSERT INTO conversations (title, system_prompt, created, updated) VALUES (?, ?, ?, ?)",
+                    (title, imported.system_prompt, now, now),
+                )
+                conversation_id = cur.lastrowid
+                for m in imported.messages:
+                    row = db.execute(
+                        "INSERT INTO messages (conversation_id, role, content, created) VALUES (?, ?, ?, ?)",
+                        (conversation_id, m.role, m.content, now if m.created is None else m.created),
+                    )
+                    if m.stats is not None:
+                        _insert_stats(db, row.lastrowid, m.stats)
+        except sqlite3.IntegrityError as exc:
+            raise UserError("conversations.bad_import", reason=str(exc)) from None
+        return self.get(conversation_id)
+
+
+# ---- helpers ------------------------------------------------------------------------------
+
+
+def _make_private(path: Path) -> None:
+    """Owner-only modes, set explicitly: a umask can only take bits away, and may be 0."""
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(path.parent, 0o700)  # the folder this store made; one that existed is the user's
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        os.fchmod(fd, 0o600)
+        os.close(fd)
+    # SQLite creates -wal and -shm with the database's mode; existing ones (from a version that
+    # did not do this, or a crash) are tightened too.
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(file).st_mode & 0o077:
+                os.chmod(file, 0o600)
+
+
+def _touch(db: sqlite3.Connection, conversation_id: int, title: str | None = None) -> None:
+    if title is None:
+        cur = db.execute("UPDATE conversations SET updated = ? WHERE id = ?", (time.time(), conversation_id))
+    else:
+        cur = db.execute(
+            "UPDATE conversations SET updated = ?, title = ? WHERE id = ?",
+            (time.time(), title, conversation_id),
+        )
+    if cur.rowcount != 1:
+        raise UserError("conversations.not_found", id=conversation_id)
+
+
+def _insert_stats(db: sqlite3.Connection, message_id: int, stats: ReplyStats) -> None:
+    db.execute(
+        "INSERT INTO replies (message_id, model, sampling, prompt_tokens, completion_tokens, ttft, elapsed,"
+        " finish_reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            message_id,
+            stats.model,
+            json.dumps(stats.sampling, ensure_ascii=False),
+            stats.prompt_tokens,
+            stats.completion_tokens,
+            stats.ttft,
+            stats.elapsed,
+            stats.finish_reason,
+        ),
+    )
+
+
+def _conversation(row: sqlite3.Row) -> Conversation:
+    return Conversation(row["id"], row["title"], row["system_prompt"], row["created"], row["updated"])
+
+
+def _message(row: sqlite3.Row) -> StoredMessage:
+    stats = None
+    if row["has_stats"] is not None:
+        columns = ("model", "prompt_tokens", "completion_tokens", "ttft", "elapsed", "finish_reason")
+        stats = ReplyStats.from_dict({name: row[name] for name in columns} | {"sampling": _object(row["sampling"])})
+    return StoredMessage(row["id"], row["role"], row["content"], row["created"], stats)
+
+
+def _object(text: Any) -> dict[str, Any]:
+    """A stored JSON object, or {} for anything else found in the column."""
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError, RecursionError):
+        return {}
+    return value if isinstance(value, dict) else {}
