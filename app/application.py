@@ -7,6 +7,7 @@ Tests build their own `App` around the shared tiny-model engine.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import threading
@@ -72,22 +73,22 @@ class App:
                              dataclasses.replace(s, trusted_models=[*s.trusted_models, model]))
 
     async def load_model(self, model: str, engine_settings: EngineSettings | None = None, *,
-                         name: str | None = None, revision: str | None = None,
+                         name: str | None = None, folder: Path | None = None,
                          remember: EngineSettings | None = None) -> None:
         """Load a model and remember it (its repo id or folder) and `remember` (by default the
         engine settings it loaded with) for the next start, unless it was loaded with random weights.
 
         A Hugging Face id that is already in the cache loads from there without the network;
-        one that is not is left to vLLM to fetch, as `vllm serve` does. Its own code runs only
-        with this run's --trust-remote-code or if the user trusted this model id."""
+        one that is not is left to vLLM to fetch, as `vllm serve` does; `folder` is where the
+        caller already found it. Its own code runs only with this run's --trust-remote-code or if
+        the user trusted this model id."""
         engine_settings = engine_settings or self.settings.engine
-        source = model
-        if looks_like_repo_id(model) and not Path(model).expanduser().exists():
-            try:
-                source = str(resolve_snapshot(ModelStore.for_app(self.paths), model, revision))
-                name = name or model
-            except UserError:
-                pass
+        source = str(folder) if folder else model
+        if folder is None and looks_like_repo_id(model) and not Path(model).expanduser().exists():
+            with contextlib.suppress(UserError):
+                source = str(resolve_snapshot(ModelStore.for_app(self.paths), model))
+        if source != model:
+            name = name or model
         trusted = engine_settings.trust_remote_code or self.settings.trusts(model)
         await self.engine.load(source, dataclasses.replace(engine_settings, trust_remote_code=trusted), name=name)
         if engine_settings.load_format == "dummy":

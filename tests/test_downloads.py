@@ -21,6 +21,7 @@ from app.errors import UserError
 from app.models.cache import ModelStore, delete_cached, list_cached, partial_files, remove_orphans, resolve_snapshot
 from app.models.downloads import Downloads, Source, TokenStore, plan_download, source_from_settings
 from app.settings import AppSettings
+from app.settings_file import load_settings
 from tests.conftest import collect, tiny_engine_settings
 from tests.hub_server import HubRepo, HubServer
 
@@ -397,6 +398,9 @@ def test_a_downloaded_model_loads_offline_into_the_real_engine_and_answers(hub, 
     try:
         assert message == "Loaded org/tiny.", message
         assert app.engine.model_name == "org/tiny"
+        # Remembered by its repo id, once, with the engine settings the user chose.
+        saved = load_settings(app.paths)
+        assert saved.model == "org/tiny" and saved.engine == tiny_engine_settings()
         deltas = engine_loop.run(collect(app.engine.stream_chat(
             [{"role": "user", "content": "Hello"}], app.engine.resolve_sampling({"max_tokens": 8, "seed": 1}))))
         assert deltas[-1].completion_tokens > 0 and deltas[-1].finish_reason in ("length", "stop")

@@ -409,3 +409,31 @@ def test_closing_the_tab_while_the_message_shows_aborts_the_request(
     assert running == 1
     assert wait_until(lambda: engine.num_unfinished_requests() == 0, timeout=2)
     assert app.conversations.list() == []
+
+
+def test_the_page_opens_a_chat_whatever_its_stats_and_refuses_bad_imports(make_app: Any, tmp_path: Path) -> None:
+    """An import with odd stats is refused with the one sentence; a chat whose stored stats went
+    odd (an older version, a hand edit) still opens first on page load, its bad stat left out."""
+    import sqlite3
+
+    from app.conversations import ReplyStats
+
+    app = make_app(Engine())
+    panel = ChatPanel(app, chatbot=None)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"title": "t", "messages": [
+        {"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "stats": {"ttft": "soon"}}]}))
+    request = type("Request", (), {"headers": {"accept-language": "en"}})()
+    with pytest.raises(Exception, match="not a conversation this app can import"):
+        panel.import_file(str(bad), request)
+    assert app.conversations.list() == []
+
+    conv = app.conversations.create("odd stats")
+    app.conversations.add_message(conv.id, "user", "q")
+    reply = app.conversations.add_message(conv.id, "assistant", "a", ReplyStats("tiny", {}, 3, 9, 0.5, 1.5, "stop"))
+    with sqlite3.connect(app.paths.history_db) as db:
+        db.execute("UPDATE replies SET ttft = 'soon', elapsed = 'long' WHERE message_id = ?", (reply.id,))
+    shown = panel.open_latest(request)[0]
+    assert [m["role"] for m in shown] == ["user", "assistant"]
+    speed = shown[1]["content"][-1]["text"]
+    assert "9 tokens" in speed and "first token" not in speed

@@ -22,7 +22,7 @@ from typing import Any
 import gradio as gr
 
 from app.application import App
-from app.conversations import Conversation, ReplyStats, StoredMessage, stats_line
+from app.conversations import Conversation, ReplyStats, StoredMessage, check_import_size, stats_line
 from app.engine import ChatDelta, EngineState, content_text, wait_through_cancellation
 from app.errors import UserError
 from app.files import private_dir, write_private
@@ -179,8 +179,8 @@ class ChatPanel:
         if not file:
             raise shown_error(translate("chat.import_nothing", lang))
         try:
-            raw = Path(file).read_bytes()
-            conv = self.app.conversations.import_json(raw)
+            check_import_size(Path(file).stat().st_size)
+            conv = self.app.conversations.import_json(Path(file).read_bytes())
         except UserError as exc:
             raise shown_error(exc.message(lang)) from None
         except (OSError, UnicodeDecodeError) as exc:

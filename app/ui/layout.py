@@ -8,6 +8,7 @@ import gradio as gr
 from fastapi import FastAPI
 
 from app.application import App
+from app.conversations import MAX_IMPORT_BYTES
 from app.files import private_dir
 from app.ui.chat import chat_tab, export_dir
 from app.ui.i18n import gradio_i18n
@@ -53,5 +54,7 @@ def mount_ui(http: FastAPI, app: App, auth: tuple[str, str] | None = None) -> Fa
         footer_links=["api"],
         css_paths=[STYLE],
         allowed_paths=[str(export_dir(app))],
+        # The largest file the page takes (an imported chat); Gradio refuses bigger uploads itself.
+        max_file_size=MAX_IMPORT_BYTES,
         auth=auth,
     )

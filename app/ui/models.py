@@ -218,7 +218,7 @@ class ModelsPanel:
                 self.app.trust_model(model)
             settings, _ = settings_that_fit(folder, detect(), chosen)
             # The shorter length is for this model only: the user's own choice stays for the next one.
-            await self.app.load_model(model, settings, revision=(revision or "").strip() or None, remember=chosen)
+            await self.app.load_model(model, settings, folder=folder, remember=chosen)
         except UserError as exc:
             return "⚠️ " + exc.message(lang)
         shown = self.app.engine.status.model or name
