@@ -44,6 +44,8 @@ class App:
     access: Access = field(default_factory=Access)
     # Tasks we started and must not let the garbage collector drop mid-flight.
     _tasks: set[asyncio.Task] = field(default_factory=set, repr=False)
+    # The last model loaded and how (for the supervisor's restart after an engine death).
+    _last_load: tuple[str, EngineSettings, str | None, Path | None] | None = field(default=None, repr=False)
     # Held while the settings change and are saved (UI handlers run in several threads).
     _settings_lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
@@ -90,11 +92,28 @@ class App:
         if source != model:
             name = name or model
         trusted = engine_settings.trust_remote_code or self.settings.trusts(model)
+        self._last_load = (model, engine_settings, name, folder)
         await self.engine.load(source, dataclasses.replace(engine_settings, trust_remote_code=trusted), name=name)
         if engine_settings.load_format == "dummy":
             # Random weights are for a benchmark run: the next start loads what the user chose.
             return
         self.update_settings(model=model, engine=remember or engine_settings)
+
+    async def reload_last_model(self) -> None:
+        """The same model with the same settings again (after its engine died)."""
+        if self._last_load is None:
+            return
+        model, engine_settings, name, folder = self._last_load
+        await self.load_model(model, engine_settings, name=name, folder=folder)
+
+    def start_supervision(self) -> asyncio.Task:
+        """Watch the engine for as long as the app runs; restarts it once if it dies."""
+        from app.supervision import supervise
+
+        task = asyncio.get_running_loop().create_task(supervise(self))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     def load_model_in_background(self, model: str, engine_settings: EngineSettings | None = None) -> asyncio.Task:
         """Start loading without waiting; failures show up in `engine.status`."""

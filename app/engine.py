@@ -29,6 +29,8 @@ import psutil
 from app.engine_errors import explain_generate_error, explain_load_error, explain_render_error
 from app.errors import EngineError, UserError
 from app.logs import log_size, read_since
+from app.models.catalog import load_catalog
+from app.models.parsers import with_parsers
 from app.settings import EngineSettings, SamplingSettings
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,8 @@ log = logging.getLogger(__name__)
 # On CPU, vLLM would otherwise reserve most of the RAM for the KV cache and refuse to start
 # on a machine that is doing anything else.
 DEFAULT_CPU_KV_CACHE_GIB = 4.0
+# On a switch, requests already running on the old model may finish first (new ones get 503).
+DRAIN_TIMEOUT_S = 30.0
 
 
 class EngineState(enum.StrEnum):
@@ -96,6 +100,10 @@ class ChatEngine(Protocol):
 
     def model_sampling_defaults(self) -> dict[str, Any]: ...
 
+    async def check_alive(self) -> bool: ...
+
+    def mark_failed(self, error: UserError) -> None: ...
+
     def stream_chat(
         self, messages: Sequence[Message | Mapping[str, str]], sampling: SamplingSettings, request_id: str | None = None
     ) -> AsyncIterator[ChatDelta]: ...
@@ -120,6 +128,7 @@ class Engine:
         self._status = EngineStatus(EngineState.EMPTY, since=time.time())
         self._lock = asyncio.Lock()
         self._settings: EngineSettings | None = None
+        self._source: str | None = None
         self._model_defaults: dict[str, Any] = {}
 
     # ---- state -------------------------------------------------------------------------
@@ -145,6 +154,11 @@ class Engine:
     def settings(self) -> EngineSettings | None:
         return self._settings
 
+    @property
+    def source(self) -> str | None:
+        """What the loaded model was loaded from (a folder or a repo id); None when nothing is."""
+        return self._source
+
     def num_unfinished_requests(self) -> int:
         return self._llm.get_num_unfinished_requests() if self._llm is not None else 0
 
@@ -163,13 +177,18 @@ class Engine:
         FAILED (with that reason) and can load again.
         """
         async with self._lock:
-            await self._unload_locked()
             name = name or _display_name(model)
+            # From here new requests are refused as "still loading"; those already running on
+            # the old model get a moment to finish before it goes.
             self._set(EngineState.LOADING, model=name, stage="engine.stage_checking")
+            await self._drain(DRAIN_TIMEOUT_S)
+            await self._unload_locked()
             log_offset = log_size(self._log_file)
             try:
                 settings.validate()
                 _check_model_files(model, weights=settings.load_format != "dummy")
+                folder = Path(model).expanduser()
+                settings = with_parsers(settings, name, folder if folder.is_dir() else None, load_catalog())
                 self._set(EngineState.LOADING, model=name, stage="engine.stage_configuring")
                 await asyncio.to_thread(_import_vllm)
                 args = _engine_args(model, name, settings)
@@ -189,6 +208,7 @@ class Engine:
                     self._children = _new_vllm_children(before)
                 self._llm = llm
                 self._settings = settings
+                self._source = model
                 self._model_defaults = llm.model_config.get_diff_sampling_param()
                 self._set(
                     EngineState.READY,
@@ -219,9 +239,38 @@ class Engine:
             await self._unload_locked()
             self._set(EngineState.EMPTY)
 
+    async def check_alive(self) -> bool:
+        """False if the loaded engine died (its process gone, or vLLM saw it fail): it is then
+        shut down and the engine is FAILED with the reason. True otherwise, loaded or not."""
+        llm = self._llm
+        if llm is None or self._status.state != EngineState.READY:
+            return True
+        gone = [p for p in self._children if not _alive(p)]
+        if not gone and not llm.errored:
+            return True
+        async with self._lock:
+            if self._llm is not llm:
+                return True
+            model = self._status.model
+            log.warning("the engine of %s died (processes gone: %s)", model, [p.pid for p in gone])
+            await self._unload_locked()
+            self._set(EngineState.FAILED, model=model, error=EngineError("engine.died", model=model))
+        return False
+
+    def mark_failed(self, error: UserError) -> None:
+        """Say why nothing is loaded (the supervisor giving up); ignored while a model is."""
+        if self._llm is None and self._status.state != EngineState.LOADING:
+            self._set(EngineState.FAILED, model=self._status.model, error=error)
+
+    async def _drain(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self._llm is not None and self.num_unfinished_requests() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
     async def _unload_locked(self) -> None:
         llm, self._llm = self._llm, None
         self._settings = None
+        self._source = None
         self._model_defaults = {}
         if llm is not None:
             llm.shutdown()
@@ -426,6 +475,13 @@ def _engine_args(model: str, name: str, settings: EngineSettings) -> Any:
         elif "VLLM_CPU_KVCACHE_SPACE" not in os.environ:
             kwargs["kv_cache_memory_bytes"] = int(DEFAULT_CPU_KV_CACHE_GIB * 2**30)
     return AsyncEngineArgs(**kwargs)
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def _is_vllm_process(proc: psutil.Process) -> bool:

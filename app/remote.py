@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 import httpx
 
 from app.engine import ChatDelta, EngineState, EngineStatus, Message, as_message_dict
-from app.errors import EngineError
+from app.errors import EngineError, UserError
 from app.settings import FALLBACK_SAMPLING, EngineSettings, SamplingSettings
 
 # Between two streamed chunks: a long prompt on a busy server can take minutes to prefill.
@@ -88,12 +88,12 @@ class RemoteEngine:
         the UI the outcome; errors are also raised."""
         try:
             async with self._new_client() as client:
-                reply = await self._json(await client.get(f"{self.base_url}/models", headers=self._headers()))
+                reply = await self._json(await client.get(f"{self.base_url}/models", headers=self.auth_headers()))
             models = [RemoteModel(m["id"], m.get("max_model_len")) for m in reply["data"]]
         except (KeyError, TypeError) as exc:
             self._fail(EngineError("remote.bad_reply", url=self.base_url, reason=f"GET /models: {exc!r}"))
         except httpx.HTTPError as exc:
-            self._fail(self._transport_error(exc))
+            self._fail(self.transport_error(exc))
         except EngineError as exc:
             self._fail(exc)
         self._models = models
@@ -150,6 +150,13 @@ class RemoteEngine:
         """Unknown here: the server applies its model's defaults itself."""
         return {}
 
+    async def check_alive(self) -> bool:
+        """The remote server's health is its own: requests say when it is unreachable."""
+        return True
+
+    def mark_failed(self, error: UserError) -> None:
+        """Nothing to mark: this side never loads a model."""
+
     async def stream_chat(
         self,
         messages: Sequence[Message | Mapping[str, str]],
@@ -195,7 +202,7 @@ class RemoteEngine:
         self._open[request_id] = None
         try:
             url = self.base_url + path
-            async with self._http().stream("POST", url, json=body, headers=self._headers()) as reply:
+            async with self._http().stream("POST", url, json=body, headers=self.auth_headers()) as reply:
                 if reply.status_code >= 400:
                     await reply.aread()
                     raise self._http_error(reply)
@@ -205,7 +212,7 @@ class RemoteEngine:
                         yield delta
         except httpx.HTTPError as exc:
             if request_id not in self._aborted:
-                raise self._transport_error(exc) from exc
+                raise self.transport_error(exc) from exc
             reader.finish_reason = "abort"
         except ValueError as exc:  # not JSON: not an OpenAI-compatible server
             raise EngineError("remote.bad_reply", url=self.base_url, reason=str(exc)[:300]) from exc
@@ -217,7 +224,7 @@ class RemoteEngine:
 
     # ---- HTTP --------------------------------------------------------------------------
 
-    def _headers(self) -> dict[str, str]:
+    def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
 
     def _new_client(self) -> httpx.AsyncClient:
@@ -254,7 +261,7 @@ class RemoteEngine:
             return EngineError("remote.rejected", reason=reason)
         return EngineError("remote.failed", status=status, reason=reason)
 
-    def _transport_error(self, exc: httpx.HTTPError) -> EngineError:
+    def transport_error(self, exc: httpx.HTTPError) -> EngineError:
         return EngineError("remote.unreachable", url=self.base_url, reason=str(exc) or type(exc).__name__)
 
 

@@ -46,9 +46,18 @@ def build_http_app(app: App, unload_on_exit: bool = True, access: Access | None 
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        supervision = app.start_supervision()
+        # A model already loaded gets its API before the server takes requests; later ones as
+        # soon as they are ready.
+        await openai_server.prepare()
+        watching = asyncio.get_running_loop().create_task(openai_server.watch())
         try:
             yield
         finally:
+            for task in (supervision, watching):
+                task.cancel()
+            await asyncio.gather(supervision, watching, return_exceptions=True)
+            await openai_server.close()
             # Download children also end when we die, but a clean exit should not wait for that.
             await asyncio.to_thread(app.downloads.cancel_all)
             if unload_on_exit:
@@ -67,7 +76,7 @@ def build_http_app(app: App, unload_on_exit: bool = True, access: Access | None 
     async def metrics() -> Response:
         return Response(app.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
-    install_api(http, app, access)
+    openai_server = install_api(http, app, access)
 
     from app.ui.layout import mount_ui
 

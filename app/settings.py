@@ -28,6 +28,7 @@ QUANTIZATIONS = (None, "awq", "gptq", "fp8", "bitsandbytes", "compressed-tensors
 # its download, for benchmarks (the replies are noise).
 LOAD_FORMATS = ("auto", "dummy")
 DOWNLOAD_SOURCES = ("huggingface", "mirror", "modelscope")
+AUTO = "auto"
 
 
 @dataclass
@@ -50,6 +51,10 @@ class EngineSettings:
     cpu_kv_cache_gib: float | None = None
     # For this run only, never saved: a later start must not answer with random weights.
     load_format: str = "auto"
+    # vLLM's tool-call and reasoning parsers for the API and the chat: "auto" picks them for the
+    # model (its catalog entry, else its architecture where that is unambiguous), "" is none.
+    tool_call_parser: str = AUTO
+    reasoning_parser: str = AUTO
 
     def validate(self) -> None:
         if self.dtype not in DTYPES:

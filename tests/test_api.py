@@ -111,9 +111,8 @@ def test_vllm_sampling_fields_are_accepted_and_checked(server, engine: Engine) -
     assert reply.usage.completion_tokens == 6
     with pytest.raises(openai.BadRequestError) as bad:
         api.chat.completions.create(model=engine.model_name, messages=HELLO, max_tokens=6,
-                                    extra_body={"repetition_penalty": 5.0})
+                                    extra_body={"repetition_penalty": -1.0})
     assert bad.value.status_code == 400
-    assert bad.value.body["param"] == "repetition_penalty"
     assert "repetition_penalty" in bad.value.body["message"]
 
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
-from app.api.openai import http_status, parse_body, request_language
+from app.api.errors import http_status, parse_body, request_language
 from app.application import App
 from app.errors import UserError
 

@@ -1,380 +1,244 @@
-"""The OpenAI-compatible API (/v1) over the app's engine, shaped as `vllm serve` shapes it.
+"""/v1, /tokenize and /detokenize: vLLM's own OpenAI server, in-process, over the app's engine.
 
-An adapter only: it turns JSON into engine calls and engine deltas into JSON. The engine
-(local or remote) renders chats, samples, counts tokens and aborts dropped requests.
+The routes, request and response shapes, tool calling, structured output, logprobs, n>1 and the
+Responses API are vLLM's (`build_app` + `init_app_state`, what `vllm serve` runs), so the app
+answers as `vllm serve` does. That server's state belongs to one AsyncLLM: it is built again
+for each engine the app loads, and a request is only ever handed to the one built for the engine
+loaded now. While a model loads or switches, requests get 503, as from a server still starting.
+The API key, the perimeter and CORS stay the app's own (outside this), and so do /metrics and
+/api/vllm/generate.
+
+In remote mode the same paths go, unchanged and streamed, to the remote server.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
-import json
-import time
-import uuid
-from collections.abc import AsyncIterator, Callable
-from typing import Any, Literal, TypeVar
+from typing import Any
 
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, ValidationError
-from starlette.types import Receive, Scope, Send
+import httpx
+from starlette.responses import JSONResponse
+from starlette.types import Message, Receive, Scope, Send
 
+from app.api.errors import error_response
 from app.application import App
-from app.engine import ChatDelta
-from app.errors import UserError
+from app.engine import EngineState
+from app.errors import EngineError, UserError
 from app.i18n import language_from_accept
+from app.remote import RemoteEngine
+from app.settings import EngineSettings
 
-_Body = TypeVar("_Body", bound=BaseModel)
-
-# Anything not listed is a mistake in the request (400), as `vllm serve` treats it.
-_STATUS_BY_KEY = {
-    "api.unauthorized": 401,
-    "api.model_not_found": 404,
-    "remote.unknown_model": 404,
-    "engine.no_model": 503,
-    "engine.still_loading": 503,
-    "engine.dead": 503,
-    "remote.unreachable": 503,
-    "remote.no_models": 503,
-    "remote.unauthorized": 502,
-    "remote.failed": 502,
-    "remote.bad_reply": 502,
-    "engine.request_failed": 500,
-    "api.internal": 500,
-}
-_ERROR_TYPES = {
-    400: "BadRequestError",
-    401: "AuthenticationError",
-    404: "NotFoundError",
-    500: "InternalServerError",
-    502: "BadGatewayError",
-    503: "ServiceUnavailableError",
-}
+SERVED_PREFIX = "/v1"
+SERVED_PATHS = frozenset({"/tokenize", "/detokenize"})
+# The endpoints users call, as metric labels (anything else counts as "other").
+ENDPOINTS = (
+    "/v1/models",
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/responses",
+    "/tokenize",
+    "/detokenize",
+)
+# How often the server looks for a newly loaded (or gone) engine, to have vLLM's server ready
+# before the first request rather than building it inside that request.
+WATCH_S = 0.25
+# Headers that describe one hop, not the message: never passed on by the remote proxy.
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+    "transfer-encoding", "upgrade", "host", "content-length", "authorization",
+})
 
 
-def http_status(exc: UserError) -> int:
-    return _STATUS_BY_KEY.get(exc.key, 400)
+def serves(path: str) -> bool:
+    return path in SERVED_PATHS or path == SERVED_PREFIX or path.startswith(SERVED_PREFIX + "/")
 
 
-def error_body(exc: UserError, lang: str, status: int | None = None) -> dict[str, Any]:
-    status = status or http_status(exc)
-    return {
-        "error": {
-            "message": exc.message(lang),
-            "type": _ERROR_TYPES.get(status, "BadRequestError"),
-            "param": exc.params.get("name") if exc.key.startswith("settings.") else None,
-            "code": status,
-        }
-    }
+class OpenAIServer:
+    """The ASGI app behind the served paths."""
 
-
-def error_response(exc: UserError, lang: str, status: int | None = None) -> JSONResponse:
-    status = status or http_status(exc)
-    return JSONResponse(error_body(exc, lang, status), status_code=status)
-
-
-def request_language(request: Request) -> str:
-    return language_from_accept(request.headers.get("accept-language"))
-
-
-# ---- request bodies -----------------------------------------------------------------------
-
-
-class _StreamOptions(BaseModel):
-    include_usage: bool = False
-
-
-class _GenerationRequest(BaseModel):
-    """Fields both endpoints share; unknown fields are ignored, as OpenAI clients send many."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    model: str | None = None
-    stream: bool = False
-    stream_options: _StreamOptions | None = None
-    n: int = 1
-    logprobs: bool | int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    max_tokens: int | None = None
-    stop: str | list[str] | None = None
-    seed: int | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
-    # vLLM's extra sampling fields, accepted at the top level like `vllm serve` does.
-    top_k: int | None = None
-    min_p: float | None = None
-    repetition_penalty: float | None = None
-    ignore_eos: bool | None = None
-
-    def sampling_overrides(self, default_max_tokens: int | None) -> dict[str, Any]:
-        names = ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty",
-                 "top_k", "min_p", "repetition_penalty", "ignore_eos")
-        overrides = {name: getattr(self, name) for name in names if getattr(self, name) is not None}
-        if self.stop is not None:
-            overrides["stop"] = [self.stop] if isinstance(self.stop, str) else self.stop
-        # Like `vllm serve`: without a limit, a reply may use the rest of the context.
-        max_tokens = self.requested_max_tokens() or default_max_tokens
-        if max_tokens is not None:
-            overrides["max_tokens"] = max_tokens
-        return overrides
-
-    def requested_max_tokens(self) -> int | None:
-        return self.max_tokens
-
-    def check_supported(self) -> None:
-        if self.n != 1:
-            raise UserError("api.only_one_choice")
-        if self.logprobs:
-            raise UserError("api.no_logprobs")
-
-    @property
-    def include_usage(self) -> bool:
-        return bool(self.stream_options and self.stream_options.include_usage)
-
-
-class _ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    role: str
-    content: str | list[dict[str, Any]] | None = None
-
-
-class ChatCompletionRequest(_GenerationRequest):
-    messages: list[_ChatMessage]
-    max_completion_tokens: int | None = None
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
-
-    def requested_max_tokens(self) -> int | None:
-        return self.max_completion_tokens or self.max_tokens
-
-    def check_supported(self) -> None:
-        super().check_supported()
-        if self.tools and self.tool_choice != "none":
-            raise UserError("api.no_tools")
-
-
-class CompletionRequest(_GenerationRequest):
-    prompt: str | list[str]
-
-    def text(self) -> str:
-        if isinstance(self.prompt, str):
-            return self.prompt
-        if len(self.prompt) != 1:
-            raise UserError("api.one_prompt")
-        return self.prompt[0]
-
-
-async def parse_body(request: Request, model: type[_Body]) -> _Body:
-    try:
-        body = await request.json()
-    except ValueError:
-        raise UserError("api.bad_json") from None
-    try:
-        return model.model_validate(body)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise UserError("api.bad_request", reason=f"{where}: {first['msg']}") from None
-
-
-# ---- responses ----------------------------------------------------------------------------
-
-
-class EventStream(StreamingResponse):
-    """Server-sent events whose source is closed the moment the response ends.
-
-    When the client hangs up, Starlette cancels the sending loop. If that lands between two
-    chunks rather than inside the generator, the generator is left to the garbage collector;
-    closing it here aborts the engine request at once either way.
-    """
-
-    def __init__(self, content: AsyncIterator[str]) -> None:
-        super().__init__(content, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    def __init__(self, app: App) -> None:
+        self.app = app
+        # (the AsyncLLM, vLLM's server for it); dropped when that engine goes.
+        self._built: tuple[Any, Any] | None = None
+        self._lock = asyncio.Lock()
+        self._remote_client: httpx.AsyncClient | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        lang = language_from_accept(dict(scope["headers"]).get(b"accept-language", b"").decode("latin-1"))
+        engine = self.app.engine
+        if isinstance(engine, RemoteEngine):
+            await self._pass_through(engine, scope, receive, send, lang)
+            return
         try:
-            await super().__call__(scope, receive, send)
-        finally:
-            await self.body_iterator.aclose()
-
-
-def sse(data: dict[str, Any] | str) -> str:
-    payload = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
-    return f"data: {payload}\n\n"
-
-
-def usage(delta: ChatDelta | None) -> dict[str, int]:
-    prompt = delta.prompt_tokens if delta else 0
-    completion = delta.completion_tokens if delta else 0
-    return {"prompt_tokens": prompt, "total_tokens": prompt + completion, "completion_tokens": completion}
-
-
-class _Shape:
-    """How one endpoint wraps text into choices (chat: message/delta; completions: text)."""
-
-    def __init__(self, kind: Literal["chat", "completion"], request_id: str, model: str) -> None:
-        self.kind = kind
-        self.base = {
-            "id": request_id,
-            "object": "chat.completion.chunk" if kind == "chat" else "text_completion",
-            "created": int(time.time()),
-            "model": model,
-        }
-
-    def chunk(self, text: str | None, finish_reason: str | None, first: bool = False) -> dict[str, Any]:
-        choice: dict[str, Any] = {"index": 0}
-        if self.kind == "chat":
-            choice["delta"] = ({"role": "assistant", "content": ""} if first
-                               else {"content": text} if text else {})
-        else:
-            choice["text"] = text or ""
-        choice.update(logprobs=None, finish_reason=finish_reason)
-        return {**self.base, "choices": [choice]}
-
-    def usage_chunk(self, last: ChatDelta | None) -> dict[str, Any]:
-        return {**self.base, "choices": [], "usage": usage(last)}
-
-    def whole(self, text: str, last: ChatDelta | None) -> dict[str, Any]:
-        choice: dict[str, Any] = {"index": 0}
-        if self.kind == "chat":
-            choice["message"] = {"role": "assistant", "content": text}
-        else:
-            choice["text"] = text
-        choice.update(logprobs=None, finish_reason=last.finish_reason if last else None, stop_reason=None)
-        obj = "chat.completion" if self.kind == "chat" else "text_completion"
-        return {**self.base, "object": obj, "choices": [choice], "usage": usage(last)}
-
-
-# ---- routes -------------------------------------------------------------------------------
-
-
-def openai_router(app: App) -> APIRouter:
-    router = APIRouter(prefix="/v1")
-
-    @router.get("/models")
-    async def list_models() -> dict[str, Any]:
-        engine = app.engine
-        data = []
-        if engine.model_name:
-            data.append({
-                "id": engine.model_name,
-                "object": "model",
-                "created": int(engine.status.since),
-                "owned_by": "vllm",
-                "root": app.settings.model or engine.model_name,
-                "parent": None,
-                "max_model_len": engine.max_model_len,
-                "permission": [],
-            })
-        return {"object": "list", "data": data}
-
-    @router.post("/chat/completions")
-    async def chat_completions(request: Request) -> Any:
-        def start(body: ChatCompletionRequest, sampling: Any, request_id: str) -> AsyncIterator[ChatDelta]:
-            messages = [m.model_dump() for m in body.messages]
-            return app.engine.stream_chat(messages, sampling, request_id=request_id)
-
-        return await _generate(app, request, ChatCompletionRequest, "chat", "chatcmpl", start)
-
-    @router.post("/completions")
-    async def completions(request: Request) -> Any:
-        def start(body: CompletionRequest, sampling: Any, request_id: str) -> AsyncIterator[ChatDelta]:
-            return app.engine.stream_completion(body.text(), sampling, request_id=request_id)
-
-        return await _generate(app, request, CompletionRequest, "completion", "cmpl", start)
-
-    return router
-
-
-async def _generate(
-    app: App,
-    request: Request,
-    model_type: type[_GenerationRequest],
-    kind: Literal["chat", "completion"],
-    id_prefix: str,
-    start: Callable[[Any, Any, str], AsyncIterator[ChatDelta]],
-) -> Any:
-    lang = request_language(request)
-    engine = app.engine
-    request_id = f"{id_prefix}-{uuid.uuid4().hex}"
-    try:
-        body = await parse_body(request, model_type)
-        body.check_supported()
-        # With no model loaded the engine itself answers 503 below; an unknown name is 404 only
-        # when there is a model to compare it with.
-        if body.model and engine.model_name and body.model != engine.model_name:
-            raise UserError("api.model_not_found", model=body.model, served=engine.model_name)
-        sampling = engine.resolve_sampling(body.sampling_overrides(engine.max_model_len))
-        stream = start(body, sampling, request_id)
-        # The first step renders the prompt and checks its length: errors found there still
-        # get a proper status code instead of a broken stream.
-        first = await anext(stream, None)
-    except UserError as exc:
-        return error_response(exc, lang)
-    shape = _Shape(kind, request_id, engine.model_name or body.model or "")
-    if body.stream:
-        return EventStream(_events(stream, first, shape, body.include_usage, lang, kind == "chat"))
-    return await _whole(stream, first, shape, lang, request)
-
-
-async def _events(
-    stream: AsyncIterator[ChatDelta], first: ChatDelta | None, shape: _Shape,
-    include_usage: bool, lang: str, role_chunk: bool,
-) -> AsyncIterator[str]:
-    last = first
-    async with contextlib.aclosing(stream):
-        try:
-            if role_chunk:
-                yield sse(shape.chunk(None, None, first=True))
-            if first is not None:
-                yield sse(shape.chunk(first.text, first.finish_reason))
-            async for delta in stream:
-                last = delta
-                yield sse(shape.chunk(delta.text, delta.finish_reason))
+            served = await self._current()
         except UserError as exc:
-            # Headers are sent already: report in the stream, as `vllm serve` does.
-            yield sse(error_body(exc, lang))
-    if include_usage:
-        yield sse(shape.usage_chunk(last))
-    yield sse("[DONE]")
+            if scope["path"] == f"{SERVED_PREFIX}/models" and scope["method"] == "GET":
+                # Front ends poll the list: no model loaded is an empty list, not an error.
+                await JSONResponse({"object": "list", "data": []})(scope, receive, send)
+                return
+            await error_response(exc, lang)(scope, receive, send)
+            return
+        await served(scope, receive, send)
+
+    async def prepare(self) -> None:
+        """Build vLLM's server now if an engine is ready, let go of it if none is."""
+        if not isinstance(self.app.engine, RemoteEngine):
+            with contextlib.suppress(UserError):
+                await self._current()
+
+    async def watch(self) -> None:
+        """prepare() as engines come and go; runs until cancelled (the app's exit)."""
+        while True:
+            await asyncio.sleep(WATCH_S)
+            await self.prepare()
+
+    async def close(self) -> None:
+        """Let go of the served engine (before it is unloaded at exit) and of remote connections."""
+        self._release()
+        if self._remote_client is not None:
+            await self._remote_client.aclose()
+            self._remote_client = None
+
+    async def _current(self) -> Any:
+        """vLLM's server for the engine loaded now, built on first use; UserError if none is."""
+        engine = self.app.engine
+        llm = engine.vllm
+        if llm is None or engine.status.state != EngineState.READY:
+            self._release()
+            raise _not_ready(engine.status)
+        if self._built is not None and self._built[0] is llm:
+            return self._built[1]
+        async with self._lock:
+            if self._built is None or self._built[0] is not llm:
+                self._release()
+                self._built = (llm, await build_served_app(llm, engine.source or engine.model_name,
+                                                             engine.model_name, engine.settings))
+            return self._built[1]
+
+    def _release(self) -> None:
+        built, self._built = self._built, None
+        if built is not None:
+            # Its state holds the AsyncLLM: an engine kept alive past its unload would run its
+            # shutdown again at interpreter exit.
+            built[1].state._state.clear()
+
+    async def _pass_through(self, engine: RemoteEngine, scope: Scope, receive: Receive, send: Send,
+                            lang: str) -> None:
+        if self._remote_client is None:
+            self._remote_client = httpx.AsyncClient(timeout=httpx.Timeout(600, connect=10))
+        body = await _read_body(receive)
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]
+                   if k.decode("latin-1").lower() not in HOP_BY_HOP}
+        headers.update(engine.auth_headers())
+        request = self._remote_client.build_request(
+            scope["method"], remote_url(engine.base_url, scope["path"], scope.get("query_string", b"")),
+            content=body, headers=headers)
+        try:
+            response = await self._remote_client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            await error_response(engine.transport_error(exc), lang)(scope, receive, send)
+            return
+        async with contextlib.aclosing(_relay(response, send)) as relaying:
+            await _until_disconnect(relaying, receive)
 
 
-async def _whole(
-    stream: AsyncIterator[ChatDelta], first: ChatDelta | None, shape: _Shape, lang: str, request: Request
-) -> Any:
-    parts = [first.text] if first else []
-    last = first
+def remote_url(base_url: str, path: str, query: bytes) -> str:
+    """The remote server's address for a served path: /v1/... under its /v1 base, /tokenize at
+    its root."""
+    base = base_url.rstrip("/")
+    if path == SERVED_PREFIX or path.startswith(SERVED_PREFIX + "/"):
+        url = base + path[len(SERVED_PREFIX):]
+    else:
+        url = base.removesuffix(SERVED_PREFIX) + path
+    return url + (f"?{query.decode('latin-1')}" if query else "")
 
-    async def collect() -> None:
-        nonlocal last
-        async with contextlib.aclosing(stream):
-            async for delta in stream:
-                parts.append(delta.text)
-                last = delta
 
-    # Nobody reads a non-streamed reply while it is made: watch the connection instead, so
-    # a client that gives up frees its engine slot rather than waiting for max_tokens.
-    collecting = asyncio.ensure_future(collect())
-    hang_up = asyncio.ensure_future(_disconnected(request))
+async def build_served_app(llm: Any, source: str, name: str, settings: EngineSettings | None) -> Any:
+    """vLLM's OpenAI server (a FastAPI app) for one loaded AsyncLLM, as `vllm serve` builds it."""
+    from vllm.entrypoints.launchers.api_server.app_state import init_app_state
+    from vllm.entrypoints.launchers.app import build_app
+
+    args = serve_args(source, name, settings)
+    tasks = await llm.get_supported_tasks()
+    served = build_app(args, tasks, llm.model_config)
+    await init_app_state(llm, served.state, args, tasks)
+    # vLLM's error handlers stop their uvicorn server when the engine dies; here the app's
+    # supervisor restarts the engine instead, so they get a server that ignores them.
+    served.state.server = argparse.Namespace(should_exit=False)
+    return served
+
+
+def serve_args(source: str, name: str, settings: EngineSettings | None) -> argparse.Namespace:
+    """`vllm serve`'s own flags for this model: its name, tool-call and reasoning parsers."""
+    from vllm.entrypoints.launchers.cli_args import make_arg_parser
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    argv = ["--model", source, "--served-model-name", name, "--disable-fastapi-docs"]
+    if settings is not None and settings.tool_call_parser:
+        argv += ["--enable-auto-tool-choice", "--tool-call-parser", settings.tool_call_parser]
+    if settings is not None and settings.reasoning_parser:
+        argv += ["--reasoning-parser", settings.reasoning_parser]
+    args = make_arg_parser(FlexibleArgumentParser()).parse_args(argv)
+    # CORS and the API key are the app's own, outside this server.
+    args.allowed_origins = []
+    args.api_key = None
+    return args
+
+
+def _not_ready(status: Any) -> UserError:
+    if status.state == EngineState.LOADING:
+        return EngineError("engine.still_loading", model=status.model)
+    if status.state == EngineState.FAILED and status.error is not None:
+        return EngineError("engine.not_ready", reason=status.error.message("en"))
+    return EngineError("engine.no_model")
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks, more = [], True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunks.append(message.get("body", b""))
+        more = message.get("more_body", False)
+    return b"".join(chunks)
+
+
+async def _relay(response: httpx.Response, send: Send) -> Any:
+    """Send the remote answer on as it arrives; an async generator so that closing it (the
+    client hung up) closes the remote request too."""
     try:
-        await asyncio.wait((collecting, hang_up), return_when=asyncio.FIRST_COMPLETED)
+        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers.items()
+                   if k.lower() not in HOP_BY_HOP | {"content-encoding"}]
+        await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+        async for chunk in response.aiter_bytes():
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            yield
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
     finally:
-        hang_up.cancel()
-        if not collecting.done():
-            collecting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await collecting
-    if collecting.cancelled():
-        return JSONResponse({}, status_code=499)
+        await response.aclose()
+
+
+async def _until_disconnect(relaying: Any, receive: Receive) -> None:
+    """Drive the relay until it ends or the client disconnects, whichever comes first."""
+
+    async def disconnected() -> None:
+        message: Message = {"type": ""}
+        while message["type"] != "http.disconnect":
+            message = await receive()
+
+    async def relay_all() -> None:
+        async for _ in relaying:
+            pass
+
+    tasks = [asyncio.ensure_future(relay_all()), asyncio.ensure_future(disconnected())]
     try:
-        collecting.result()
-    except UserError as exc:
-        return error_response(exc, lang)
-    return shape.whole("".join(parts), last)
-
-
-async def _disconnected(request: Request) -> None:
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    if tasks[0].done() and not tasks[0].cancelled() and tasks[0].exception():
+        raise tasks[0].exception()

@@ -33,12 +33,12 @@ from starlette.datastructures import Headers
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.openai import error_response
+from app.api.errors import error_response
 from app.errors import UserError
 from app.i18n import language_from_accept
 
 # The API's own paths: JSON bodies only, CORS for allowed origins, the API key.
-PROTECTED_PREFIXES = ("/v1", "/api")
+PROTECTED_PREFIXES = ("/v1", "/api", "/tokenize", "/detokenize")
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 WILDCARD_BINDS = frozenset({"0.0.0.0", "::", ""})
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})

@@ -6,7 +6,7 @@ import hmac
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.api.openai import error_response
+from app.api.errors import error_response
 from app.api.perimeter import protects
 from app.errors import UserError
 from app.i18n import language_from_accept

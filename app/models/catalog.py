@@ -23,6 +23,8 @@ class CatalogEntry:
     max_len: int = 8192
     quantized: str | None = None
     quantization: str | None = None
+    tool_call_parser: str | None = None
+    reasoning_parser: str | None = None
 
     def repo_for(self, source: str) -> str:
         """The repo id of this entry on a download source ("modelscope" has its own ids)."""

@@ -1,0 +1,61 @@
+"""Which of vLLM's tool-call and reasoning parsers a model needs, as `vllm serve` would be told
+with --tool-call-parser and --reasoning-parser: from its catalog entry, else from its
+architecture where that says enough, else none. A setting can name them instead."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.models.catalog import CatalogEntry, find_entry
+from app.settings import AUTO, EngineSettings
+
+# Architectures whose chat template fixes the parsers. Qwen2ForCausalLM is Qwen2.5's (tools the
+# Hermes way), but DeepSeek-R1's Qwen distills share it: their reasoning comes from the catalog.
+# Llama's architecture is shared by versions that call tools differently, so it says nothing.
+BY_ARCHITECTURE: dict[str, tuple[str, str]] = {
+    "Qwen3ForCausalLM": ("hermes", "qwen3"),
+    "Qwen3MoeForCausalLM": ("hermes", "qwen3"),
+    "Qwen2ForCausalLM": ("hermes", ""),
+}
+
+
+@dataclass(frozen=True)
+class Parsers:
+    tool_call: str = ""
+    reasoning: str = ""
+
+
+def parsers_for(model: str, folder: Path | None, catalog: list[CatalogEntry]) -> Parsers:
+    """The parsers the model's family needs ("" where none is known)."""
+    entry = find_entry(catalog, model)
+    if entry is not None:
+        return Parsers(entry.tool_call_parser or "", entry.reasoning_parser or "")
+    for architecture in _architectures(folder):
+        if architecture in BY_ARCHITECTURE:
+            return Parsers(*BY_ARCHITECTURE[architecture])
+    return Parsers()
+
+
+def with_parsers(settings: EngineSettings, model: str, folder: Path | None,
+                 catalog: list[CatalogEntry]) -> EngineSettings:
+    """`settings` with "auto" parsers resolved for this model; a parser the user named stays."""
+    found = parsers_for(model, folder, catalog)
+    return dataclasses.replace(
+        settings,
+        tool_call_parser=found.tool_call if settings.tool_call_parser == AUTO else settings.tool_call_parser,
+        reasoning_parser=found.reasoning if settings.reasoning_parser == AUTO else settings.reasoning_parser,
+    )
+
+
+def _architectures(folder: Path | None) -> list[str]:
+    if folder is None:
+        return []
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    names = config.get("architectures") if isinstance(config, dict) else None
+    return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
