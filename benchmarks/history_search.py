@@ -150,7 +150,12 @@ def build(folder: Path, conversations: int, messages: int, seed: int = 0) -> Con
                 )
                 for j in range(messages)
             ]
-            db.executemany("INSERT INTO messages (conversation_id, role, content, created) VALUES (?, ?, ?, ?)", rows)
+            parent = None
+            for row in rows:  # one path: each message follows the one before it
+                parent = db.execute(
+                    "INSERT INTO messages (conversation_id, role, content, created, parent_id) VALUES (?, ?, ?, ?, ?)",
+                    (*row, parent),
+                ).lastrowid
         db.execute("COMMIT")
     return store
 

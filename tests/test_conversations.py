@@ -93,30 +93,6 @@ def test_rename_delete_and_errors(store: Conversations) -> None:
     assert "已不存在" in err.value.message("zh-CN")
 
 
-def test_regenerate_replaces_only_once_the_new_reply_is_saved(store: Conversations) -> None:
-    conv = store.create("q")
-    question = store.add_message(conv.id, "user", "q")
-    store.add_message(conv.id, "assistant", "old answer", stats())
-    store.add_message(
-        conv.id, "assistant", "new answer", stats(finish_reason="abort"), replace_after=question.id
-    )
-    assert [(m.role, m.content) for m in store.messages(conv.id)] == [
-        ("user", "q"),
-        ("assistant", "new answer"),
-    ]
-
-
-def test_edit_drops_what_followed(store: Conversations) -> None:
-    conv = store.create("one")
-    one = store.add_message(conv.id, "user", "one")
-    store.add_message(conv.id, "assistant", "reply one", stats())
-    store.add_message(conv.id, "user", "two")
-    store.add_message(conv.id, "assistant", "reply two", stats())
-    edited = store.edit_message(conv.id, one.id, "ONE")
-    assert edited.content == "ONE"
-    assert [m.content for m in store.messages(conv.id)] == ["ONE"]
-
-
 def test_export_markdown_and_json_and_import_round_trip(store: Conversations) -> None:
     conv = store.create("Poem", system_prompt="你是诗人。")
     store.add_message(conv.id, "user", "写一首诗")
@@ -167,9 +143,7 @@ def test_import_accepts_an_openai_message_list(store: Conversations) -> None:
         b'"just a string"',
     ],
 )
-def test_import_rejects_bad_files_with_a_sentence_and_saves_nothing(
-    store: Conversations, data: bytes
-) -> None:
+def test_import_rejects_bad_files_with_a_sentence_and_saves_nothing(store: Conversations, data: bytes) -> None:
     store.create("keep me")
     with pytest.raises(UserError) as err:
         store.import_json(data)

@@ -68,6 +68,16 @@ def test_a_file_from_before_versions_is_upgraded_with_everything_in_it(tmp_path:
         "  It returns 1.\n\tAlways.  ",
     ]
     assert [m.id for m in store.messages(2)] == [3, 4, 5, 6]
+    # One path: each message follows the one before it, the only version of its turn.
+    assert [(m.parent_id, m.version, m.versions) for m in store.messages(2)] == [
+        (None, 1, 1),
+        (3, 1, 1),
+        (4, 1, 1),
+        (5, 1, 1),
+    ]
+    regenerated = store.add_child(2, 5, "assistant", "新的回答")
+    assert [(m.content, m.version, m.versions) for m in store.messages(2)][-1] == ("新的回答", 2, 2)
+    assert store.show_version(2, regenerated.id, -1)[-1].content == "机器在学习，\n数据如潮水。"
 
     # The old rows are in the new index.
     index_matches_text(store)
@@ -148,22 +158,21 @@ def test_a_file_from_a_newer_app_still_opens(tmp_path: Path) -> None:
 def test_the_index_follows_every_change(tmp_path: Path) -> None:
     store = Conversations(tmp_path / "history.sqlite3")
     trip = store.create("Trip to Paris")
-    question = store.add_message(trip.id, "user", "where to eat a croissant")
+    store.add_message(trip.id, "user", "where to eat a croissant")
     store.add_message(trip.id, "assistant", "The bakery 面包店 on the corner")
     other = store.create("Other")
     store.add_message(other.id, "user", "nothing here")
     assert ids(store, "croissant") == [trip.id]
     assert ids(store, "面包店") == [trip.id]
 
-    store.edit_message(trip.id, question.id, "where to eat ramen")  # the reply goes with it
-    assert ids(store, "croissant") == []
-    assert ids(store, "面包店") == []
+    # An edit starts a branch and a regenerated reply is a new version: the old text stays
+    # findable, as it stays reachable in the chat.
+    edited = store.add_child(trip.id, None, "user", "where to eat ramen")
+    assert ids(store, "croissant") == [trip.id]
     assert ids(store, "ramen") == [trip.id]
-    reply = store.add_message(trip.id, "assistant", "Ichiran, in Shibuya")
-    store.add_message(trip.id, "assistant", "Try Fuunji", replace_after=question.id)  # regenerated
-    assert ids(store, "Ichiran") == []
-    assert ids(store, "fuunji") == [trip.id]
-    assert reply.id not in [m.id for m in store.messages(trip.id)]
+    store.add_child(trip.id, edited.id, "assistant", "Ichiran, in Shibuya")
+    store.add_child(trip.id, edited.id, "assistant", "Try Fuunji")
+    assert ids(store, "Ichiran") == ids(store, "fuunji") == [trip.id]
 
     store.rename(trip.id, "Tokyo food")
     assert ids(store, "paris") == []

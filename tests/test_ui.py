@@ -20,7 +20,8 @@ from app.application import App
 from app.engine import ChatDelta, Engine, EngineState, EngineStatus
 from app.settings import AppPaths, AppSettings, SamplingSettings
 from app.settings_file import load_settings
-from app.ui.chat import ChatPanel, Turn
+from app.conversations import Turn
+from app.ui.chat_panel import ChatPanel
 from tests.conftest import wait_until
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
@@ -157,29 +158,34 @@ def test_stop_aborts_the_request_in_the_engine_and_keeps_the_partial_reply(
     assert reply["content"]
 
 
-def test_regenerate_replaces_the_last_reply(server: Any, connect: Any) -> None:
+def test_regenerate_keeps_the_earlier_reply_as_a_version(server: Any, connect: Any) -> None:
     client = connect(server)
     client.predict("What is the capital of France?", "", api_name="/send")
     before = client.predict(api_name="/history")["messages"]
     chatbot = client.predict("", api_name="/regenerate")
     after = client.predict(api_name="/history")["messages"]
-    assert [m["role"] for m in after] == ["user", "assistant"]
-    assert after[0] == before[0]
-    assert after[1]["created"] > before[1]["created"]
+    # Both replies answer the one question; the new one is shown, marked 2/2.
+    assert [(m["role"], m["parent"]) for m in after] == [("user", None), ("assistant", 0), ("assistant", 0)]
+    assert after[:2] == before
+    assert after[2]["created"] > before[1]["created"]
     assert texts(chatbot)[0] == ("user", "What is the capital of France?")
+    assert "2/2" in texts(chatbot)[-1][1]
 
 
 def test_editing_a_message_continues_from_the_new_text(server: Any) -> None:
     session = QueueSession(server.url)
     session.run("send", ["First question", None, ""])
     session.run("send", ["Second question", None, ""])
-    # Bubble 0 is the first question; edit it: everything after it is replaced by a new reply.
+    # Bubble 0 is the first question; edit it: a new branch from there, with a new reply.
     messages = session.run("edit", [None, ""], {"index": 0, "value": "大海和星星", "previous_value": "First question"})
     final = messages[-1][1]
     assert final["success"], final
     shown = texts(final["output"]["data"][0])
     assert shown[0] == ("user", "大海和星星")
-    assert [role for role, _ in shown].count("user") == 1
+    # Under it, the switch back to the first branch; the second question is on that branch only.
+    assert "2/2" in shown[1][1]
+    assert [role for role, _ in shown] == ["user", "user", "assistant", "assistant"]
+    assert all("Second question" not in text for _, text in shown)
 
 
 # ---- languages and bad input ----------------------------------------------------------------

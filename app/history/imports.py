@@ -93,11 +93,15 @@ class _Message(_Strict):
     content: Annotated[Text, BeforeValidator(_joined)]
     created: Annotated[float, Field(ge=0, le=MAX_TIMESTAMP)] | None = None
     stats: _Stats | None = None
+    # The list index of the message this one follows (export version 2); without the key, the
+    # message before it in the list (version 1 and plain message lists are one path).
+    parent: Annotated[int, Field(ge=0, le=MAX_MESSAGES)] | None = None
 
 
 class _File(_Strict):
     title: Title | None = None
     system_prompt: Text | None = None
+    shown: Annotated[int, Field(ge=0, le=MAX_MESSAGES)] | None = None  # the shown path's last message
     messages: Annotated[list[_Message], Field(min_length=1, max_length=MAX_MESSAGES)]
 
 
@@ -107,6 +111,7 @@ class ImportedMessage:
     content: str
     created: float | None
     stats: ReplyStats | None
+    parent: int | None  # index in `ImportedConversation.messages` of the one it follows
 
 
 @dataclass(frozen=True)
@@ -114,6 +119,7 @@ class ImportedConversation:
     title: str | None  # None: title it from the first question
     system_prompt: str
     messages: list[ImportedMessage]
+    shown: int  # index of the shown path's last message
 
 
 def check_import_size(n_bytes: int) -> None:
@@ -150,18 +156,36 @@ def _decode(data: str | bytes | bytearray) -> Any:
 
 def _conversation(parsed: _File) -> ImportedConversation:
     system_prompt = parsed.system_prompt or ""
-    messages = []
-    for m in parsed.messages:
+    messages: list[ImportedMessage] = []
+    kept: dict[int, int] = {}  # file index -> index in `messages`
+    for i, m in enumerate(parsed.messages):
         # An OpenAI-style list opens with its system prompt.
         if m.role == "system" and not messages and not system_prompt:
             system_prompt = m.content
             continue
         stats = ReplyStats(**m.stats.model_dump()) if m.stats else None
-        messages.append(ImportedMessage(m.role, m.content, m.created, stats))
+        messages.append(ImportedMessage(m.role, m.content, m.created, stats, _parent(m, i, kept)))
+        kept[i] = len(messages) - 1
     if not messages:
         raise UserError("conversations.bad_import", reason="no messages")
+    shown = len(messages) - 1 if parsed.shown is None else kept.get(parsed.shown)
+    if shown is None:
+        raise UserError("conversations.bad_import", reason=f"shown: no message {parsed.shown}")
     title = " ".join(parsed.title.split()) if parsed.title else None
-    return ImportedConversation(title or None, system_prompt, messages)
+    return ImportedConversation(title or None, system_prompt, messages, shown)
+
+
+def _parent(message: _Message, index: int, kept: dict[int, int]) -> int | None:
+    """Where `message` (at `index` in the file) goes in the tree, as an index of a kept message."""
+    if "parent" not in message.model_fields_set:
+        return max(kept.values(), default=None)
+    if message.parent is None:
+        return None
+    if message.parent >= index:
+        # Parents come first: this also rules out loops.
+        raise UserError("conversations.bad_import", reason=f"messages.{index}.parent: not an earlier message")
+    # A skipped leading system prompt is no message: what followed it starts the conversation.
+    return kept.get(message.parent)
 
 
 def _reason(exc: ValidationError) -> str:

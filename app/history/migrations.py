@@ -75,7 +75,28 @@ def _m002_search(db: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: tuple[Migration, ...] = (_m001_tables, _m002_search)
+def _m003_branches(db: sqlite3.Connection) -> None:
+    """Replies and edits as a tree: every message points at the one it follows.
+
+    Regenerating adds a sibling of the reply and editing a sibling of the message, so older
+    versions stay. A conversation remembers the end of the path it shows (`shown_leaf`); the
+    path is that message and its ancestors. An older file's messages follow one another in id
+    order, so each gets the one before it as parent, and the last one is shown.
+    """
+    _run(
+        db,
+        "ALTER TABLE messages ADD COLUMN parent_id INTEGER REFERENCES messages(id) ON DELETE CASCADE",
+        "ALTER TABLE conversations ADD COLUMN shown_leaf INTEGER REFERENCES messages(id) ON DELETE SET NULL",
+        "UPDATE messages SET parent_id = (SELECT MAX(p.id) FROM messages p"
+        " WHERE p.conversation_id = messages.conversation_id AND p.id < messages.id)",
+        "UPDATE conversations SET shown_leaf ="
+        " (SELECT MAX(m.id) FROM messages m WHERE m.conversation_id = conversations.id)",
+        # Versions of one message are its parent's children, in the order they were written.
+        "CREATE INDEX messages_by_parent ON messages(conversation_id, parent_id, id)",
+    )
+
+
+MIGRATIONS: tuple[Migration, ...] = (_m001_tables, _m002_search, _m003_branches)
 LATEST = len(MIGRATIONS)
 
 

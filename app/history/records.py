@@ -20,6 +20,9 @@ class StoredMessage:
     content: str
     created: float
     stats: ReplyStats | None = None
+    parent_id: int | None = None  # the message it answers or follows; None for a first message
+    version: int = 1  # its place among the versions of this turn (its parent's children), from 1
+    versions: int = 1
 
 
 @dataclass(frozen=True)

@@ -28,10 +28,15 @@ from app.history.migrations import migrate
 from app.history.records import MAX_TITLE_LENGTH, ROLES, Conversation, StoredMessage, title_from
 from app.history.search import search_condition
 from app.history.stats import ReplyStats, stats_line
+from app.history.tree import MESSAGE_COLUMNS, VERSION_COLUMNS, WITH_STATS, path_rows, show_below, shown_leaf, sibling
 from app.i18n import translate
 
 EXPORT_FORMAT = "vllm-chat/conversation"
-EXPORT_VERSION = 1
+# 2: messages form a tree (`parent`, `shown`); files of version 1 are one path and still import.
+EXPORT_VERSION = 2
+_ALL_MESSAGES = (
+    f"SELECT {MESSAGE_COLUMNS}, {VERSION_COLUMNS} FROM {WITH_STATS} WHERE m.conversation_id = ? ORDER BY m.id"
+)
 
 
 class Conversations:
@@ -122,64 +127,55 @@ class Conversations:
     # ---- messages ----------------------------------------------------------------------
 
     def messages(self, conversation_id: int) -> list[StoredMessage]:
-        rows = self._read(
-            "SELECT m.*, r.message_id AS has_stats, r.model, r.sampling, r.prompt_tokens,"
-            " r.completion_tokens, r.ttft, r.elapsed, r.finish_reason"
-            " FROM messages m LEFT JOIN replies r ON r.message_id = m.id"
-            " WHERE m.conversation_id = ? ORDER BY m.id",
-            (conversation_id,),
-        )
-        return [_message(r) for r in rows]
+        """The shown path: from the first message to the end of the branch last shown."""
+        with self._lock:
+            return [_message(r) for r in path_rows(self._db, conversation_id)]
 
     def add_message(
-        self,
-        conversation_id: int,
-        role: str,
-        content: str,
-        stats: ReplyStats | None = None,
-        replace_after: int | None = None,
+        self, conversation_id: int, role: str, content: str, stats: ReplyStats | None = None
     ) -> StoredMessage:
-        """Append a message (with its reply metadata) in one transaction.
-
-        `replace_after`: first drop every message after that one, in the same
-        transaction, so a regenerated reply replaces the old one only once it is saved.
-        """
-        if role not in ROLES:
-            raise UserError("conversations.bad_role", role=role)
-        now = time.time()
+        """Append a message (with its reply metadata) to the shown path, in one transaction."""
         with self._write() as db:
-            _touch(db, conversation_id)
-            if replace_after is not None:
-                db.execute(
-                    "DELETE FROM messages WHERE conversation_id = ? AND id > ?",
-                    (conversation_id, replace_after),
-                )
-            cur = db.execute(
-                "INSERT INTO messages (conversation_id, role, content, created) VALUES (?, ?, ?, ?)",
-                (conversation_id, role, content, now),
-            )
-            if stats is not None:
-                _insert_stats(db, cur.lastrowid, stats)
-        return StoredMessage(cur.lastrowid, role, content, now, stats)
+            return _insert(db, conversation_id, shown_leaf(db, conversation_id), role, content, stats)
 
-    def edit_message(self, conversation_id: int, message_id: int, content: str) -> StoredMessage:
-        """Change a message and drop everything after it (edit and continue from there)."""
+    def add_child(
+        self, conversation_id: int, parent_id: int | None, role: str, content: str, stats: ReplyStats | None = None
+    ) -> StoredMessage:
+        """Add a message after `parent_id` (None: a first message), beside any already there, and
+        show it: a regenerated reply (a new version of that turn) or an edited message (a new branch)."""
         with self._write() as db:
-            _touch(db, conversation_id)
-            cur = db.execute(
-                "UPDATE messages SET content = ? WHERE id = ? AND conversation_id = ?",
-                (content, message_id, conversation_id),
-            )
-            if cur.rowcount != 1:
-                raise UserError("conversations.message_not_found", id=message_id)
-            db.execute("DELETE FROM messages WHERE conversation_id = ? AND id > ?", (conversation_id, message_id))
-        row = self._read("SELECT * FROM messages WHERE id = ?", (message_id,))[0]
-        return StoredMessage(row["id"], row["role"], row["content"], row["created"])
+            if (
+                parent_id is not None
+                and not db.execute(
+                    "SELECT 1 FROM messages WHERE id = ? AND conversation_id = ?", (parent_id, conversation_id)
+                ).fetchone()
+            ):
+                raise UserError("conversations.message_not_found", id=parent_id)
+            return _insert(db, conversation_id, parent_id, role, content, stats)
+
+    def show_version(self, conversation_id: int, message_id: int, step: int) -> list[StoredMessage]:
+        """Show the version `step` places away from a message on the path (with its newest
+        continuation); the path as it is if there is none that far."""
+        with self._write() as db:
+            other = sibling(db, conversation_id, message_id, step)
+            if other is not None:
+                show_below(db, conversation_id, other)
+        return self.messages(conversation_id)
 
     # ---- export / import ---------------------------------------------------------------
 
     def export_json(self, conversation_id: int) -> dict[str, Any]:
+        """The whole tree: every version, each message with the list index of the one it follows
+        (`parent`), and `shown`, the index of the shown path's last message."""
         conv = self.get(conversation_id)
+        with self._lock:
+            rows = self._db.execute(_ALL_MESSAGES, (conversation_id,)).fetchall()
+            leaf = shown_leaf(self._db, conversation_id)
+        index = {row["id"]: i for i, row in enumerate(rows)}
+        messages = []
+        for m in map(_message, rows):
+            entry = {"role": m.role, "content": m.content, "created": m.created, "parent": index.get(m.parent_id)}
+            messages.append(entry | ({"stats": asdict(m.stats)} if m.stats else {}))
         return {
             "format": EXPORT_FORMAT,
             "version": EXPORT_VERSION,
@@ -187,15 +183,8 @@ class Conversations:
             "system_prompt": conv.system_prompt,
             "created": conv.created,
             "updated": conv.updated,
-            "messages": [
-                {
-                    "role": m.role,
-                    "content": m.content,
-                    "created": m.created,
-                    **({"stats": asdict(m.stats)} if m.stats else {}),
-                }
-                for m in self.messages(conversation_id)
-            ],
+            "shown": index.get(leaf),
+            "messages": messages,
         }
 
     def export_markdown(self, conversation_id: int, lang: str = "en") -> str:
@@ -226,13 +215,12 @@ class Conversations:
                     (title, imported.system_prompt, now, now),
                 )
                 conversation_id = cur.lastrowid
+                ids: list[int] = []
                 for m in imported.messages:
-                    row = db.execute(
-                        "INSERT INTO messages (conversation_id, role, content, created) VALUES (?, ?, ?, ?)",
-                        (conversation_id, m.role, m.content, now if m.created is None else m.created),
-                    )
-                    if m.stats is not None:
-                        _insert_stats(db, row.lastrowid, m.stats)
+                    parent = None if m.parent is None else ids[m.parent]
+                    created = now if m.created is None else m.created
+                    ids.append(_insert(db, conversation_id, parent, m.role, m.content, m.stats, created).id)
+                show_below(db, conversation_id, ids[imported.shown])
         except sqlite3.IntegrityError as exc:
             raise UserError("conversations.bad_import", reason=str(exc)) from None
         return self.get(conversation_id)
@@ -290,6 +278,33 @@ def _insert_stats(db: sqlite3.Connection, message_id: int, stats: ReplyStats) ->
     )
 
 
+def _insert(
+    db: sqlite3.Connection,
+    conversation_id: int,
+    parent_id: int | None,
+    role: str,
+    content: str,
+    stats: ReplyStats | None,
+    created: float | None = None,
+) -> StoredMessage:
+    """Write a message as the end of the shown path."""
+    if role not in ROLES:
+        raise UserError("conversations.bad_role", role=role)
+    _touch(db, conversation_id)
+    created = time.time() if created is None else created
+    cur = db.execute(
+        "INSERT INTO messages (conversation_id, parent_id, role, content, created) VALUES (?, ?, ?, ?, ?)",
+        (conversation_id, parent_id, role, content, created),
+    )
+    if stats is not None:
+        _insert_stats(db, cur.lastrowid, stats)
+    db.execute("UPDATE conversations SET shown_leaf = ? WHERE id = ?", (cur.lastrowid, conversation_id))
+    versions = db.execute(
+        "SELECT COUNT(*) FROM messages WHERE conversation_id = ? AND parent_id IS ?", (conversation_id, parent_id)
+    ).fetchone()[0]
+    return StoredMessage(cur.lastrowid, role, content, created, stats, parent_id, versions, versions)
+
+
 def _conversation(row: sqlite3.Row) -> Conversation:
     return Conversation(row["id"], row["title"], row["system_prompt"], row["created"], row["updated"])
 
@@ -299,7 +314,9 @@ def _message(row: sqlite3.Row) -> StoredMessage:
     if row["has_stats"] is not None:
         columns = ("model", "prompt_tokens", "completion_tokens", "ttft", "elapsed", "finish_reason")
         stats = ReplyStats.from_dict({name: row[name] for name in columns} | {"sampling": _object(row["sampling"])})
-    return StoredMessage(row["id"], row["role"], row["content"], row["created"], stats)
+    return StoredMessage(
+        row["id"], row["role"], row["content"], row["created"], stats, row["parent_id"], row["version"], row["versions"]
+    )
 
 
 def _object(text: Any) -> dict[str, Any]:

@@ -1,0 +1,114 @@
+"""One turn of a chat, saved: the user's message (new, edited or kept for a regenerated reply)
+and the reply to it, with its stats.
+
+The adapter streams the reply; this module decides where both messages go in the tree. The
+user's message is saved only once the engine accepts the prompt (`begin`), so a refused one
+leaves the history untouched, and the reply when it ends (`save_reply`), whole or stopped.
+An edit adds a sibling of the edited message (a new branch) and a regenerated reply a sibling
+of the old reply (a new version of the turn): what was there before stays reachable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from app.errors import UserError
+from app.history.records import StoredMessage
+from app.history.stats import ReplyStats
+
+if TYPE_CHECKING:
+    from app.engine import ChatDelta
+    from app.history.store import Conversations
+
+
+@dataclass(frozen=True)
+class Turn:
+    """Where a turn goes: after `prior` (the shown path before the user's message)."""
+
+    conversation_id: int | None
+    prior: list[StoredMessage]
+    user_text: str
+    # The saved user message a regenerated reply answers; None until `begin` saves a new one.
+    user: StoredMessage | None = None
+
+    def prompt(self, system_prompt: str) -> list[dict[str, str]]:
+        """What the model is sent: the system prompt, the shown path only, and the user's message."""
+        prompt = [{"role": "system", "content": system_prompt}] if system_prompt.strip() else []
+        prompt += [{"role": m.role, "content": m.content} for m in self.prior]
+        return [*prompt, {"role": "user", "content": self.user_text}]
+
+
+def new_turn(store: Conversations, conversation_id: int | None, text: str) -> Turn:
+    """A message sent at the end of the shown path (None: in a new conversation)."""
+    _require_text(text)
+    return Turn(conversation_id, store.messages(conversation_id) if conversation_id is not None else [], text)
+
+
+def edit_turn(store: Conversations, conversation_id: int, message_id: int, text: str) -> Turn:
+    """A user message on the shown path rewritten: the new text starts a branch beside it."""
+    _require_text(text)
+    path = store.messages(conversation_id)
+    position = next((i for i, m in enumerate(path) if m.id == message_id), None)
+    if position is None:
+        raise UserError("conversations.message_not_found", id=message_id)
+    if path[position].role != "user":
+        raise UserError("chat.edit_not_user")
+    return Turn(conversation_id, path[:position], text)
+
+
+def regenerate_turn(store: Conversations, conversation_id: int | None) -> Turn:
+    """Another reply to the last user message on the shown path."""
+    path = store.messages(conversation_id) if conversation_id is not None else []
+    last = max((i for i, m in enumerate(path) if m.role == "user"), default=None)
+    if last is None:
+        raise UserError("chat.nothing_to_regenerate")
+    return Turn(conversation_id, path[:last], path[last].content, path[last])
+
+
+def begin(store: Conversations, turn: Turn, system_prompt: str) -> Turn:
+    """The engine accepted the prompt: save the conversation (with the system prompt it was sent)
+    and the user's message; returns the turn with both."""
+    if turn.conversation_id is None:
+        conversation_id = store.create(turn.user_text, system_prompt).id
+    else:
+        conversation_id = turn.conversation_id
+        if store.get(conversation_id).system_prompt != system_prompt:
+            store.set_system_prompt(conversation_id, system_prompt)
+    user = turn.user
+    if user is None:
+        parent = turn.prior[-1].id if turn.prior else None
+        user = store.add_child(conversation_id, parent, "user", turn.user_text)
+    return dataclasses.replace(turn, conversation_id=conversation_id, user=user)
+
+
+def save_reply(
+    store: Conversations,
+    turn: Turn,
+    text: str,
+    model: str | None,
+    sampling: dict[str, Any],
+    last: ChatDelta,
+    finish_reason: str,
+) -> StoredMessage:
+    """The reply, whole or stopped, as the newest version after the user's message, with its stats.
+
+    `finish_reason` is used where the engine gave none (the stream was stopped or failed)."""
+    if turn.conversation_id is None or turn.user is None:
+        raise ValueError("save_reply needs a turn that has begun")
+    stats = ReplyStats(
+        model=model,
+        sampling=sampling,
+        prompt_tokens=last.prompt_tokens,
+        completion_tokens=last.completion_tokens,
+        ttft=last.ttft,
+        elapsed=last.elapsed,
+        finish_reason=last.finish_reason or finish_reason,
+    )
+    return store.add_child(turn.conversation_id, turn.user.id, "assistant", text, stats)
+
+
+def _require_text(text: str) -> None:
+    if not text or not text.strip():
+        raise UserError("chat.empty_message")

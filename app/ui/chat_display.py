@@ -1,0 +1,82 @@
+"""How saved messages are drawn in the chatbot: text, math as models write it, and under a
+message the line with its version switch (‹ 2/3 ›) and, for a reply, its speed.
+
+The chatbot's own Markdown renders `$$`, `\\[` and `\\(`. Models also write inline math as
+`$...$`, but so do prices ("$5 and $10"): a lone `$` is not a delimiter there. Inline math
+follows Pandoc's rule instead, decided here, and is handed to the chatbot as `\\(...\\)`.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from typing import Any
+
+from app.conversations import StoredMessage, stats_line
+from app.i18n import translate
+
+LATEX_DELIMITERS = [
+    {"left": "$$", "right": "$$", "display": True},
+    {"left": "\\[", "right": "\\]", "display": True},
+    {"left": "\\(", "right": "\\)", "display": False},
+]
+
+# Code is left exactly as written: fenced blocks (to their closing fence or the end of a reply
+# still streaming) and inline code spans.
+_CODE = re.compile(r"^ {0,3}(`{3,}|~{3,})[^\n]*\n.*?(?:^ {0,3}\1[^\n]*$|\Z)|(`+).+?\2", re.M | re.S)
+# Pandoc's inline math: no space just inside either `$`, no digit just after the closing one, on
+# one line; `\$` is a dollar sign, and `$$` belongs to display math.
+_INLINE_MATH = re.compile(r"(?<![\\$])\$(?![\s$])((?:\\.|[^\\$\n])+?)(?<![\s\\])\$(?![\d$])")
+
+
+def with_inline_math(text: str) -> str:
+    """`text` with each inline `$...$` written as `\\(...\\)`, outside code."""
+    parts, end = [], 0
+    for code in _CODE.finditer(text):
+        parts.append(_INLINE_MATH.sub(r"\\(\1\\)", text[end : code.start()]))
+        parts.append(code.group())
+        end = code.end()
+    parts.append(_INLINE_MATH.sub(r"\\(\1\\)", text[end:]))
+    return "".join(parts)
+
+
+def display(messages: list[StoredMessage], lang: str) -> list[dict[str, Any]]:
+    """Chatbot messages: text blocks (kept verbatim, no dedenting), then a line of their own (so
+    that copying a reply copies the reply only) with the version switch and the speed."""
+    shown = []
+    for m in messages:
+        # A user's text is what the edit box shows: left exactly as typed.
+        text = with_inline_math(m.content) if m.role == "assistant" else m.content
+        content = [{"type": "text", "text": text}]
+        line = meta_line(m, lang)
+        if line:
+            content.append({"type": "text", "text": line})
+        shown.append({"role": m.role, "content": content})
+    return shown
+
+
+def meta_line(message: StoredMessage, lang: str) -> str:
+    """The version switch (when the turn has several versions) and the speed line, as HTML."""
+    parts = []
+    if message.versions > 1:
+        parts.append(_version_switch(message, lang))
+    if message.stats is not None:
+        parts.append(f'<span class="reply-stats">{html.escape(stats_line(message.stats, lang))}</span>')
+    return f'<div class="turn-meta">{" ".join(parts)}</div>' if parts else ""
+
+
+def _version_switch(message: StoredMessage, lang: str) -> str:
+    # The page's click handler (chat.VERSION_CLICK_JS) reads the message id and the step.
+    def button(step: int, label: str, key: str, enabled: bool) -> str:
+        name = html.escape(translate(key, lang), quote=True)
+        state = "" if enabled else " disabled"
+        return (
+            f'<button class="version-step" data-message="{message.id}" data-step="{step}" '
+            f'aria-label="{name}" title="{name}"{state}>{label}</button>'
+        )
+
+    return (
+        f'<span class="version-nav">{button(-1, "‹", "chat.version_previous", message.version > 1)}'
+        f'<span class="version-count">{message.version}/{message.versions}</span>'
+        f"{button(1, '›', 'chat.version_next', message.version < message.versions)}</span>"
+    )

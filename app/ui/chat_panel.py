@@ -1,0 +1,353 @@
+"""The chat tab's handlers: what each event does, given the app and the chatbot it draws into.
+
+The saved conversation (app.conversations) is the truth; the chatbot only displays it. Where
+a turn's messages go in the conversation's tree is decided by the conversations core
+(`new_turn`, `edit_turn`, `regenerate_turn`, `begin`, `save_reply`); here the reply is
+streamed and drawn. The user's message is saved when the first token arrives, and the reply
+(finished, stopped or failed part-way) in the generator's `finally`, after closing the engine
+stream, which aborts the request in the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import re
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from app.application import App
+from app.conversations import (
+    Conversation,
+    StoredMessage,
+    Turn,
+    begin,
+    check_import_size,
+    edit_turn,
+    new_turn,
+    regenerate_turn,
+    save_reply,
+)
+from app.engine import ChatDelta, EngineState, content_text, wait_through_cancellation
+from app.errors import UserError
+from app.files import private_dir, write_private
+from app.i18n import translate
+from app.settings import SamplingSettings
+from app.ui.chat_display import display
+from app.ui.i18n import request_language, shown_error
+
+# The browser re-renders the whole growing message (Markdown, code, math) on every update, so
+# its work per update grows with the reply: updates are spaced out in proportion to the reply's
+# length, keeping the page's work per second flat (20 updates/s up to 500 characters, 5/s
+# from 2,000 on). The bytes per update stay flat anyway: Gradio sends only the new text.
+MIN_UPDATE_INTERVAL_S = 0.05
+MAX_UPDATE_INTERVAL_S = 0.2
+UPDATE_INTERVAL_PER_CHAR_S = 0.0001
+
+
+class ChatPanel:
+    """The chat tab's handlers, bound to the app and the chatbot they draw into."""
+
+    def __init__(self, app: App, chatbot: gr.Chatbot) -> None:
+        self.app = app
+        self.chatbot = chatbot
+
+    def conversation_list(self, selected: int | None, search: str = "") -> dict[str, Any]:
+        choices = [(c.title or "…", c.id) for c in self.app.conversations.list(search)]
+        if selected is not None and all(value != selected for _, value in choices):
+            selected = None
+        return gr.update(choices=choices, value=selected)
+
+    def notice(self, lang: str) -> dict[str, Any]:
+        """The line above the chat saying why it cannot answer now, if it cannot."""
+        status = self.app.engine.status
+        if status.state == EngineState.READY:
+            return gr.update(value="", visible=False)
+        if status.state == EngineState.LOADING:
+            text = translate("engine.still_loading", lang, model=status.model)
+        else:
+            text = translate("chat.no_model_notice", lang)
+        return gr.update(value=text, visible=True)
+
+    # ---- page load, selecting, sidebar -------------------------------------------------
+
+    def open_latest(self, request: gr.Request) -> tuple:
+        """On page load: the most recent conversation, so a reload or a restart shows the chat again."""
+        lang = request_language(request)
+        latest = self.app.conversations.list(limit=1)
+        conv = latest[0] if latest else None
+        return (*self._opened(conv, lang), gr.update(interactive=True), gr.update(interactive=True))
+
+    def open(self, conversation_id: int | None, request: gr.Request) -> tuple:
+        lang = request_language(request)
+        if conversation_id is None:
+            return self._opened(None, lang)
+        return self._opened(self._get(conversation_id, lang), lang)
+
+    def _opened(self, conv: Conversation | None, lang: str) -> tuple:
+        messages = self.app.conversations.messages(conv.id) if conv else []
+        system_prompt = conv.system_prompt if conv else self.app.settings.system_prompt
+        return (
+            display(messages, lang),
+            conv.id if conv else None,
+            self.conversation_list(conv.id if conv else None),
+            system_prompt,
+            conv.title if conv else "",
+            self.notice(lang),
+        )
+
+    def new_chat(self, request: gr.Request) -> tuple:
+        return self._opened(None, request_language(request))
+
+    def refresh_notice(self, request: gr.Request) -> dict[str, Any]:
+        return self.notice(request_language(request))
+
+    def search(self, text: str, conversation_id: int | None) -> dict[str, Any]:
+        return self.conversation_list(conversation_id, text)
+
+    def rename(self, conversation_id: int | None, title: str, search: str, request: gr.Request) -> dict[str, Any]:
+        lang = request_language(request)
+        self._require_conversation(conversation_id, lang)
+        try:
+            self.app.conversations.rename(conversation_id, title)
+        except UserError as exc:
+            raise shown_error(exc.message(lang)) from None
+        return self.conversation_list(conversation_id, search)
+
+    def delete(self, conversation_id: int | None, request: gr.Request) -> tuple:
+        lang = request_language(request)
+        self._require_conversation(conversation_id, lang)
+        self.app.conversations.delete(conversation_id)
+        return self._opened(None, lang)
+
+    def switch_version(self, choice: str, conversation_id: int | None, request: gr.Request) -> list[dict[str, Any]]:
+        """‹ or › under a message: "<message id>:<step>" from the page; the chat as it now shows."""
+        lang = request_language(request)
+        conv = self._require_conversation(conversation_id, lang)
+        message_id, _, step = choice.partition(":")
+        if not (message_id.isdigit() and step in ("-1", "1")):
+            raise shown_error(translate("conversations.message_not_found", lang, id=message_id[:20]))
+        return display(self.app.conversations.show_version(conv.id, int(message_id), int(step)), lang)
+
+    def export_markdown(self, conversation_id: int | None, request: gr.Request) -> dict[str, Any]:
+        return self._export(conversation_id, "md", request_language(request))
+
+    def export_json(self, conversation_id: int | None, request: gr.Request) -> dict[str, Any]:
+        return self._export(conversation_id, "json", request_language(request))
+
+    def _export(self, conversation_id: int | None, fmt: str, lang: str) -> dict[str, Any]:
+        conv = self._require_conversation(conversation_id, lang)
+        folder = private_dir(export_dir(self.app))
+        stem = re.sub(r"[^\w\-]+", "_", conv.title, flags=re.UNICODE).strip("_")[:40] or "chat"
+        path = folder / f"{stem}-{conv.id}.{fmt}"
+        if fmt == "md":
+            write_private(path, self.app.conversations.export_markdown(conv.id, lang))
+        else:
+            data = self.app.conversations.export_json(conv.id)
+            write_private(path, json.dumps(data, ensure_ascii=False, indent=2))
+        return gr.update(value=str(path), visible=True)
+
+    def import_file(self, file: str | None, request: gr.Request) -> tuple:
+        lang = request_language(request)
+        if not file:
+            raise shown_error(translate("chat.import_nothing", lang))
+        try:
+            check_import_size(Path(file).stat().st_size)
+            conv = self.app.conversations.import_json(Path(file).read_bytes())
+        except UserError as exc:
+            raise shown_error(exc.message(lang)) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise shown_error(translate("conversations.bad_import", lang, reason=str(exc))) from None
+        return self._opened(conv, lang)
+
+    # ---- replies -----------------------------------------------------------------------
+
+    async def send(
+        self, message: str, conversation_id: int | None, system_prompt: str, request: gr.Request
+    ) -> AsyncIterator[tuple]:
+        lang = request_language(request)
+        conv = self._find(conversation_id)
+        turn = self._turn(new_turn, lang, conv.id if conv else None, message)
+        async for update in self._stream(turn, system_prompt, lang):
+            yield update
+
+    def unsent(self, message: str, box: str, conversation_id: int | None) -> Any:
+        """After a send failed or was stopped: the message for the box if it was not saved (so that
+        nothing typed is lost), else no change; nor when the user is typing another one."""
+        if box or not message:
+            return gr.skip()
+        conv = self._find(conversation_id)
+        saved = [m.content for m in self.app.conversations.messages(conv.id) if m.role == "user"] if conv else []
+        return gr.skip() if saved and saved[-1] == message else message
+
+    async def regenerate(
+        self, conversation_id: int | None, system_prompt: str, request: gr.Request
+    ) -> AsyncIterator[tuple]:
+        """Another version of the last reply shown; the earlier ones stay, a ‹ › away."""
+        lang = request_language(request)
+        conv = self._find(conversation_id)
+        turn = self._turn(regenerate_turn, lang, conv.id if conv else None)
+        async for update in self._stream(turn, system_prompt, lang):
+            yield update
+
+    async def edit(
+        self, conversation_id: int | None, system_prompt: str, edit: gr.EditData, request: gr.Request
+    ) -> AsyncIterator[tuple]:
+        """A user message was edited in place: a new branch from there, the old one kept."""
+        lang = request_language(request)
+        conv = self._require_conversation(conversation_id, lang)
+        messages = self.app.conversations.messages(conv.id)
+        message = messages[self._stored_position(messages, edit.index, lang)]
+        turn = self._turn(edit_turn, lang, conv.id, message.id, content_text(edit.value))
+        async for update in self._stream(turn, system_prompt, lang):
+            yield update
+
+    def _turn(self, make: Any, lang: str, *args: Any) -> Turn:
+        try:
+            return make(self.app.conversations, *args)
+        except UserError as exc:
+            raise shown_error(exc.message(lang)) from None
+
+    async def _stream(self, turn: Turn, system_prompt: str, lang: str) -> AsyncIterator[tuple]:
+        """Yields (chatbot, conversation id) while the reply grows.
+
+        Nothing else: Gradio rebuilds every other output component on every update, even one
+        sent as gr.skip() (a quarter of the tab's CPU per reply). The box is emptied in the
+        browser when the message is sent, the sidebar refreshed when the reply ends."""
+        sampling = self._sampling(lang)
+        stream = self.app.engine.stream_chat(turn.prompt(system_prompt), sampling)
+        # The request starts now, so the engine reads the prompt while the page shows the message.
+        first = asyncio.ensure_future(anext(stream, None))
+        deltas = _chained(first, stream)
+        model = self.app.engine.model_name
+        text, last, outcome = "", None, "abort"
+        shown = [*turn.prior, turn.user or StoredMessage(0, "user", turn.user_text, 0.0)]
+        first_update = True
+        # The pacing starts with the first visible text: a first token that decodes to nothing
+        # must not hold the first words back for a whole interval.
+        last_update = None
+        try:
+            # Show the message at once, before the prompt is processed; it is saved only when the
+            # engine accepts it.
+            yield display(shown, lang), gr.skip()
+            async for delta in deltas:
+                if last is None:
+                    # The engine accepted the prompt: only now is the user's message saved, so a
+                    # refused one (too long, no model) leaves the history untouched.
+                    turn = self._begin(turn, system_prompt)
+                    shown = [*turn.prior, turn.user]
+                text += delta.text
+                last = delta
+                now = time.monotonic()
+                due = last_update is None or now - last_update >= update_interval(len(text))
+                # The last words wait for the saved reply below, a moment later with its speed
+                # line: one update less per reply.
+                if ((due and text) or first_update) and not delta.finish_reason:
+                    if text:
+                        last_update = now
+                    first_update = False
+                    yield display([*shown, StoredMessage(0, "assistant", text, 0.0)], lang), turn.conversation_id
+            outcome = "finished"
+        except UserError as exc:
+            outcome = "error"
+            raise shown_error(exc.message(lang)) from None
+        finally:
+            # Stop button, closed tab or error: closing the stream aborts the request in the
+            # engine; then whatever text arrived is kept. A first delta nobody read (the tab went
+            # away during the preview) is dropped: the stream can only be closed once that read
+            # has ended. A Stop that lands meanwhile is passed on after the cleanup.
+            first.cancel()
+            stopped_meanwhile = await wait_through_cancellation(first)
+            if not first.cancelled():
+                first.exception()  # read (and shown through `deltas`) or dropped, never logged as lost
+            await deltas.aclose()
+            await stream.aclose()
+            if last is not None and (text or outcome == "finished"):
+                ending = "abort" if outcome != "error" else "error"
+                save_reply(self.app.conversations, turn, text, model, dataclasses.asdict(sampling), last, ending)
+            if stopped_meanwhile:
+                raise asyncio.CancelledError
+        if last is not None:
+            yield display(self.app.conversations.messages(turn.conversation_id), lang), turn.conversation_id
+
+    def _begin(self, turn: Turn, system_prompt: str) -> Turn:
+        if system_prompt != self.app.settings.system_prompt:
+            # The last system prompt used becomes the default for new chats.
+            self.app.update_settings(system_prompt=system_prompt)
+        return begin(self.app.conversations, turn, system_prompt)
+
+    def _sampling(self, lang: str) -> SamplingSettings:
+        """The model's own defaults, with every field the user set on top, whatever its value."""
+        try:
+            return self.app.engine.resolve_sampling(self.app.settings.sampling.chosen())
+        except UserError as exc:
+            raise shown_error(exc.message(lang)) from None
+
+    def _stored_position(self, messages: list[StoredMessage], index: Any, lang: str) -> int:
+        """Map a chatbot message index to a stored message (a message can show as several bubbles)."""
+        shown_index = index[0] if isinstance(index, (list, tuple)) else index
+        position = 0
+        for stored_index, item in enumerate(display(messages, lang)):
+            position += len(self.chatbot.postprocess([item]).root)
+            if shown_index < position:
+                return stored_index
+        raise shown_error(translate("conversations.message_not_found", lang, id=index))
+
+    def _find(self, conversation_id: int | None) -> Conversation | None:
+        if conversation_id is None:
+            return None
+        try:
+            return self.app.conversations.get(conversation_id)
+        except UserError:
+            return None  # deleted in another tab: start a new one
+
+    def _get(self, conversation_id: int, lang: str) -> Conversation:
+        try:
+            return self.app.conversations.get(conversation_id)
+        except UserError as exc:
+            raise shown_error(exc.message(lang)) from None
+
+    def _require_conversation(self, conversation_id: int | None, lang: str) -> Conversation:
+        if conversation_id is None:
+            raise shown_error(translate("chat.no_chat_selected", lang))
+        return self._get(conversation_id, lang)
+
+    # ---- API-only views ------------------------------------------------------------------
+
+    def history(self, conversation_id: int | None = None) -> dict:
+        """A saved conversation as exported JSON (the newest one without an id); {} if there is none."""
+        if conversation_id is None:
+            latest = self.app.conversations.list(limit=1)
+            if not latest:
+                return {}
+            conversation_id = latest[0].id
+        return {"id": conversation_id, **self.app.conversations.export_json(conversation_id)}
+
+    def conversations(self, search: str = "") -> list[dict]:
+        """Saved conversations, newest first: id, title, updated."""
+        return [{"id": c.id, "title": c.title, "updated": c.updated} for c in self.app.conversations.list(search)]
+
+
+async def _chained(first: asyncio.Future, rest: AsyncIterator[ChatDelta]) -> AsyncIterator[ChatDelta]:
+    """The stream's first delta (already requested) and then the rest of it."""
+    delta = await first
+    if delta is None:
+        return
+    yield delta
+    async for delta in rest:
+        yield delta
+
+
+def update_interval(reply_chars: int) -> float:
+    """Seconds between two updates of a reply that is this long."""
+    return min(MAX_UPDATE_INTERVAL_S, max(MIN_UPDATE_INTERVAL_S, reply_chars * UPDATE_INTERVAL_PER_CHAR_S))
+
+
+def export_dir(app: App) -> Path:
+    """Where exported chats are written for download (Gradio must be allowed to serve it)."""
+    return app.paths.cache_dir / "exports"
