@@ -25,7 +25,7 @@ from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from app.access import Access
-from app.api import install_api
+from app.api import count_requests, install_api
 from app.api.perimeter import Perimeter, PerimeterRules
 from app.application import App
 from app.errors import UserError
@@ -85,6 +85,7 @@ def build_http_app(app: App, unload_on_exit: bool = True, access: Access | None 
     # Added last, so it wraps everything: no route, the page's included, sees a refused request.
     http.add_middleware(Perimeter, rules=PerimeterRules(
         bind_host=access.host, allowed_hosts=access.allowed_hosts, allowed_origins=access.allowed_origins))
+    count_requests(http, app)
     return http
 
 

@@ -35,11 +35,14 @@ def test_metrics_parse_and_move_after_a_chat(engine: Engine, make_app, start_ser
     reply = api.chat.completions.create(model=engine.model_name, max_tokens=5, extra_body={"ignore_eos": True},
                                         messages=[{"role": "user", "content": "Hello"}])
     assert reply.usage.completion_tokens == 5
-    httpx.post(f"{server.url}/v1/chat/completions", content=b"not json")
+    httpx.post(f"{server.url}/v1/chat/completions", content=b"not json", headers={"Content-Type": "application/json"})
+    # The perimeter's refusals count too.
+    httpx.post(f"{server.url}/v1/chat/completions", content=b"{}", headers={"Content-Type": "text/plain"})
 
     after = scrape(server.url)
     assert api_requests(after, "/v1/chat/completions", 200) == api_requests(before, "/v1/chat/completions", 200) + 1
     assert api_requests(after, "/v1/chat/completions", 400) == api_requests(before, "/v1/chat/completions", 400) + 1
+    assert api_requests(after, "/v1/chat/completions", 415) == api_requests(before, "/v1/chat/completions", 415) + 1
     # vLLM's own counters moving is checked in test_engine on a freshly loaded engine: each new
     # engine takes over the process-wide series, so the session's shared engine may not own them.
     for family in ("vllm_chat_conversations_started", "vllm_chat_downloads"):

@@ -34,15 +34,18 @@ def install_api(http: FastAPI, app: App, access: Access) -> OpenAIServer:
     OpenAI server, which the app closes at exit before the engine is unloaded."""
     server = OpenAIServer(app)
     http.include_router(compat_router(app))
-    endpoints = {*ENDPOINTS, *(route.path for route in http.routes if protects(getattr(route, "path", "")))}
-    # Middleware added later wraps the earlier: the key check and counting see every API request,
-    # counting sees the key check's 401s, and CORS answers preflight requests (which carry no
-    # key) before either. CORS is always installed, empty unless origins are allowed, so that
-    # nothing below it echoes an Origin; the perimeter (outermost, see server.py) lets allowed
-    # origins reach only the API.
+    # Middleware added later wraps the earlier: the key check sees every API request and CORS
+    # answers preflight requests (which carry no key) before it. CORS is always installed, empty
+    # unless origins are allowed, so that nothing below it echoes an Origin; the perimeter
+    # (see server.py, around all of this) lets allowed origins reach only the API.
     http.add_middleware(ServedPaths, server=server)
     http.add_middleware(ApiKeyMiddleware, api_key=access.api_key)
-    http.add_middleware(RequestCounter, metrics=app.metrics, endpoints=endpoints, counted=protects)
     http.add_middleware(CORSMiddleware, allow_origins=list(access.allowed_origins),
                         allow_methods=["*"], allow_headers=["*"])
     return server
+
+
+def count_requests(http: FastAPI, app: App) -> None:
+    """Count API requests by endpoint and status, the perimeter's refusals included: call last."""
+    endpoints = {*ENDPOINTS, *(route.path for route in http.routes if protects(getattr(route, "path", "")))}
+    http.add_middleware(RequestCounter, metrics=app.metrics, endpoints=endpoints, counted=protects)
