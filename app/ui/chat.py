@@ -25,13 +25,14 @@ SENT_JS = "() => { window.vllmChatSending = false; }"
 # In the page's <head>: a click on ‹ or › under a message (HTML inside the chatbot, which has
 # no event of its own for it) is handed to the hidden #version-switch button, which sends
 # "<message id>:<step>" to the server. Captured first, so the click selects nothing else.
-HEAD = """<script>
+HEAD = r"""<script>
 document.addEventListener("click", (event) => {
   const button = event.target.closest && event.target.closest("#chatbot button.version-step");
   if (!button) return;
   event.preventDefault();
   event.stopPropagation();
-  window.vllmChatVersion = button.dataset.message + ":" + button.dataset.step;
+  const id = (button.className.match(/message-(\d+)/) || [])[1];
+  window.vllmChatVersion = id + ":" + (button.classList.contains("version-next") ? "1" : "-1");
   document.querySelector("#version-switch").click();
 }, true);
 </script>"""

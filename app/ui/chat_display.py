@@ -66,17 +66,18 @@ def meta_line(message: StoredMessage, lang: str) -> str:
 
 
 def _version_switch(message: StoredMessage, lang: str) -> str:
-    # The page's click handler (chat.VERSION_CLICK_JS) reads the message id and the step.
-    def button(step: int, label: str, key: str, enabled: bool) -> str:
+    # The page's click handler (chat.HEAD) reads the message id and the direction from the
+    # classes: the chatbot's sanitizer drops data- and aria- attributes, and keeps class and title.
+    def button(direction: str, label: str, key: str, enabled: bool) -> str:
         name = html.escape(translate(key, lang), quote=True)
         state = "" if enabled else " disabled"
         return (
-            f'<button class="version-step" data-message="{message.id}" data-step="{step}" '
-            f'aria-label="{name}" title="{name}"{state}>{label}</button>'
+            f'<button class="version-step version-{direction} message-{message.id}" title="{name}"{state}>'
+            f"{label}</button>"
         )
 
     return (
-        f'<span class="version-nav">{button(-1, "‹", "chat.version_previous", message.version > 1)}'
+        f'<span class="version-nav">{button("previous", "‹", "chat.version_previous", message.version > 1)}'
         f'<span class="version-count">{message.version}/{message.versions}</span>'
-        f"{button(1, '›', 'chat.version_next', message.version < message.versions)}</span>"
+        f"{button('next', '›', 'chat.version_next', message.version < message.versions)}</span>"
     )

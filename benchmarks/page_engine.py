@@ -1,0 +1,118 @@
+"""A stand-in engine for the page benchmark: the app's `ChatEngine`, streaming one fixed,
+realistic Markdown reply (headings, a table, Python code, LaTeX, some Chinese) at a fixed token
+rate, so that a page measurement measures the page alone, not a model or the CPU it shares.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+from app.engine import ChatDelta, EngineState, EngineStatus
+from app.errors import UserError
+from app.settings import EngineSettings, SamplingSettings
+
+SECTION = """## {n}. 梯度下降 (gradient descent), step by step
+
+The loss $L(\\theta)$ falls fastest along $-\\nabla L$; a step of size $\\eta$ costs $5 and
+saves $10 of compute in this toy example. The update rule:
+
+$$\\theta_{{t+1}} = \\theta_t - \\eta \\nabla L(\\theta_t)$$
+
+| step | learning rate | loss |
+|---:|---|---|
+| 1 | 0.1 | 2.31 |
+| 2 | 0.05 | 1.87 |
+| 3 | 0.025 | 1.52 |
+
+```python
+def descend(grad, theta, eta=0.1, steps=100):
+    for _ in range(steps):
+        theta = theta - eta * grad(theta)  # 沿负梯度方向
+    return theta
+```
+
+- 学习率太大会发散, too small and it crawls.
+- Momentum keeps a running average: $v_t = \\beta v_{{t-1}} + (1-\\beta) g_t$.
+
+"""
+CHARS_PER_TOKEN = 4  # about what a BPE tokenizer averages on mixed English and code
+
+
+def reply_text(tokens: int) -> str:
+    """The reply: sections of the Markdown above, cut at `tokens` tokens."""
+    text = "".join(SECTION.format(n=n) for n in itertools.islice(itertools.count(1), tokens // 150 + 1))
+    return text[: tokens * CHARS_PER_TOKEN]
+
+
+class PageEngine:
+    """Streams `reply_text(tokens)` at `rate` tokens per second, one token per delta."""
+
+    vllm = None  # no vLLM engine behind it: the app's /v1 answers "not ready", the chat works
+
+    def __init__(self, tokens: int = 2000, rate: float = 120.0) -> None:
+        self.text = reply_text(tokens)
+        self.rate = rate
+        self._running = 0
+        self._status = EngineStatus(EngineState.READY, model="stand-in", since=time.time(), max_model_len=32768)
+
+    @property
+    def status(self) -> EngineStatus:
+        return self._status
+
+    @property
+    def model_name(self) -> str | None:
+        return "stand-in"
+
+    @property
+    def max_model_len(self) -> int | None:
+        return 32768
+
+    async def load(self, model: str, settings: EngineSettings, name: str | None = None) -> None:
+        raise UserError("engine.no_model")
+
+    async def unload(self) -> None:
+        return None
+
+    def resolve_sampling(self, overrides: Mapping[str, Any] | None = None) -> SamplingSettings:
+        return SamplingSettings.from_dict(overrides or {})
+
+    def model_sampling_defaults(self) -> dict[str, Any]:
+        return {}
+
+    async def check_alive(self) -> bool:
+        return True
+
+    def mark_failed(self, error: UserError) -> None:
+        return None
+
+    async def stream_chat(
+        self, messages: Sequence[Any], sampling: SamplingSettings, request_id: str | None = None
+    ) -> AsyncIterator[ChatDelta]:
+        async for delta in self.stream_completion("", sampling, request_id):
+            yield delta
+
+    async def stream_completion(
+        self, prompt: str, sampling: SamplingSettings, request_id: str | None = None
+    ) -> AsyncIterator[ChatDelta]:
+        start = time.monotonic()
+        pieces = [self.text[i : i + CHARS_PER_TOKEN] for i in range(0, len(self.text), CHARS_PER_TOKEN)]
+        self._running += 1
+        try:
+            for i, piece in enumerate(pieces):
+                # Paced against the clock, not by sleeps alone, so a busy loop does not slow the rate.
+                await asyncio.sleep(max(0.0, start + (i + 1) / self.rate - time.monotonic()))
+                elapsed = time.monotonic() - start
+                finish = "length" if i == len(pieces) - 1 else None
+                yield ChatDelta(piece, 100, i + 1, finish, ttft=1 / self.rate, elapsed=elapsed)
+        finally:
+            self._running -= 1
+
+    async def abort(self, request_id: str) -> None:
+        return None
+
+    def num_unfinished_requests(self) -> int:
+        return self._running
