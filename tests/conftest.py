@@ -11,7 +11,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import signal
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -19,6 +22,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psutil
 import pytest
 
@@ -81,6 +85,50 @@ def slow_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_llama_no_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A second model (Llama architecture) without a chat template."""
     return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-llama", arch="llama", chat_template=False)
+
+
+# The real `vllm serve` the remote-mode and parity tests talk to: the tiny model under the name
+# the app gives it, with the flags the app picks for it (Qwen2: Hermes-style tool calls).
+VLLM_SERVE_NAME = "tiny-qwen2"
+REMOTE_KEY = "remote-secret"
+VLLM_SERVE_FLAGS = ("--enforce-eager", "--max-model-len", str(TEST_MAX_MODEL_LEN),
+                    "--enable-auto-tool-choice", "--tool-call-parser", "hermes")
+
+
+@pytest.fixture(scope="session")
+def vllm_serve(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`python -m vllm.entrypoints.openai.api_server` on loopback (about 30-90 s to start); its
+    /v1 URL. Needs REMOTE_KEY."""
+    port = free_port()
+    log = (tmp_path_factory.mktemp("vllm-serve") / "server.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_model),
+         "--served-model-name", VLLM_SERVE_NAME, *VLLM_SERVE_FLAGS,
+         "--host", "127.0.0.1", "--port", str(port), "--api-key", REMOTE_KEY],
+        env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            assert process.poll() is None, f"vllm serve exited; see {log.name}"
+            assert time.monotonic() < deadline, f"vllm serve did not start; see {log.name}"
+            try:
+                if httpx.get(f"{url}/models", headers={"Authorization": f"Bearer {REMOTE_KEY}"}).is_success:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(1)
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        log.close()
 
 
 def tiny_engine_settings() -> EngineSettings:

@@ -3,13 +3,8 @@ here once for the module on loopback with the tiny model."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,45 +16,10 @@ from app.engine import EngineState
 from app.errors import EngineError
 from app.remote import RemoteEngine
 from app.settings import SamplingSettings
-from tests.conftest import TEST_MAX_MODEL_LEN, collect, free_port
+from tests.conftest import REMOTE_KEY, TEST_MAX_MODEL_LEN, VLLM_SERVE_NAME, collect, free_port
 
-REMOTE_KEY = "remote-secret"
-SERVED = "tiny-remote"
+SERVED = VLLM_SERVE_NAME
 HELLO = [{"role": "user", "content": "Hello, how are you today?"}]
-
-
-@pytest.fixture(scope="module")
-def vllm_serve(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    log = (tmp_path_factory.mktemp("vllm-serve") / "server.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_model),
-         "--served-model-name", SERVED, "--enforce-eager", "--max-model-len", str(TEST_MAX_MODEL_LEN),
-         "--host", "127.0.0.1", "--port", str(port), "--api-key", REMOTE_KEY],
-        env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}, stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + 240
-        while True:
-            assert process.poll() is None, f"vllm serve exited; see {log.name}"
-            assert time.monotonic() < deadline, f"vllm serve did not start; see {log.name}"
-            try:
-                if httpx.get(f"{url}/models", headers={"Authorization": f"Bearer {REMOTE_KEY}"}).is_success:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(1)
-        yield url
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        log.close()
 
 
 @pytest.fixture
