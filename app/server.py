@@ -21,7 +21,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", str(2**62))
 os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", "100")
 
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from app.access import Access
@@ -30,7 +30,7 @@ from app.api.perimeter import Perimeter, PerimeterRules
 from app.application import App
 from app.errors import UserError
 from app.hardware import port_free
-from app.i18n import translate
+from app.i18n import language_from_accept, translate
 
 log = logging.getLogger(__name__)
 # The longest the page waits for the engine's processes to start (a model id vLLM must look up
@@ -68,9 +68,11 @@ def build_http_app(app: App, unload_on_exit: bool = True, access: Access | None 
     http = FastAPI(title="vllm-chat", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
 
     @http.get("/healthz")
-    async def healthz() -> dict:
+    async def healthz(request: Request) -> dict:
         status = app.engine.status
-        return {"state": status.state.value, "model": status.model}
+        lang = language_from_accept(request.headers.get("accept-language"))
+        reason = status.error.message(lang) if status.error else None
+        return {"state": status.state.value, "model": status.model, "error": reason}
 
     @http.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
