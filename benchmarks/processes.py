@@ -17,6 +17,8 @@ from pathlib import Path
 
 import httpx
 
+from app.models.catalog import load_catalog
+from app.models.parsers import parsers_for
 from app.settings import EngineSettings
 from benchmarks.bare_engine import BARE_READY
 
@@ -52,6 +54,17 @@ class EngineConfig:
             flags.append("--enforce-eager")
         if self.load_format != "auto":
             flags += ["--load-format", self.load_format]
+        return flags
+
+    def serve_flags(self) -> list[str]:
+        """`vllm serve`'s: the engine's, and the parsers the app picks for this model, so both
+        servers do the same work per request."""
+        flags = self.vllm_flags()
+        parsers = parsers_for(self.name, Path(self.model), load_catalog())
+        if parsers.tool_call:
+            flags += ["--enable-auto-tool-choice", "--tool-call-parser", parsers.tool_call]
+        if parsers.reasoning:
+            flags += ["--reasoning-parser", parsers.reasoning]
         return flags
 
     def vllm_env(self) -> dict[str, str]:
@@ -179,7 +192,7 @@ async def start_vllm_serve(config: EngineConfig, log: Path) -> tuple[ChildProces
     port = free_port()
     server = ChildProcess(
         "vllm serve",
-        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", *config.vllm_flags(),
+        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", *config.serve_flags(),
          "--host", "127.0.0.1", "--port", str(port)],
         log,
         env=config.vllm_env(),

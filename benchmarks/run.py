@@ -159,7 +159,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
     from app.engine import Engine, on_cpu
     from app.hardware import detect
-    from app.settings import AppPaths, AppSettings, SamplingSettings, save_settings
+    from app.settings import AppPaths, AppSettings, SamplingSettings
+    from app.settings_file import save_settings
     from benchmarks import report
     from benchmarks.bandwidth import decode_vs_bandwidth, gpu_bandwidth
     from benchmarks.lifecycle import memory_now, switch_cost
