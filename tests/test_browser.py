@@ -338,12 +338,17 @@ def test_math_and_markdown_as_models_write_them(open_page: Any, app: App) -> Non
 def test_versions_of_a_reply_switch_and_survive_a_reload(open_page: Any, app: App) -> None:
     page = open_page(app)
     chat = page.locator("#chatbot")
+    label = page.locator("#version-label")
     box = page.locator("#chat-input textarea")
     box.fill("Name a colour")
     box.press("Enter")
     expect(chat.locator(".reply-stats")).to_contain_text("8 tokens")
+    # One version: no version buttons yet.
+    expect(page.locator("#version-bar")).to_be_hidden()
     page.locator("#regenerate").click()
     expect(chat.locator(".version-count")).to_have_text("2/2")
+    expect(label).to_have_text("Reply 2/2")
+    expect(page.get_by_role("button", name="Next version")).to_be_disabled()
 
     def shown() -> list[str]:
         return [m.content for m in app.conversations.messages(app.conversations.list()[0].id)]
@@ -351,7 +356,8 @@ def test_versions_of_a_reply_switch_and_survive_a_reload(open_page: Any, app: Ap
     exported = app.conversations.export_json(app.conversations.list()[0].id)["messages"]
     first, second = [m["content"] for m in exported[1:]]
     assert shown()[1] == second
-    chat.get_by_role("button", name="Previous version").click()
+    page.get_by_role("button", name="Previous version").click()
+    expect(label).to_have_text("Reply 1/2")
     expect(chat.locator(".version-count")).to_have_text("1/2")
     assert wait_until(lambda: shown()[1] == first)
     shot(page, "14-version-1-of-2")
@@ -363,10 +369,12 @@ def test_versions_of_a_reply_switch_and_survive_a_reload(open_page: Any, app: Ap
     assert shown()[:2] == ["Name a colour", first]
     page.reload()
     expect(chat.get_by_text("And another?")).to_be_visible()
-    expect(chat.locator(".version-count")).to_have_text("1/2")
-    chat.get_by_role("button", name="Next version").click()
+    expect(label).to_have_text("Reply 1/2")
+    page.get_by_role("button", name="Next version").click()
     expect(chat.get_by_text("And another?")).to_have_count(0)
+    expect(label).to_have_text("Reply 2/2")
     expect(chat.locator(".version-count")).to_have_text("2/2")
+    assert wait_until(lambda: shown() == ["Name a colour", second])
     shot(page, "15-version-2-of-2")
 
 
@@ -390,10 +398,12 @@ def test_an_edit_starts_a_branch_and_the_old_one_stays_reachable(open_page: Any,
     assert wait_until(lambda: len(shown()) == 2 and shown()[0] == "Edited question"), shown()
     expect(chat.get_by_text("Second question")).to_have_count(0)
     expect(chat.locator(".version-count")).to_have_text("2/2")
+    expect(page.locator("#version-label")).to_have_text("Your message 2/2")
     page.reload()
     expect(chat.get_by_text("Edited question")).to_be_visible()
-    chat.get_by_role("button", name="Previous version").click()
+    page.get_by_role("button", name="Previous version").click()
     expect(chat.get_by_text("Second question")).to_be_visible()
+    expect(page.locator("#version-label")).to_have_text("Your message 1/2")
     assert shown()[0] == "First question" and shown()[2] == "Second question"
     shot(page, "16-old-branch")
 

@@ -22,22 +22,6 @@ TAKE_MESSAGE_JS = """(message) => {
 }"""
 SENT_JS = "() => { window.vllmChatSending = false; }"
 
-# In the page's <head>: a click on ‹ or › under a message (HTML inside the chatbot, which has
-# no event of its own for it) is handed to the hidden #version-switch button, which sends
-# "<message id>:<step>" to the server. Captured first, so the click selects nothing else.
-HEAD = r"""<script>
-document.addEventListener("click", (event) => {
-  const button = event.target.closest && event.target.closest("#chatbot button.version-step");
-  if (!button) return;
-  event.preventDefault();
-  event.stopPropagation();
-  const id = (button.className.match(/message-(\d+)/) || [])[1];
-  window.vllmChatVersion = id + ":" + (button.classList.contains("version-next") ? "1" : "-1");
-  document.querySelector("#version-switch").click();
-}, true);
-</script>"""
-VERSION_JS = "() => window.vllmChatVersion || ''"
-
 
 @dataclass
 class Sidebar:
@@ -65,6 +49,10 @@ class Pane:
     send: gr.Button
     stop: gr.Button
     regenerate: gr.Button
+    versions: gr.Row
+    previous_version: gr.Button
+    version_label: gr.Markdown
+    next_version: gr.Button
 
 
 def chat_tab(app: App, i18n: gr.I18n, timer: gr.Timer) -> None:
@@ -75,12 +63,16 @@ def chat_tab(app: App, i18n: gr.I18n, timer: gr.Timer) -> None:
             side = _sidebar(i18n)
         with gr.Column(scale=4):
             pane = _pane(app, i18n)
+    # The message the version buttons act on (see `version_target`).
+    focus = gr.State(None)
     panel = ChatPanel(app, pane.chatbot)
-    opened = [pane.chatbot, conversation_id, side.conversations, pane.system_prompt, side.title, pane.notice]
+    bar = [focus, pane.versions, pane.previous_version, pane.version_label, pane.next_version]
+    opened = [pane.chatbot, conversation_id, side.conversations, pane.system_prompt, side.title, pane.notice, *bar]
     # No triggers: runs when the page loads.
     gr.on(None, panel.open_latest, inputs=None, outputs=[*opened, pane.box, pane.send], api_visibility="private")
     timer.tick(panel.refresh_notice, None, pane.notice, show_progress="hidden", api_visibility="private")
     _wire_replies(panel, pane, conversation_id, opened)
+    _wire_versions(panel, pane, conversation_id, bar)
     _wire_sidebar(panel, side, pane, conversation_id, opened)
     gr.api(panel.history, api_name="history")
     gr.api(panel.conversations, api_name="conversations")
@@ -145,6 +137,11 @@ def _pane(app: App, i18n: gr.I18n) -> Pane:
         placeholder=i18n("chat.empty_placeholder"),
         elem_id="chatbot",
     )
+    # Which version of a turn is shown: the last turn with several, or the one the user clicked.
+    with gr.Row(visible=False, elem_id="version-bar") as versions:
+        previous_version = gr.Button(i18n("chat.version_previous"), size="sm", elem_id="version-previous", scale=0)
+        version_label = gr.Markdown(elem_id="version-label")
+        next_version = gr.Button(i18n("chat.version_next"), size="sm", elem_id="version-next", scale=0)
     with gr.Row(equal_height=True):
         box = gr.Textbox(
             placeholder=i18n("chat.placeholder"),
@@ -161,7 +158,19 @@ def _pane(app: App, i18n: gr.I18n) -> Pane:
         send = gr.Button(i18n("chat.send"), variant="primary", scale=1, min_width=80, elem_id="send", interactive=False)
         stop = gr.Button(i18n("chat.stop"), variant="stop", scale=1, min_width=80, elem_id="stop")
     regenerate = gr.Button(i18n("chat.regenerate"), size="sm", elem_id="regenerate")
-    return Pane(notice, system_prompt, chatbot, box, send, stop, regenerate)
+    return Pane(
+        notice,
+        system_prompt,
+        chatbot,
+        box,
+        send,
+        stop,
+        regenerate,
+        versions,
+        previous_version,
+        version_label,
+        next_version,
+    )
 
 
 def _wire_replies(panel: ChatPanel, pane: Pane, conversation_id: gr.State, opened: list) -> None:
@@ -200,12 +209,14 @@ def _wire_replies(panel: ChatPanel, pane: Pane, conversation_id: gr.State, opene
         # Gradio's page runs `.then` listeners only when the event did not fail, hence `.failure` too.
         for after in (event.then, event.failure):
             after(panel.open, [conversation_id], opened, show_progress="hidden", api_visibility="private")
-    # ‹ › under a message (see HEAD): which version to show arrives through a hidden field.
-    choice = gr.Textbox(visible=False)
-    switch = gr.Button(visible="hidden", elem_id="version-switch")
-    switch.click(None, None, [choice], js=VERSION_JS, queue=False, api_visibility="private").then(
-        panel.switch_version, [choice, conversation_id], [pane.chatbot], api_name="switch_version", **shown_on
-    )
+
+
+def _wire_versions(panel: ChatPanel, pane: Pane, conversation_id: gr.State, bar: list) -> None:
+    focus = bar[0]
+    shown = {"show_progress": "hidden", "api_visibility": "private"}
+    pane.previous_version.click(panel.previous_version, [focus, conversation_id], [pane.chatbot, *bar], **shown)
+    pane.next_version.click(panel.next_version, [focus, conversation_id], [pane.chatbot, *bar], **shown)
+    pane.chatbot.select(panel.pick_version, [conversation_id], bar, **shown)
 
 
 def _wire_sidebar(panel: ChatPanel, side: Sidebar, pane: Pane, conversation_id: gr.State, opened: list) -> None:

@@ -1,5 +1,5 @@
 """How saved messages are drawn in the chatbot: text, math as models write it, and under a
-message the line with its version switch (‹ 2/3 ›) and, for a reply, its speed.
+message the line with its version count (2/3) and, for a reply, its speed.
 
 The chatbot's own Markdown renders `$$`, `\\[` and `\\(`. Models also write inline math as
 `$...$`, but so do prices ("$5 and $10"): a lone `$` is not a delimiter there. Inline math
@@ -13,7 +13,6 @@ import re
 from typing import Any
 
 from app.conversations import StoredMessage, stats_line
-from app.i18n import translate
 
 LATEX_DELIMITERS = [
     {"left": "$$", "right": "$$", "display": True},
@@ -42,7 +41,7 @@ def with_inline_math(text: str) -> str:
 
 def display(messages: list[StoredMessage], lang: str) -> list[dict[str, Any]]:
     """Chatbot messages: text blocks (kept verbatim, no dedenting), then a line of their own (so
-    that copying a reply copies the reply only) with the version switch and the speed."""
+    that copying a reply copies the reply only) with the version count and the speed."""
     shown = []
     for m in messages:
         # A user's text is what the edit box shows: left exactly as typed.
@@ -56,28 +55,18 @@ def display(messages: list[StoredMessage], lang: str) -> list[dict[str, Any]]:
 
 
 def meta_line(message: StoredMessage, lang: str) -> str:
-    """The version switch (when the turn has several versions) and the speed line, as HTML."""
+    """The version count (when the turn has several versions) and the speed line, as HTML."""
     parts = []
     if message.versions > 1:
-        parts.append(_version_switch(message, lang))
+        parts.append(f'<span class="version-count">{message.version}/{message.versions}</span>')
     if message.stats is not None:
         parts.append(f'<span class="reply-stats">{html.escape(stats_line(message.stats, lang))}</span>')
     return f'<div class="turn-meta">{" ".join(parts)}</div>' if parts else ""
 
 
-def _version_switch(message: StoredMessage, lang: str) -> str:
-    # The page's click handler (chat.HEAD) reads the message id and the direction from the
-    # classes: the chatbot's sanitizer drops data- and aria- attributes, and keeps class and title.
-    def button(direction: str, label: str, key: str, enabled: bool) -> str:
-        name = html.escape(translate(key, lang), quote=True)
-        state = "" if enabled else " disabled"
-        return (
-            f'<button class="version-step version-{direction} message-{message.id}" title="{name}"{state}>'
-            f"{label}</button>"
-        )
-
-    return (
-        f'<span class="version-nav">{button("previous", "‹", "chat.version_previous", message.version > 1)}'
-        f'<span class="version-count">{message.version}/{message.versions}</span>'
-        f"{button('next', '›', 'chat.version_next', message.version < message.versions)}</span>"
-    )
+def version_target(messages: list[StoredMessage], focus: int | None) -> int | None:
+    """Where on the shown path the version buttons act: the message the user picked, if it has
+    versions, else the last one that has (a regenerated reply, or an edited message)."""
+    forks = [i for i, m in enumerate(messages) if m.versions > 1]
+    picked = [i for i in forks if messages[i].id == focus]
+    return (picked or forks or [None])[-1]

@@ -38,7 +38,7 @@ from app.errors import UserError
 from app.files import private_dir, write_private
 from app.i18n import translate
 from app.settings import SamplingSettings
-from app.ui.chat_display import display
+from app.ui.chat_display import display, version_target
 from app.ui.i18n import request_language, shown_error
 
 # The browser re-renders the whole growing message (Markdown, code, math) on every update, so
@@ -99,6 +99,7 @@ class ChatPanel:
             system_prompt,
             conv.title if conv else "",
             self.notice(lang),
+            *self._version_bar(messages, None, lang),
         )
 
     def new_chat(self, request: gr.Request) -> tuple:
@@ -124,15 +125,6 @@ class ChatPanel:
         self._require_conversation(conversation_id, lang)
         self.app.conversations.delete(conversation_id)
         return self._opened(None, lang)
-
-    def switch_version(self, choice: str, conversation_id: int | None, request: gr.Request) -> list[dict[str, Any]]:
-        """‹ or › under a message: "<message id>:<step>" from the page; the chat as it now shows."""
-        lang = request_language(request)
-        conv = self._require_conversation(conversation_id, lang)
-        message_id, _, step = choice.partition(":")
-        if not (message_id.isdigit() and step in ("-1", "1")):
-            raise shown_error(translate("conversations.message_not_found", lang, id=message_id[:20]))
-        return display(self.app.conversations.show_version(conv.id, int(message_id), int(step)), lang)
 
     def export_markdown(self, conversation_id: int | None, request: gr.Request) -> dict[str, Any]:
         return self._export(conversation_id, "md", request_language(request))
@@ -227,10 +219,7 @@ class ChatPanel:
         model = self.app.engine.model_name
         text, last, outcome = "", None, "abort"
         shown = [*turn.prior, turn.user or StoredMessage(0, "user", turn.user_text, 0.0)]
-        first_update = True
-        # The pacing starts with the first visible text: a first token that decodes to nothing
-        # must not hold the first words back for a whole interval.
-        last_update = None
+        pacer = _Pacer()
         try:
             # Show the message at once, before the prompt is processed; it is saved only when the
             # engine accepts it.
@@ -243,30 +232,16 @@ class ChatPanel:
                     shown = [*turn.prior, turn.user]
                 text += delta.text
                 last = delta
-                now = time.monotonic()
-                due = last_update is None or now - last_update >= update_interval(len(text))
                 # The last words wait for the saved reply below, a moment later with its speed
                 # line: one update less per reply.
-                if ((due and text) or first_update) and not delta.finish_reason:
-                    if text:
-                        last_update = now
-                    first_update = False
+                if pacer.due(text) and not delta.finish_reason:
                     yield display([*shown, StoredMessage(0, "assistant", text, 0.0)], lang), turn.conversation_id
             outcome = "finished"
         except UserError as exc:
             outcome = "error"
             raise shown_error(exc.message(lang)) from None
         finally:
-            # Stop button, closed tab or error: closing the stream aborts the request in the
-            # engine; then whatever text arrived is kept. A first delta nobody read (the tab went
-            # away during the preview) is dropped: the stream can only be closed once that read
-            # has ended. A Stop that lands meanwhile is passed on after the cleanup.
-            first.cancel()
-            stopped_meanwhile = await wait_through_cancellation(first)
-            if not first.cancelled():
-                first.exception()  # read (and shown through `deltas`) or dropped, never logged as lost
-            await deltas.aclose()
-            await stream.aclose()
+            stopped_meanwhile = await _close(first, deltas, stream)
             if last is not None and (text or outcome == "finished"):
                 ending = "abort" if outcome != "error" else "error"
                 save_reply(self.app.conversations, turn, text, model, dataclasses.asdict(sampling), last, ending)
@@ -317,6 +292,48 @@ class ChatPanel:
             raise shown_error(translate("chat.no_chat_selected", lang))
         return self._get(conversation_id, lang)
 
+    # ---- versions ------------------------------------------------------------------------
+
+    def previous_version(self, focus: int | None, conversation_id: int | None, request: gr.Request) -> tuple:
+        return self._switch_version(focus, conversation_id, -1, request_language(request))
+
+    def next_version(self, focus: int | None, conversation_id: int | None, request: gr.Request) -> tuple:
+        return self._switch_version(focus, conversation_id, 1, request_language(request))
+
+    def pick_version(self, conversation_id: int | None, selected: gr.SelectData, request: gr.Request) -> tuple:
+        """A message clicked: the version buttons act on its turn, if it has several versions."""
+        lang = request_language(request)
+        conv = self._find(conversation_id)
+        path = self.app.conversations.messages(conv.id) if conv else []
+        if not path:
+            return self._version_bar(path, None, lang)
+        return self._version_bar(path, path[self._stored_position(path, selected.index, lang)].id, lang)
+
+    def _switch_version(self, focus: int | None, conversation_id: int | None, step: int, lang: str) -> tuple:
+        """The chat with the version `step` away of the turn the buttons act on; they then act on it."""
+        conv = self._require_conversation(conversation_id, lang)
+        path = self.app.conversations.messages(conv.id)
+        at = version_target(path, focus)
+        if at is not None:
+            path = self.app.conversations.show_version(conv.id, path[at].id, step)
+        return display(path, lang), *self._version_bar(path, path[at].id if at is not None else None, lang)
+
+    def _version_bar(self, path: list[StoredMessage], focus: int | None, lang: str) -> tuple:
+        """(focus, row, ‹ button, "Reply 2/3", › button) for the turn `version_target` picks;
+        the row hidden when no turn on the shown path has versions."""
+        at = version_target(path, focus)
+        if at is None:
+            return None, gr.update(visible=False), gr.skip(), gr.skip(), gr.skip()
+        message = path[at]
+        key = "chat.version_reply" if message.role == "assistant" else "chat.version_message"
+        return (
+            message.id,
+            gr.update(visible=True),
+            gr.update(interactive=message.version > 1),
+            translate(key, lang, version=message.version, versions=message.versions),
+            gr.update(interactive=message.version < message.versions),
+        )
+
     # ---- API-only views ------------------------------------------------------------------
 
     def history(self, conversation_id: int | None = None) -> dict:
@@ -341,6 +358,38 @@ async def _chained(first: asyncio.Future, rest: AsyncIterator[ChatDelta]) -> Asy
     yield delta
     async for delta in rest:
         yield delta
+
+
+async def _close(first: asyncio.Future, deltas: AsyncIterator[ChatDelta], stream: AsyncIterator[ChatDelta]) -> bool:
+    """Stop button, closed tab or error: closing the stream aborts the request in the engine.
+    A first delta nobody read (the tab went away during the preview) is dropped: the stream can
+    only be closed once that read has ended. Returns whether a Stop landed meanwhile, for the
+    caller to pass on after its cleanup."""
+    first.cancel()
+    stopped_meanwhile = await wait_through_cancellation(first)
+    if not first.cancelled():
+        first.exception()  # read (and shown through `deltas`) or dropped, never logged as lost
+    await deltas.aclose()
+    await stream.aclose()
+    return stopped_meanwhile
+
+
+class _Pacer:
+    """When the growing reply is next shown: its first delta at once, then at `update_interval`
+    from the first visible text (a first token that decodes to nothing holds nothing back)."""
+
+    def __init__(self) -> None:
+        self.started = False
+        self.last_update: float | None = None
+
+    def due(self, text: str) -> bool:
+        now = time.monotonic()
+        if text and (self.last_update is None or now - self.last_update >= update_interval(len(text))):
+            self.last_update = now
+        elif self.started:
+            return False
+        self.started = True
+        return True
 
 
 def update_interval(reply_chars: int) -> float:

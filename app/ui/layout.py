@@ -10,7 +10,6 @@ from fastapi import FastAPI
 from app.application import App
 from app.conversations import MAX_IMPORT_BYTES
 from app.files import private_dir
-from app.ui.chat import HEAD as CHAT_HEAD
 from app.ui.chat import chat_tab
 from app.ui.chat_panel import export_dir
 from app.ui.i18n import gradio_i18n
@@ -55,7 +54,6 @@ def mount_ui(http: FastAPI, app: App, auth: tuple[str, str] | None = None) -> Fa
         i18n=i18n,
         footer_links=["api"],
         css_paths=[STYLE],
-        head=CHAT_HEAD,
         allowed_paths=[str(export_dir(app))],
         # The largest file the page takes (an imported chat); Gradio refuses bigger uploads itself.
         max_file_size=MAX_IMPORT_BYTES,
