@@ -1,11 +1,9 @@
 """The chat tab's handlers: what each event does, given the app and the chatbot it draws into.
 
-The saved conversation (app.conversations) is the truth; the chatbot only displays it. Where
-a turn's messages go in the conversation's tree is decided by the conversations core
-(`new_turn`, `edit_turn`, `regenerate_turn`, `begin`, `save_reply`); here the reply is
-streamed and drawn. The user's message is saved when the first token arrives, and the reply
-(finished, stopped or failed part-way) in the generator's `finally`, after closing the engine
-stream, which aborts the request in the engine.
+The saved conversation is the truth; the chatbot only displays it. Where a turn's messages go
+in the tree is decided by the conversations core (`new_turn`, `edit_turn`, `regenerate_turn`,
+`begin`, `save_reply`); here the reply is streamed and drawn. The reply (finished, stopped or
+failed part-way) is saved in the generator's `finally`, after closing the engine stream.
 """
 
 from __future__ import annotations
