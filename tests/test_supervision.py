@@ -50,8 +50,9 @@ def test_a_switch_under_load_finishes_or_refuses_every_request(own: Any, engine_
     app, server = own
     model = app.engine.model_name
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        first = [pool.submit(stream_reply, server.url, model) for _ in range(4)]
-        assert wait_until(lambda: app.engine.num_unfinished_requests() > 0, 10)
+        first = [pool.submit(stream_reply, server.url, model, 400) for _ in range(4)]
+        # All four are in the engine before the switch starts.
+        assert wait_until(lambda: app.engine.num_unfinished_requests() == 4, 10)
         switching = pool.submit(engine_loop.run, app.load_model(str(tiny_model), tiny_engine_settings()))
         assert wait_until(lambda: app.engine.status.state == EngineState.LOADING, 10)
         during = [pool.submit(stream_reply, server.url, model) for _ in range(4)]
