@@ -39,7 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 async def client_loop(http: httpx.AsyncClient, url: str, model: str, tokens: int, until: float,
-                      tally: dict[str, int], n: int) -> None:
+                      tally: dict[str, int], failures: list[str], n: int) -> None:
     """One client: streamed chats back to back until `until`; each one counted ok or failed."""
     i = 0
     while time.monotonic() < until:
@@ -50,9 +50,12 @@ async def client_loop(http: httpx.AsyncClient, url: str, model: str, tokens: int
             async with http.stream("POST", f"{url}/v1/chat/completions", json=body) as reply:
                 text = "".join([chunk async for chunk in reply.aiter_text()])
             done = reply.status_code == 200 and text.rstrip().endswith("data: [DONE]") and '"error"' not in text
-        except httpx.HTTPError:
-            done = False
+            failure = f"{reply.status_code}: {text[-300:]}"
+        except httpx.HTTPError as exc:
+            done, failure = False, repr(exc)
         tally["ok" if done else "failed"] += 1
+        if not done and len(failures) < 5:
+            failures.append(failure)
 
 
 def engine_counts(metrics_text: str) -> dict[str, float]:
@@ -90,6 +93,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                           enforce_eager=False, on_cpu=on_cpu())
     app, url, _ = await start_app(config, folder / "app.log")
     tally = {"ok": 0, "failed": 0}
+    failures: list[str] = []
     samples: list[tuple[float, int]] = []
     try:
         until = time.monotonic() + args.seconds
@@ -97,7 +101,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT_S, limits=limits) as http:
             await asyncio.gather(
                 sample_memory(app.proc.pid, until, samples),
-                *(client_loop(http, url, config.name, args.output_tokens, until, tally, n)
+                *(client_loop(http, url, config.name, args.output_tokens, until, tally, failures, n)
                   for n in range(args.clients)),
             )
             await asyncio.sleep(1.0)
@@ -108,7 +112,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     first, last = minute_means(samples, args.seconds)
     return {
         "clients": args.clients, "seconds": args.seconds,
-        "requests_ok": tally["ok"], "requests_failed": tally["failed"],
+        "requests_ok": tally["ok"], "requests_failed": tally["failed"], "first_failures": failures,
         "requests_per_s": round(tally["ok"] / args.seconds, 1), "left_in_engine": left, "health": health,
         "rss_first_mib": round(first / 2**20, 1), "rss_last_mib": round(last / 2**20, 1),
         "rss_growth_pct": round(100 * (last - first) / first, 2),
