@@ -17,10 +17,10 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 
 from app.application import App
+from app.conversations import Turn
 from app.engine import ChatDelta, Engine, EngineState, EngineStatus
 from app.settings import AppPaths, AppSettings, SamplingSettings
 from app.settings_file import load_settings
-from app.conversations import Turn
 from app.ui.chat_panel import ChatPanel
 from tests.conftest import wait_until
 
