@@ -26,9 +26,16 @@ class Access:
     allowed_hosts: tuple[str, ...] = ()
 
     @classmethod
-    def from_flags(cls, *, host: str | None = None, port: int | None = None, api_key: str | None = None,
-                   auth: str | None = None, allowed_origins: str | None = None,
-                   allowed_hosts: str | None = None) -> Access:
+    def from_flags(
+        cls,
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        api_key: str | None = None,
+        auth: str | None = None,
+        allowed_origins: str | None = None,
+        allowed_hosts: str | None = None,
+    ) -> Access:
         if port is not None and not 1 <= port <= 65535:
             raise UserError("settings.out_of_range", name="port", value=port, low=1, high=65535)
         return cls(

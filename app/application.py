@@ -18,7 +18,9 @@ from typing import Any
 
 from app.access import Access
 from app.conversations import Conversations
-from app.engine import ChatEngine, Engine, looks_like_repo_id
+from app.engine import Engine
+from app.engine_build import looks_like_repo_id
+from app.engine_types import ChatEngine
 from app.errors import UserError
 from app.logs import configure_engine_log
 from app.metrics import AppMetrics

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.engine import DEFAULT_CPU_KV_CACHE_GIB
+from app.engine_build import DEFAULT_CPU_KV_CACHE_GIB
 from app.errors import UserError
 from app.hardware import (
     CPU_BUILD,

@@ -10,23 +10,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import enum
 import gc
-import json
 import logging
-import os
-import re
 import time
 import traceback
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import psutil
 
+from app.engine_build import (
+    _alive,
+    _build_llm,
+    _check_model_files,
+    _device_type,
+    _display_name,
+    _engine_args,
+    _import_vllm,
+    _new_vllm_children,
+)
 from app.engine_errors import explain_generate_error, explain_load_error, explain_render_error
+from app.engine_types import ChatDelta, EngineState, EngineStatus, Message
 from app.errors import EngineError, UserError
 from app.logs import log_size, read_since
 from app.models.catalog import load_catalog
@@ -35,86 +41,8 @@ from app.settings import EngineSettings, SamplingSettings
 
 log = logging.getLogger(__name__)
 
-# On CPU, vLLM would otherwise reserve most of the RAM for the KV cache and refuse to start
-# on a machine that is doing anything else.
-DEFAULT_CPU_KV_CACHE_GIB = 4.0
 # On a switch, requests already running on the old model may finish first (new ones get 503).
 DRAIN_TIMEOUT_S = 30.0
-
-
-class EngineState(enum.StrEnum):
-    EMPTY = "empty"
-    LOADING = "loading"
-    READY = "ready"
-    FAILED = "failed"
-
-
-@dataclass(frozen=True)
-class EngineStatus:
-    """What the engine is doing, for status bars and health checks."""
-
-    state: EngineState
-    model: str | None = None
-    stage: str | None = None  # i18n key of the loading stage
-    error: UserError | None = None
-    since: float = 0.0
-    max_model_len: int | None = None
-    device: str | None = None  # "cuda" or "cpu"
-
-
-@dataclass(frozen=True)
-class ChatDelta:
-    """One streamed step of a reply. Token counts are running totals."""
-
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    finish_reason: str | None = None
-    ttft: float | None = None  # seconds from request to first token
-    elapsed: float = 0.0  # seconds since the request was made
-
-
-@dataclass(frozen=True)
-class Message:
-    role: str
-    content: str
-
-
-class ChatEngine(Protocol):
-    """What adapters need from an engine: the in-process `Engine` or `app.remote.RemoteEngine`."""
-
-    @property
-    def status(self) -> EngineStatus: ...
-
-    @property
-    def model_name(self) -> str | None: ...
-
-    @property
-    def max_model_len(self) -> int | None: ...
-
-    async def load(self, model: str, settings: EngineSettings, name: str | None = None) -> None: ...
-
-    async def unload(self) -> None: ...
-
-    def resolve_sampling(self, overrides: Mapping[str, Any] | None = None) -> SamplingSettings: ...
-
-    def model_sampling_defaults(self) -> dict[str, Any]: ...
-
-    async def check_alive(self) -> bool: ...
-
-    def mark_failed(self, error: UserError) -> None: ...
-
-    def stream_chat(
-        self, messages: Sequence[Message | Mapping[str, str]], sampling: SamplingSettings, request_id: str | None = None
-    ) -> AsyncIterator[ChatDelta]: ...
-
-    def stream_completion(
-        self, prompt: str, sampling: SamplingSettings, request_id: str | None = None
-    ) -> AsyncIterator[ChatDelta]: ...
-
-    async def abort(self, request_id: str) -> None: ...
-
-    def num_unfinished_requests(self) -> int: ...
 
 
 class Engine:
@@ -409,149 +337,6 @@ async def wait_through_cancellation(future: asyncio.Future) -> bool:
         except asyncio.CancelledError:
             cancelled = True
     return cancelled
-
-
-def _new_vllm_children(before: set[int]) -> list[psutil.Process]:
-    """The EngineCore and its workers started since `before`; multiprocessing's resource
-    tracker also appears among the children but lives as long as we do."""
-    return [p for p in psutil.Process().children(recursive=True) if p.pid not in before and _is_vllm_process(p)]
-
-
-# ---- helpers: engine arguments ------------------------------------------------------------
-
-
-def _import_vllm() -> None:
-    """vLLM keeps some import errors of optional packages (torchcodec, ...) for later, and with
-    them the stack that first imported it: run from `load`, that would keep the first engine
-    (a local there) alive after its unload. A worker thread's stack holds nothing of ours."""
-    import vllm.engine.arg_utils
-    import vllm.v1.engine.async_llm  # noqa: F401
-
-
-def _build_llm(config: Any, args: Any) -> Any:
-    """What AsyncLLM.from_engine_args does, from a config built beforehand."""
-    from vllm.v1.engine.async_llm import AsyncLLM
-
-    return AsyncLLM.from_vllm_config(
-        config, enable_log_requests=args.enable_log_requests, disable_log_stats=args.disable_log_stats
-    )
-
-
-def on_cpu() -> bool:
-    from vllm.platforms import current_platform
-
-    return current_platform.is_cpu()
-
-
-def _device_type() -> str:
-    return "cpu" if on_cpu() else "cuda"
-
-
-def _engine_args(model: str, name: str, settings: EngineSettings) -> Any:
-    from vllm.engine.arg_utils import AsyncEngineArgs
-
-    kwargs: dict[str, Any] = dict(
-        model=model,
-        served_model_name=[name],
-        dtype=settings.dtype,
-        gpu_memory_utilization=settings.gpu_memory_utilization,
-        max_model_len=settings.max_model_len,
-        quantization=settings.quantization,
-        tensor_parallel_size=settings.tensor_parallel_size,
-        enforce_eager=settings.enforce_eager,
-        trust_remote_code=settings.trust_remote_code,
-        load_format=settings.load_format,
-        disable_log_stats=False,
-        enable_log_requests=False,
-    )
-    for key in ("max_num_seqs", "max_num_batched_tokens", "enable_chunked_prefill"):
-        if getattr(settings, key) is not None:
-            kwargs[key] = getattr(settings, key)
-    if on_cpu():
-        # Inductor compilation takes minutes on CPU for no gain at chat sizes.
-        kwargs["enforce_eager"] = True
-        if settings.cpu_kv_cache_gib is not None:
-            kwargs["kv_cache_memory_bytes"] = int(settings.cpu_kv_cache_gib * 2**30)
-        elif "VLLM_CPU_KVCACHE_SPACE" not in os.environ:
-            kwargs["kv_cache_memory_bytes"] = int(DEFAULT_CPU_KV_CACHE_GIB * 2**30)
-    return AsyncEngineArgs(**kwargs)
-
-
-def _alive(proc: psutil.Process) -> bool:
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
-def _is_vllm_process(proc: psutil.Process) -> bool:
-    try:
-        return proc.name().startswith("VLLM::")
-    except psutil.Error:
-        return False
-
-
-def _display_name(model: str) -> str:
-    path = Path(model).expanduser()
-    if path.is_dir():
-        # Cached snapshots look like models--org--name/snapshots/<hash>: show org/name.
-        for parent in path.parents:
-            if parent.name.startswith("models--"):
-                return parent.name[len("models--") :].replace("--", "/")
-        return path.name
-    return model
-
-
-_HF_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
-
-
-def looks_like_repo_id(model: str) -> bool:
-    """Hugging Face ids are `name` or `org/name`; anything else is meant as a folder."""
-    return not model.startswith((".", "~")) and bool(_HF_ID.match(model))
-
-
-def _check_model_files(model: str, weights: bool = True) -> None:
-    """Catch the common local-folder mistakes before vLLM turns them into a stack trace.
-    `weights=False`: a config-only folder is enough (random weights of its shape)."""
-    path = Path(model).expanduser()
-    if not path.exists():
-        if not looks_like_repo_id(model):
-            raise EngineError("engine.model_missing", path=model)
-        return  # a Hugging Face id: vLLM resolves it through the cache
-    if not path.is_dir():
-        raise EngineError("engine.model_not_folder", path=model)
-    if not (path / "config.json").is_file():
-        raise EngineError("engine.no_config", path=model)
-    try:
-        json.loads((path / "config.json").read_text(encoding="utf-8"))
-    except ValueError:
-        raise EngineError("engine.corrupt_files", path=model, file="config.json") from None
-    if not weights:
-        return
-    files = list(path.glob("*.safetensors")) + list(path.glob("*.bin")) + list(path.glob("*.pt"))
-    if not files:
-        raise EngineError("engine.no_weights", path=model)
-    for file in path.glob("*.safetensors"):
-        if not _safetensors_header_ok(file):
-            raise EngineError("engine.corrupt_files", path=model, file=file.name)
-
-
-def _safetensors_header_ok(file: Path) -> bool:
-    """A truncated or half-downloaded safetensors file fails this cheap header check."""
-    try:
-        size = file.stat().st_size
-        with file.open("rb") as f:
-            header_len = int.from_bytes(f.read(8), "little")
-            if header_len <= 0 or 8 + header_len > size:
-                return False
-            header = json.loads(f.read(header_len))
-        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-        return 8 + header_len + end <= size
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-
-
-# ---- helpers: sampling --------------------------------------------------------------------
 
 
 def _model_defaults_as_settings(defaults: Mapping[str, Any]) -> dict[str, Any]:

@@ -84,8 +84,7 @@ def save_settings(settings: AppSettings, paths: AppPaths) -> None:
     for key in ENGINE_RUN_ONLY_KEYS:
         del data["engine"][key]
     data["sampling"] = settings.sampling.chosen()
-    write_private(paths.settings_file, json.dumps({"version": SETTINGS_VERSION, **data}, indent=2,
-                                                  ensure_ascii=False))
+    write_private(paths.settings_file, json.dumps({"version": SETTINGS_VERSION, **data}, indent=2, ensure_ascii=False))
 
 
 def _settings_from(raw: dict[str, Any], bad: list[str]) -> AppSettings:
@@ -105,8 +104,9 @@ def _section(cls: type, raw: Any, prefix: str, bad: list[str], skip: tuple[str, 
     return cls(**_fields(cls, raw, bad, prefix=prefix, skip=skip))
 
 
-def _fields(cls: type, raw: dict[str, Any], bad: list[str], prefix: str = "",
-            skip: tuple[str, ...] = ()) -> dict[str, Any]:
+def _fields(
+    cls: type, raw: dict[str, Any], bad: list[str], prefix: str = "", skip: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """The fields of `cls` in `raw` that have the right type and value; the others go to `bad`."""
     hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
@@ -127,7 +127,8 @@ def _fields(cls: type, raw: dict[str, Any], bad: list[str], prefix: str = "",
 def _has_run_only_keys(raw: dict[str, Any]) -> bool:
     engine = raw.get("engine")
     return any(k in raw for k in RUN_ONLY_KEYS) or (
-        isinstance(engine, dict) and any(k in engine for k in ENGINE_RUN_ONLY_KEYS))
+        isinstance(engine, dict) and any(k in engine for k in ENGINE_RUN_ONLY_KEYS)
+    )
 
 
 def _set_aside(path: Path, text: bytes) -> Path:

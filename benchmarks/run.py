@@ -157,7 +157,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
     from transformers import AutoTokenizer
 
-    from app.engine import Engine, on_cpu
+    from app.engine import Engine
+    from app.engine_build import on_cpu
     from app.hardware import detect
     from app.settings import AppPaths, AppSettings, SamplingSettings
     from app.settings_file import save_settings

@@ -45,10 +45,21 @@ ENDPOINTS = (
 # before the first request rather than building it inside that request.
 WATCH_S = 0.25
 # Headers that describe one hop, not the message: never passed on by the remote proxy.
-HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-    "transfer-encoding", "upgrade", "host", "content-length", "authorization",
-})
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+        "authorization",
+    }
+)
 
 
 def serves(path: str) -> bool:
@@ -113,8 +124,10 @@ class OpenAIServer:
         async with self._lock:
             if self._built is None or self._built[0] is not llm:
                 self._release()
-                self._built = (llm, await build_served_app(llm, engine.source or engine.model_name,
-                                                             engine.model_name, engine.settings))
+                self._built = (
+                    llm,
+                    await build_served_app(llm, engine.source or engine.model_name, engine.model_name, engine.settings),
+                )
             return self._built[1]
 
     def _release(self) -> None:
@@ -124,17 +137,22 @@ class OpenAIServer:
             # shutdown again at interpreter exit.
             built[1].state._state.clear()
 
-    async def _pass_through(self, engine: RemoteEngine, scope: Scope, receive: Receive, send: Send,
-                            lang: str) -> None:
+    async def _pass_through(self, engine: RemoteEngine, scope: Scope, receive: Receive, send: Send, lang: str) -> None:
         if self._remote_client is None:
             self._remote_client = httpx.AsyncClient(timeout=httpx.Timeout(600, connect=10))
         body = await _read_body(receive)
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]
-                   if k.decode("latin-1").lower() not in HOP_BY_HOP}
+        headers = {
+            k.decode("latin-1"): v.decode("latin-1")
+            for k, v in scope["headers"]
+            if k.decode("latin-1").lower() not in HOP_BY_HOP
+        }
         headers.update(engine.auth_headers())
         request = self._remote_client.build_request(
-            scope["method"], remote_url(engine.base_url, scope["path"], scope.get("query_string", b"")),
-            content=body, headers=headers)
+            scope["method"],
+            remote_url(engine.base_url, scope["path"], scope.get("query_string", b"")),
+            content=body,
+            headers=headers,
+        )
         try:
             response = await self._remote_client.send(request, stream=True)
         except httpx.HTTPError as exc:
@@ -149,7 +167,7 @@ def remote_url(base_url: str, path: str, query: bytes) -> str:
     its root."""
     base = base_url.rstrip("/")
     if path == SERVED_PREFIX or path.startswith(SERVED_PREFIX + "/"):
-        url = base + path[len(SERVED_PREFIX):]
+        url = base + path[len(SERVED_PREFIX) :]
     else:
         url = base.removesuffix(SERVED_PREFIX) + path
     return url + (f"?{query.decode('latin-1')}" if query else "")
@@ -210,8 +228,11 @@ async def _relay(response: httpx.Response, send: Send) -> Any:
     """Send the remote answer on as it arrives; an async generator so that closing it (the
     client hung up) closes the remote request too."""
     try:
-        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers.items()
-                   if k.lower() not in HOP_BY_HOP | {"content-encoding"}]
+        headers = [
+            (k.encode("latin-1"), v.encode("latin-1"))
+            for k, v in response.headers.items()
+            if k.lower() not in HOP_BY_HOP | {"content-encoding"}
+        ]
         await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
         async for chunk in response.aiter_bytes():
             await send({"type": "http.response.body", "body": chunk, "more_body": True})

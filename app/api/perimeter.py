@@ -52,21 +52,23 @@ HIDDEN_PATHS = frozenset({"/openapi.json", "/gradio_api/openapi.json"})
 LOGIN_FAILURES = 5
 LOGIN_WINDOW_S = 60.0
 # Gradio's page needs inline scripts and styles; nothing may come from, or go to, another host.
-CONTENT_SECURITY_POLICY = "; ".join((
-    "default-src 'self'",
-    "script-src 'self' 'unsafe-inline' 'unsafe-eval' blob:",
-    "style-src 'self' 'unsafe-inline'",
-    "img-src 'self' data: blob:",
-    "media-src 'self' data: blob:",
-    "font-src 'self' data:",
-    "connect-src 'self'",
-    "worker-src 'self' blob:",
-    "frame-src 'self'",
-    "frame-ancestors 'self'",
-    "form-action 'self'",
-    "object-src 'none'",
-    "base-uri 'self'",
-))
+CONTENT_SECURITY_POLICY = "; ".join(
+    (
+        "default-src 'self'",
+        "script-src 'self' 'unsafe-inline' 'unsafe-eval' blob:",
+        "style-src 'self' 'unsafe-inline'",
+        "img-src 'self' data: blob:",
+        "media-src 'self' data: blob:",
+        "font-src 'self' data:",
+        "connect-src 'self'",
+        "worker-src 'self' blob:",
+        "frame-src 'self'",
+        "frame-ancestors 'self'",
+        "form-action 'self'",
+        "object-src 'none'",
+        "base-uri 'self'",
+    )
+)
 _SECURITY_HEADERS = (
     (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
     (b"x-content-type-options", b"nosniff"),
@@ -159,8 +161,12 @@ class LoginThrottle:
     """Failed logins per client: after LOGIN_FAILURES within LOGIN_WINDOW_S, refused until the
     oldest of them is a window old."""
 
-    def __init__(self, failures: int = LOGIN_FAILURES, window_s: float = LOGIN_WINDOW_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        failures: int = LOGIN_FAILURES,
+        window_s: float = LOGIN_WINDOW_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.failures, self.window_s, self.clock = failures, window_s, clock
         self._seen: dict[str, deque[float]] = {}
 
@@ -312,8 +318,9 @@ def _sentence(error: UserError, lang: str, status: int) -> Response:
     return PlainTextResponse(error.message(lang), status_code=status)
 
 
-async def _refuse(scope: Scope, receive: Receive, send: Send, refusal: tuple[UserError, int],
-                  lang: str, api: bool) -> None:
+async def _refuse(
+    scope: Scope, receive: Receive, send: Send, refusal: tuple[UserError, int], lang: str, api: bool
+) -> None:
     error, status = refusal
     if scope["type"] == "websocket":
         await send({"type": "websocket.close", "code": 1008, "reason": error.message(lang)[:120]})

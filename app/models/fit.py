@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.engine import DEFAULT_CPU_KV_CACHE_GIB
+from app.engine_build import DEFAULT_CPU_KV_CACHE_GIB
 from app.errors import UserError
 from app.hardware import Hardware
 from app.i18n import translate

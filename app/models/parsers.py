@@ -39,8 +39,9 @@ def parsers_for(model: str, folder: Path | None, catalog: list[CatalogEntry]) ->
     return Parsers()
 
 
-def with_parsers(settings: EngineSettings, model: str, folder: Path | None,
-                 catalog: list[CatalogEntry]) -> EngineSettings:
+def with_parsers(
+    settings: EngineSettings, model: str, folder: Path | None, catalog: list[CatalogEntry]
+) -> EngineSettings:
     """`settings` with "auto" parsers resolved for this model; a parser the user named stays."""
     found = parsers_for(model, folder, catalog)
     return dataclasses.replace(
