@@ -11,7 +11,7 @@ import contextlib
 import dataclasses
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,7 +47,7 @@ class App:
     # Tasks we started and must not let the garbage collector drop mid-flight.
     _tasks: set[asyncio.Task] = field(default_factory=set, repr=False)
     # The last model loaded and how (for the supervisor's restart after an engine death).
-    _last_load: tuple[str, EngineSettings, str | None, Path | None] | None = field(default=None, repr=False)
+    _last_load: dict[str, Any] | None = field(default=None, repr=False)
     # Held while the settings change and are saved (UI handlers run in several threads).
     _settings_lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
@@ -94,7 +94,8 @@ class App:
         if source != model:
             name = name or model
         trusted = engine_settings.trust_remote_code or self.settings.trusts(model)
-        self._last_load = (model, engine_settings, name, folder)
+        self._last_load = {"model": model, "engine_settings": engine_settings, "name": name, "folder": folder,
+                           "remember": remember}
         await self.engine.load(source, dataclasses.replace(engine_settings, trust_remote_code=trusted), name=name)
         if engine_settings.load_format == "dummy":
             # Random weights are for a benchmark run: the next start loads what the user chose.
@@ -103,19 +104,14 @@ class App:
 
     async def reload_last_model(self) -> None:
         """The same model with the same settings again (after its engine died)."""
-        if self._last_load is None:
-            return
-        model, engine_settings, name, folder = self._last_load
-        await self.load_model(model, engine_settings, name=name, folder=folder)
+        if self._last_load is not None:
+            await self.load_model(**self._last_load)
 
     def start_supervision(self) -> asyncio.Task:
         """Watch the engine for as long as the app runs; restarts it once if it dies."""
         from app.supervision import supervise
 
-        task = asyncio.get_running_loop().create_task(supervise(self))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+        return self._spawn(supervise(self))
 
     def load_model_in_background(self, model: str, engine_settings: EngineSettings | None = None) -> asyncio.Task:
         """Start loading without waiting; failures show up in `engine.status`."""
@@ -126,7 +122,11 @@ class App:
             except UserError as exc:
                 log.warning("%s", exc)
 
-        task = asyncio.get_running_loop().create_task(run())
+        return self._spawn(run())
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task:
+        """A task of the app's, kept referenced until it ends (the loop holds only weak ones)."""
+        task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
