@@ -27,19 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.page_engine import PageEngine, reply_text
+from tests.chromium import ARGS, CHROMIUM
 
-CHROMIUM = "/usr/bin/chromium"
 RESULTS = Path(__file__).resolve().parent / "results"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-renderer-backgrounding",
-    "--disable-background-timer-throttling",
-    "--disable-backgrounding-occluded-windows",
-]
 KEY_EVERY_MS = 400
 
 # Installed before the page's own scripts: everything it records lands in window.bench.
@@ -161,7 +151,7 @@ def run(counts: list[int], tokens: int, rate: float) -> list[dict[str, Any]]:
 
     results = []
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
         for messages in counts:
             with tempfile.TemporaryDirectory(prefix="page-bench-") as home:
                 os.environ["VLLM_CHAT_HOME"] = home

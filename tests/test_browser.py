@@ -20,23 +20,11 @@ from playwright.sync_api import expect, sync_playwright
 from app.application import App
 from app.engine import Engine
 from app.settings import AppSettings, SamplingSettings
+from tests.chromium import ARGS, CHROMIUM
 from tests.conftest import wait_until
 from tests.test_ui import LONGEST
 
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-    # A headless page may count as hidden; its updates must not be throttled like a background tab's.
-    "--disable-renderer-backgrounding",
-    "--disable-background-timer-throttling",
-    "--disable-backgrounding-occluded-windows",
-]
 
 # Watches the chat from inside the page: once the new reply (after the first `n` bot bubbles)
 # has been seen growing twice, clicks Stop at once, in the same task, and resolves with the
