@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from app.errors import UserError
+from app.errors import EngineError, UserError
 from app.settings import EngineSettings, SamplingSettings
 
 
@@ -45,6 +45,17 @@ class ChatDelta:
 
 
 @dataclass(frozen=True)
+class ChatOptions:
+    """What a chat request may add to the messages: tools for the chat template (OpenAI's
+    function shape, as `vllm serve` passes them), chat template arguments (`enable_thinking`),
+    and a JSON schema the reply must follow (how vLLM forces a tool call)."""
+
+    tools: tuple[dict[str, Any], ...] = ()
+    template_kwargs: tuple[tuple[str, Any], ...] = ()
+    json_schema: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
 class Message:
     role: str
     content: str
@@ -75,7 +86,11 @@ class ChatEngine(Protocol):
     def mark_failed(self, error: UserError) -> None: ...
 
     def stream_chat(
-        self, messages: Sequence[Message | Mapping[str, str]], sampling: SamplingSettings, request_id: str | None = None
+        self,
+        messages: Sequence[Message | Mapping[str, Any]],
+        sampling: SamplingSettings,
+        request_id: str | None = None,
+        options: ChatOptions | None = None,
     ) -> AsyncIterator[ChatDelta]: ...
 
     def stream_completion(
@@ -85,3 +100,28 @@ class ChatEngine(Protocol):
     async def abort(self, request_id: str) -> None: ...
 
     def num_unfinished_requests(self) -> int: ...
+
+
+def as_message_dict(message: Message | Mapping[str, Any]) -> dict[str, Any]:
+    """A message for the chat template; a tool round's calls and results keep their ids."""
+    if isinstance(message, Message):
+        role, content = message.role, message.content
+    else:
+        role, content = message.get("role"), message.get("content")
+    if role not in ("system", "user", "assistant", "tool"):
+        raise EngineError("engine.bad_role", role=role)
+    extra = {k: message[k] for k in ("tool_calls", "tool_call_id") if isinstance(message, Mapping) and k in message}
+    return {"role": role, "content": content_text(content), **extra}
+
+
+def content_text(content: Any) -> str:
+    """Message content as plain text: a string, or a list of text blocks (Gradio, OpenAI)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, Mapping):
+        return str(content.get("text", ""))
+    if isinstance(content, Sequence):
+        return "".join(content_text(part) for part in content)
+    return str(content)

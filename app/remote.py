@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 import httpx
 
 from app.engine import ChatDelta, EngineState, EngineStatus, Message, as_message_dict
+from app.engine_types import ChatOptions
 from app.errors import EngineError, UserError
 from app.settings import FALLBACK_SAMPLING, EngineSettings, SamplingSettings
 
@@ -46,8 +47,13 @@ class RemoteEngine:
         # Requests in flight, and their response once the server has answered.
         self._open: dict[str, httpx.Response | None] = {}
         self._aborted: set[str] = set()
-        self._status = EngineStatus(EngineState.LOADING, model=self.base_url, stage="remote.stage_connecting",
-                                    since=time.time(), device="remote")
+        self._status = EngineStatus(
+            EngineState.LOADING,
+            model=self.base_url,
+            stage="remote.stage_connecting",
+            since=time.time(),
+            device="remote",
+        )
 
     # ---- state -------------------------------------------------------------------------
 
@@ -102,8 +108,7 @@ class RemoteEngine:
         ids = [m.id for m in models]
         wanted = self._wanted or (self._model.id if self._model else None) or ids[0]
         if wanted not in ids:
-            self._fail(EngineError("remote.unknown_model", url=self.base_url, model=wanted,
-                                   models=", ".join(ids)))
+            self._fail(EngineError("remote.unknown_model", url=self.base_url, model=wanted, models=", ".join(ids)))
         self._model = models[ids.index(wanted)]
         self._set(EngineState.READY, model=self._model.id, max_model_len=self._model.max_model_len)
         return ids
@@ -159,15 +164,21 @@ class RemoteEngine:
 
     async def stream_chat(
         self,
-        messages: Sequence[Message | Mapping[str, str]],
+        messages: Sequence[Message | Mapping[str, Any]],
         sampling: SamplingSettings,
         request_id: str | None = None,
+        options: ChatOptions | None = None,
     ) -> AsyncIterator[ChatDelta]:
+        """Tools stay off in remote mode (the server returns calls as `tool_calls`, not text), but
+        chat template arguments (the thinking switch) go to the server as `vllm serve` takes them."""
         sampling.validate()
         conversation = [as_message_dict(m) for m in messages]
         if not conversation:
             raise EngineError("engine.empty_chat")
-        stream = self._stream("/chat/completions", {"messages": conversation}, sampling, request_id)
+        body: dict[str, Any] = {"messages": conversation}
+        if options is not None and options.template_kwargs:
+            body["chat_template_kwargs"] = dict(options.template_kwargs)
+        stream = self._stream("/chat/completions", body, sampling, request_id)
         # Closed explicitly: a consumer that stops must hang up on the server now, not at GC.
         async with contextlib.aclosing(stream):
             async for delta in stream:
@@ -196,8 +207,13 @@ class RemoteEngine:
             await self.refresh()  # the server may have come up since; raises if not
         assert self._model is not None
         request_id = request_id or uuid.uuid4().hex
-        body = {**body, **_sampling_body(sampling), "model": self._model.id, "stream": True,
-                "stream_options": {"include_usage": True}}
+        body = {
+            **body,
+            **_sampling_body(sampling),
+            "model": self._model.id,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
         reader = _ChunkReader()
         self._open[request_id] = None
         try:
@@ -249,14 +265,21 @@ class RemoteEngine:
         if status in (401, 403):
             return EngineError("remote.unauthorized", url=self.base_url)
         if status == 404 and self._model and self._model.id in reason:
-            return EngineError("remote.unknown_model", url=self.base_url, model=self._model.id,
-                               models=", ".join(m.id for m in self._models))
+            return EngineError(
+                "remote.unknown_model",
+                url=self.base_url,
+                model=self._model.id,
+                models=", ".join(m.id for m in self._models),
+            )
         if status == 404:
             return EngineError("remote.bad_reply", url=self.base_url, reason=f"404 {reply.request.url}")
         if status == 400 and (limit := _CONTEXT_LIMIT.search(reason)):
             tokens = _PROMPT_LENGTH.search(reason)
-            return EngineError("engine.prompt_too_long", max_len=limit[1],
-                               tokens=next(filter(None, tokens.groups())) if tokens else f"{limit[1]}+")
+            return EngineError(
+                "engine.prompt_too_long",
+                max_len=limit[1],
+                tokens=next(filter(None, tokens.groups())) if tokens else f"{limit[1]}+",
+            )
         if status < 500:
             return EngineError("remote.rejected", reason=reason)
         return EngineError("remote.failed", status=status, reason=reason)
@@ -325,7 +348,7 @@ class _ChunkReader:
     def feed(self, line: str) -> list[ChatDelta]:
         if self.done or not line.startswith("data:"):
             return []
-        data = line[len("data:"):].strip()
+        data = line[len("data:") :].strip()
         if data == "[DONE]":
             self.done = True
             return []
@@ -373,6 +396,11 @@ class _ChunkReader:
         now = time.perf_counter() - self.start
         if self.ttft is None and text:
             self.ttft = now
-        return ChatDelta(text=text, prompt_tokens=self.prompt_tokens,
-                         completion_tokens=self.completion_tokens, finish_reason=finish_reason,
-                         ttft=self.ttft, elapsed=now)
+        return ChatDelta(
+            text=text,
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            finish_reason=finish_reason,
+            ttft=self.ttft,
+            elapsed=now,
+        )

@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from app.errors import UserError
-from app.history.records import MAX_TITLE_LENGTH, Role
+from app.history.records import MAX_TITLE_LENGTH, CallState, Role, ToolCallRecord
 from app.history.stats import MAX_COUNT, MAX_SECONDS, ReplyStats
 
 MAX_IMPORT_BYTES = 50 * 1024 * 1024
@@ -88,6 +88,15 @@ class _Stats(_Strict):
     finish_reason: Name | None = None
 
 
+class _Call(_Strict):
+    id: Name
+    name: Name
+    arguments: Text
+    state: Literal["done", "denied", "error", "stopped"]
+    result: Text
+    server: Name = ""
+
+
 class _Message(_Strict):
     role: Role
     content: Annotated[Text, BeforeValidator(_joined)]
@@ -96,6 +105,7 @@ class _Message(_Strict):
     # The list index of the message this one follows (export version 2); without the key, the
     # message before it in the list (version 1 and plain message lists are one path).
     parent: Annotated[int, Field(ge=0, le=MAX_MESSAGES)] | None = None
+    tool_calls: Annotated[list[_Call], Field(max_length=100)] = []
 
 
 class _File(_Strict):
@@ -112,6 +122,7 @@ class ImportedMessage:
     created: float | None
     stats: ReplyStats | None
     parent: int | None  # index in `ImportedConversation.messages` of the one it follows
+    tool_calls: tuple[ToolCallRecord, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -164,7 +175,10 @@ def _conversation(parsed: _File) -> ImportedConversation:
             system_prompt = m.content
             continue
         stats = ReplyStats(**m.stats.model_dump()) if m.stats else None
-        messages.append(ImportedMessage(m.role, m.content, m.created, stats, _parent(m, i, kept)))
+        calls = tuple(
+            ToolCallRecord(c.id, c.name, c.arguments, CallState(c.state), c.result, c.server) for c in m.tool_calls
+        )
+        messages.append(ImportedMessage(m.role, m.content, m.created, stats, _parent(m, i, kept), calls))
         kept[i] = len(messages) - 1
     if not messages:
         raise UserError("conversations.bad_import", reason="no messages")

@@ -96,7 +96,17 @@ def _m003_branches(db: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: tuple[Migration, ...] = (_m001_tables, _m002_search, _m003_branches)
+def _m004_tool_calls(db: sqlite3.Connection) -> None:
+    """A reply's tool calls and their results, as JSON beside its text (NULL: none).
+
+    A turn that used tools is a chain of replies: each one that called tools holds the calls and
+    what went back to the model, and the next reply (its child) continues from there. Tool
+    results stay out of the search index: they are the tools' text, not the conversation's.
+    """
+    _run(db, "ALTER TABLE messages ADD COLUMN tool_calls TEXT")
+
+
+MIGRATIONS: tuple[Migration, ...] = (_m001_tables, _m002_search, _m003_branches, _m004_tool_calls)
 LATEST = len(MIGRATIONS)
 
 

@@ -25,7 +25,16 @@ from typing import Any
 from app.errors import UserError
 from app.history.imports import parse_import
 from app.history.migrations import migrate
-from app.history.records import MAX_TITLE_LENGTH, ROLES, Conversation, StoredMessage, title_from
+from app.history.records import (
+    MAX_TITLE_LENGTH,
+    ROLES,
+    Conversation,
+    StoredMessage,
+    ToolCallRecord,
+    calls_from_json,
+    calls_to_json,
+    title_from,
+)
 from app.history.search import search_condition
 from app.history.stats import ReplyStats, stats_line
 from app.history.tree import MESSAGE_COLUMNS, VERSION_COLUMNS, WITH_STATS, path_rows, show_below, shown_leaf, sibling
@@ -139,7 +148,13 @@ class Conversations:
             return _insert(db, conversation_id, shown_leaf(db, conversation_id), role, content, stats)
 
     def add_child(
-        self, conversation_id: int, parent_id: int | None, role: str, content: str, stats: ReplyStats | None = None
+        self,
+        conversation_id: int,
+        parent_id: int | None,
+        role: str,
+        content: str,
+        stats: ReplyStats | None = None,
+        tool_calls: tuple[ToolCallRecord, ...] = (),
     ) -> StoredMessage:
         """Add a message after `parent_id` (None: a first message), beside any already there, and
         show it: a regenerated reply (a new version of that turn) or an edited message (a new branch)."""
@@ -151,7 +166,7 @@ class Conversations:
                 ).fetchone()
             ):
                 raise UserError("conversations.message_not_found", id=parent_id)
-            return _insert(db, conversation_id, parent_id, role, content, stats)
+            return _insert(db, conversation_id, parent_id, role, content, stats, tool_calls=tool_calls)
 
     def show_version(self, conversation_id: int, message_id: int, step: int) -> list[StoredMessage]:
         """Show the version `step` places away from a message on the path (with its newest
@@ -175,7 +190,8 @@ class Conversations:
         messages = []
         for m in map(_message, rows):
             entry = {"role": m.role, "content": m.content, "created": m.created, "parent": index.get(m.parent_id)}
-            messages.append(entry | ({"stats": asdict(m.stats)} if m.stats else {}))
+            entry |= {"stats": asdict(m.stats)} if m.stats else {}
+            messages.append(entry | ({"tool_calls": [c.as_dict() for c in m.tool_calls]} if m.tool_calls else {}))
         return {
             "format": EXPORT_FORMAT,
             "version": EXPORT_VERSION,
@@ -219,7 +235,8 @@ class Conversations:
                 for m in imported.messages:
                     parent = None if m.parent is None else ids[m.parent]
                     created = now if m.created is None else m.created
-                    ids.append(_insert(db, conversation_id, parent, m.role, m.content, m.stats, created).id)
+                    calls = m.tool_calls
+                    ids.append(_insert(db, conversation_id, parent, m.role, m.content, m.stats, created, calls).id)
                 show_below(db, conversation_id, ids[imported.shown])
         except sqlite3.IntegrityError as exc:
             raise UserError("conversations.bad_import", reason=str(exc)) from None
@@ -286,6 +303,7 @@ def _insert(
     content: str,
     stats: ReplyStats | None,
     created: float | None = None,
+    tool_calls: tuple[ToolCallRecord, ...] = (),
 ) -> StoredMessage:
     """Write a message as the end of the shown path."""
     if role not in ROLES:
@@ -293,8 +311,9 @@ def _insert(
     _touch(db, conversation_id)
     created = time.time() if created is None else created
     cur = db.execute(
-        "INSERT INTO messages (conversation_id, parent_id, role, content, created) VALUES (?, ?, ?, ?, ?)",
-        (conversation_id, parent_id, role, content, created),
+        "INSERT INTO messages (conversation_id, parent_id, role, content, created, tool_calls)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (conversation_id, parent_id, role, content, created, calls_to_json(tool_calls)),
     )
     if stats is not None:
         _insert_stats(db, cur.lastrowid, stats)
@@ -302,7 +321,7 @@ def _insert(
     versions = db.execute(
         "SELECT COUNT(*) FROM messages WHERE conversation_id = ? AND parent_id IS ?", (conversation_id, parent_id)
     ).fetchone()[0]
-    return StoredMessage(cur.lastrowid, role, content, created, stats, parent_id, versions, versions)
+    return StoredMessage(cur.lastrowid, role, content, created, stats, parent_id, versions, versions, tool_calls)
 
 
 def _conversation(row: sqlite3.Row) -> Conversation:
@@ -315,7 +334,15 @@ def _message(row: sqlite3.Row) -> StoredMessage:
         columns = ("model", "prompt_tokens", "completion_tokens", "ttft", "elapsed", "finish_reason")
         stats = ReplyStats.from_dict({name: row[name] for name in columns} | {"sampling": _object(row["sampling"])})
     return StoredMessage(
-        row["id"], row["role"], row["content"], row["created"], stats, row["parent_id"], row["version"], row["versions"]
+        row["id"],
+        row["role"],
+        row["content"],
+        row["created"],
+        stats,
+        row["parent_id"],
+        row["version"],
+        row["versions"],
+        calls_from_json(row["tool_calls"]),
     )
 
 

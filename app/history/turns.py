@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from app.errors import UserError
-from app.history.records import StoredMessage
+from app.history.records import StoredMessage, ToolCallRecord
 from app.history.stats import ReplyStats
 
 if TYPE_CHECKING:
@@ -32,12 +32,31 @@ class Turn:
     user_text: str
     # The saved user message a regenerated reply answers; None until `begin` saves a new one.
     user: StoredMessage | None = None
+    # Replies of this turn that called tools, saved so far (the next reply follows the last).
+    rounds: tuple[StoredMessage, ...] = ()
 
-    def prompt(self, system_prompt: str) -> list[dict[str, str]]:
-        """What the model is sent: the system prompt, the shown path only, and the user's message."""
+    def prompt(self, system_prompt: str) -> list[dict[str, Any]]:
+        """What the model is sent: the system prompt, the shown path only, the user's message, and
+        this turn's tool rounds so far (each call with the result that went back for it)."""
         prompt = [{"role": "system", "content": system_prompt}] if system_prompt.strip() else []
-        prompt += [{"role": m.role, "content": m.content} for m in self.prior]
-        return [*prompt, {"role": "user", "content": self.user_text}]
+        for m in self.prior:
+            prompt += as_chat_messages(m)
+        prompt.append({"role": "user", "content": self.user_text})
+        for m in self.rounds:
+            prompt += as_chat_messages(m)
+        return prompt
+
+
+def as_chat_messages(message: StoredMessage) -> list[dict[str, Any]]:
+    """A saved message as the model saw it: a reply that called tools is followed by the results."""
+    if not message.tool_calls:
+        return [{"role": message.role, "content": message.content}]
+    calls = [
+        {"id": c.call_id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+        for c in message.tool_calls
+    ]
+    results = [{"role": "tool", "tool_call_id": c.call_id, "content": c.result} for c in message.tool_calls]
+    return [{"role": "assistant", "content": message.content, "tool_calls": calls}, *results]
 
 
 def new_turn(store: Conversations, conversation_id: int | None, text: str) -> Turn:
@@ -106,7 +125,25 @@ def save_reply(
         elapsed=last.elapsed,
         finish_reason=last.finish_reason or finish_reason,
     )
-    return store.add_child(turn.conversation_id, turn.user.id, "assistant", text, stats)
+    return store.add_child(turn.conversation_id, _last_id(turn), "assistant", text, stats)
+
+
+def save_round(
+    store: Conversations,
+    turn: Turn,
+    text: str,
+    calls: tuple[ToolCallRecord, ...],
+    stats: ReplyStats,
+) -> Turn:
+    """A reply that called tools, with the calls and their results; the next reply follows it."""
+    if turn.conversation_id is None or turn.user is None:
+        raise ValueError("save_round needs a turn that has begun")
+    saved = store.add_child(turn.conversation_id, _last_id(turn), "assistant", text, stats, calls)
+    return dataclasses.replace(turn, rounds=(*turn.rounds, saved))
+
+
+def _last_id(turn: Turn) -> int:
+    return turn.rounds[-1].id if turn.rounds else turn.user.id
 
 
 def _require_text(text: str) -> None:
