@@ -51,12 +51,21 @@ def as_chat_messages(message: StoredMessage) -> list[dict[str, Any]]:
     """A saved message as the model saw it: a reply that called tools is followed by the results."""
     if not message.tool_calls:
         return [{"role": message.role, "content": message.content}]
-    calls = [
-        {"id": c.call_id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
-        for c in message.tool_calls
+    return tool_round_messages(answer_text(message.content), message.tool_calls)
+
+
+def tool_round_messages(content: str, calls: tuple[ToolCallRecord, ...]) -> list[dict[str, Any]]:
+    """A reply's calls (OpenAI's shape, as chat templates take them), then each call's result."""
+    tool_calls = [
+        {"id": c.call_id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in calls
     ]
-    results = [{"role": "tool", "tool_call_id": c.call_id, "content": c.result} for c in message.tool_calls]
-    return [{"role": "assistant", "content": message.content, "tool_calls": calls}, *results]
+    results = [{"role": "tool", "tool_call_id": c.call_id, "content": c.result} for c in calls]
+    return [{"role": "assistant", "content": content, "tool_calls": tool_calls}, *results]
+
+
+def answer_text(text: str) -> str:
+    """A reply without its reasoning (what follows `</think>`): what the model is sent back."""
+    return text.rpartition("</think>")[2] if "</think>" in text else text
 
 
 def new_turn(store: Conversations, conversation_id: int | None, text: str) -> Turn:
@@ -111,12 +120,19 @@ def save_reply(
     last: ChatDelta,
     finish_reason: str,
 ) -> StoredMessage:
-    """The reply, whole or stopped, as the newest version after the user's message, with its stats.
+    """The reply, whole or stopped, as the newest version after the user's message (or after the
+    turn's last tool round), with its stats.
 
     `finish_reason` is used where the engine gave none (the stream was stopped or failed)."""
     if turn.conversation_id is None or turn.user is None:
         raise ValueError("save_reply needs a turn that has begun")
-    stats = ReplyStats(
+    stats = reply_stats(model, sampling, last, finish_reason)
+    return store.add_child(turn.conversation_id, _last_id(turn), "assistant", text, stats)
+
+
+def reply_stats(model: str | None, sampling: dict[str, Any], last: ChatDelta, finish_reason: str) -> ReplyStats:
+    """A reply's stats from its last delta; `finish_reason` where the engine gave none."""
+    return ReplyStats(
         model=model,
         sampling=sampling,
         prompt_tokens=last.prompt_tokens,
@@ -125,7 +141,6 @@ def save_reply(
         elapsed=last.elapsed,
         finish_reason=last.finish_reason or finish_reason,
     )
-    return store.add_child(turn.conversation_id, _last_id(turn), "assistant", text, stats)
 
 
 def save_round(

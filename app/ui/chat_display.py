@@ -13,6 +13,7 @@ import re
 from typing import Any
 
 from app.conversations import StoredMessage, stats_line
+from app.ui.tool_blocks import call_block
 
 LATEX_DELIMITERS = [
     {"left": "$$", "right": "$$", "display": True},
@@ -42,7 +43,12 @@ def with_inline_math(text: str) -> str:
 def display(messages: list[StoredMessage], lang: str) -> list[dict[str, Any]]:
     """Chatbot messages: text blocks (kept verbatim, no dedenting), then a line of their own (so
     that copying a reply copies the reply only) with the version count and the speed."""
-    shown = []
+    return [item for group in display_groups(messages, lang) for item in group]
+
+
+def display_groups(messages: list[StoredMessage], lang: str) -> list[list[dict[str, Any]]]:
+    """`display`, as the chatbot messages of each saved message (a reply's tool calls follow it)."""
+    groups = []
     for m in messages:
         # A user's text is what the edit box shows: left exactly as typed.
         text = with_inline_math(m.content) if m.role == "assistant" else m.content
@@ -50,8 +56,9 @@ def display(messages: list[StoredMessage], lang: str) -> list[dict[str, Any]]:
         line = meta_line(m, lang)
         if line:
             content.append({"type": "text", "text": line})
-        shown.append({"role": m.role, "content": content})
-    return shown
+        calls = [call_block(c.name, c.arguments, c.state.value, c.result, lang) for c in m.tool_calls]
+        groups.append([{"role": m.role, "content": content}, *calls])
+    return groups
 
 
 def meta_line(message: StoredMessage, lang: str) -> str:

@@ -36,7 +36,8 @@ from app.errors import UserError
 from app.files import private_dir, write_private
 from app.i18n import translate
 from app.settings import SamplingSettings
-from app.ui.chat_display import display, version_target
+from app.ui.chat_display import display, display_groups, version_target
+from app.ui.chat_tools import ChatTools
 from app.ui.i18n import request_language, shown_error
 
 # The browser re-renders the whole growing message (Markdown, code, math) on every update, so
@@ -54,6 +55,7 @@ class ChatPanel:
     def __init__(self, app: App, chatbot: gr.Chatbot) -> None:
         self.app = app
         self.chatbot = chatbot
+        self.tools = ChatTools(app)
 
     def conversation_list(self, selected: int | None, search: str = "") -> dict[str, Any]:
         choices = [(c.title or "…", c.id) for c in self.app.conversations.list(search)]
@@ -163,7 +165,7 @@ class ChatPanel:
         lang = request_language(request)
         conv = self._find(conversation_id)
         turn = self._turn(new_turn, lang, conv.id if conv else None, message)
-        async for update in self._stream(turn, system_prompt, lang):
+        async for update in self._stream(turn, system_prompt, lang, request.session_hash):
             yield update
 
     def unsent(self, message: str, box: str, conversation_id: int | None) -> Any:
@@ -182,7 +184,7 @@ class ChatPanel:
         lang = request_language(request)
         conv = self._find(conversation_id)
         turn = self._turn(regenerate_turn, lang, conv.id if conv else None)
-        async for update in self._stream(turn, system_prompt, lang):
+        async for update in self._stream(turn, system_prompt, lang, request.session_hash):
             yield update
 
     async def edit(
@@ -194,7 +196,7 @@ class ChatPanel:
         messages = self.app.conversations.messages(conv.id)
         message = messages[self._stored_position(messages, edit.index, lang)]
         turn = self._turn(edit_turn, lang, conv.id, message.id, content_text(edit.value))
-        async for update in self._stream(turn, system_prompt, lang):
+        async for update in self._stream(turn, system_prompt, lang, request.session_hash):
             yield update
 
     def _turn(self, make: Any, lang: str, *args: Any) -> Turn:
@@ -203,14 +205,21 @@ class ChatPanel:
         except UserError as exc:
             raise shown_error(exc.message(lang)) from None
 
-    async def _stream(self, turn: Turn, system_prompt: str, lang: str) -> AsyncIterator[tuple]:
+    async def _stream(
+        self, turn: Turn, system_prompt: str, lang: str, session: str | None = None
+    ) -> AsyncIterator[tuple]:
         """Yields (chatbot, conversation id) while the reply grows.
 
         Nothing else: Gradio rebuilds every other output component on every update, even one
         sent as gr.skip() (a quarter of the tab's CPU per reply). The box is emptied in the
-        browser when the message is sent, the sidebar refreshed when the reply ends."""
+        browser when the message is sent, the sidebar refreshed when the reply ends. With tools
+        set up, the reply goes through the tool loop (`chat_tools`) instead."""
+        if self.tools.active():
+            async for update in self.tools.stream(self, turn, system_prompt, lang, session or ""):
+                yield update
+            return
         sampling = self._sampling(lang)
-        stream = self.app.engine.stream_chat(turn.prompt(system_prompt), sampling)
+        stream = self.app.engine.stream_chat(turn.prompt(system_prompt), sampling, options=self.tools.options())
         # The request starts now, so the engine reads the prompt while the page shows the message.
         first = asyncio.ensure_future(anext(stream, None))
         deltas = _chained(first, stream)
@@ -265,8 +274,8 @@ class ChatPanel:
         """Map a chatbot message index to a stored message (a message can show as several bubbles)."""
         shown_index = index[0] if isinstance(index, (list, tuple)) else index
         position = 0
-        for stored_index, item in enumerate(display(messages, lang)):
-            position += len(self.chatbot.postprocess([item]).root)
+        for stored_index, group in enumerate(display_groups(messages, lang)):
+            position += len(self.chatbot.postprocess(group).root)
             if shown_index < position:
                 return stored_index
         raise shown_error(translate("conversations.message_not_found", lang, id=index))
