@@ -67,8 +67,8 @@ def only(host: ToolHost, tool: str, timeout: float = 60.0) -> None:
 def panel(engine: Engine, make_app: Any, host: ToolHost) -> ChatPanel:
     app: App = make_app(engine, AppSettings())
     app.tools = host
+    host.first_choice = "required"
     panel = ChatPanel(app, chatbot=None)
-    panel.tools.first_choice = "required"
     app.update_settings(sampling=SAMPLING)
     return panel
 
@@ -304,3 +304,25 @@ def test_a_tool_call_through_v1_runs_nothing(
 
 def _request() -> Any:
     return type("Request", (), {"headers": {"accept-language": "en"}, "session_hash": SESSION})()
+
+
+def test_settings_tools_panel_shows_state_turns_tools_off_and_explains_bad_servers(
+    engine_loop: Any, engine: Engine, make_app: Any, host: ToolHost
+) -> None:
+    from app.ui.tools import ToolsPanel
+
+    only(host, "echo")
+    engine_loop.run(host.connect("t"))
+    panel = ToolsPanel(make_app(engine), host)
+    *form, status, tools = panel.select("t", _request())
+    assert form[:2] == ["t", "stdio"] and status.startswith("Connected: 4 tools")
+    assert tools["choices"] and tools["value"] == ["echo"]
+    panel.set_tools("t", ["echo", "slow"])
+    assert host.settings.server("t").disabled_tools == ("crash", "huge")
+    with pytest.raises(Exception, match="needs a command to run"):
+        engine_loop.run(panel.save("", "bad", "stdio", "", "", "", "", "", True, _request()))
+    saved_ = engine_loop.run(panel.save("", "gone", "stdio", "no-such-mcp", "", "A=1", "", "", True, _request()))
+    assert "“no-such-mcp” was not found" in saved_[-2]
+    assert host.settings.server("gone").env == {"A": "1"}
+    panel.remove("gone", _request())
+    assert host.settings.server("gone") is None

@@ -210,6 +210,8 @@ class Conversations:
             parts.append(f"## {translate('conversations.role_system', lang)}\n\n{conv.system_prompt}\n")
         for m in self.messages(conversation_id):
             parts.append(f"## {translate('conversations.role_' + m.role, lang)}\n\n{m.content}\n")
+            for call in m.tool_calls:
+                parts.append(f"> 🔧 `{call.name}` {call.arguments} · {call.state.value}\n>\n> {call.result[:1000]}\n")
             if m.stats:
                 parts.append(f"*{stats_line(m.stats, lang)}*\n")
         return "\n".join(parts)

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from app.errors import UserError
 from app.tools.calls import OfferedTool
@@ -51,6 +51,10 @@ class ToolHost:
         self._connections: dict[str, ServerConnection] = {}
         # Per page session: the call waiting for that page's answer.
         self._pending: dict[str, tuple[PendingCall, asyncio.Future[Decision]]] = {}
+        # The first round's tool choice in the chat. The page lets the model choose ("auto");
+        # tests force a call ("required": vLLM's JSON schema of the tools), since a random
+        # model never chooses one by itself. Not a setting: nothing saves or exposes it.
+        self.first_choice: Literal["auto", "required"] = "auto"
 
     # ---- settings ----------------------------------------------------------------------
 

@@ -219,7 +219,13 @@ class ChatPanel:
                 yield update
             return
         sampling = self._sampling(lang)
-        stream = self.app.engine.stream_chat(turn.prompt(system_prompt), sampling, options=self.tools.options())
+        options, prompt = self.tools.options(), turn.prompt(system_prompt)
+        # Only a model whose template takes the thinking switch is given options.
+        stream = (
+            self.app.engine.stream_chat(prompt, sampling)
+            if options is None
+            else self.app.engine.stream_chat(prompt, sampling, options=options)
+        )
         # The request starts now, so the engine reads the prompt while the page shows the message.
         first = asyncio.ensure_future(anext(stream, None))
         deltas = _chained(first, stream)

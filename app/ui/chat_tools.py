@@ -13,7 +13,7 @@ import dataclasses
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
@@ -50,10 +50,6 @@ class ToolControls:
 class ChatTools:
     def __init__(self, app: App) -> None:
         self.app = app
-        # The first round's tool choice. The page always lets the model choose ("auto"); tests
-        # force a call ("required": vLLM's JSON schema of the tools), as a random model never
-        # chooses one by itself.
-        self.first_choice: Literal["auto", "required"] = "auto"
 
     @property
     def host(self) -> ToolHost:
@@ -83,7 +79,7 @@ class ChatTools:
         Each round is saved when its calls have their results; on Stop or an error the round in
         progress is saved as far as it got (calls not finished marked stopped)."""
         sampling = panel._sampling(lang)
-        loop = ToolLoop(self.app.engine, self.host, session, lang, self._template_kwargs(), self.first_choice)
+        loop = ToolLoop(self.app.engine, self.host, session, lang, self._template_kwargs(), self.host.first_choice)
         steps = loop.run(turn.prompt(system_prompt), sampling)
         model = self.app.engine.model_name
         text, last, calls, outcome = "", None, (), "abort"

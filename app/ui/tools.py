@@ -21,13 +21,9 @@ NEW = ""  # the server list's entry for a server not saved yet
 
 
 class ToolsPanel:
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App, host: ToolHost) -> None:
         self.app = app
-
-    @property
-    def host(self) -> ToolHost:
-        assert self.app.tools is not None
-        return self.app.tools
+        self.host = host
 
     # ---- what the panel shows -----------------------------------------------------------
 
@@ -217,7 +213,7 @@ def tools_settings(app: App, i18n: gr.I18n) -> None:
     """Render the Tools section inside the open Settings tab."""
     if app.tools is None:
         return
-    panel = ToolsPanel(app)
+    panel = ToolsPanel(app, app.tools)
     private = {"api_visibility": "private"}
     with gr.Accordion(i18n("tools_ui.title"), open=False, elem_id="tools-settings") as section:
         gr.Markdown(i18n("tools_ui.help"))
