@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import subprocess
@@ -18,6 +19,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -326,3 +328,23 @@ def test_settings_tools_panel_shows_state_turns_tools_off_and_explains_bad_serve
     assert host.settings.server("gone").env == {"A": "1"}
     panel.remove("gone", _request())
     assert host.settings.server("gone") is None
+
+
+def test_the_chat_says_when_the_model_cannot_call_tools_and_shows_the_switch_only_where_it_applies(
+    engine: Engine, make_app: Any, host: ToolHost
+) -> None:
+    from app.ui.chat_tools import ChatTools
+
+    loaded = ChatTools(make_app(engine))
+    loaded.app.tools = host
+    thinking, note = loaded.refresh(_request())
+    # The tiny model's template takes no `enable_thinking`: no switch; it has a parser: no note.
+    assert thinking["visible"] is False and note["visible"] is False and loaded.options() is None
+    # A model without a tool-call parser for its family (the same engine, told no parser).
+    settings = dataclasses.replace(engine.settings, tool_call_parser="")
+    no_parser = SimpleNamespace(vllm=engine.vllm, model_name="plain", settings=settings)
+    plain = ChatTools(make_app(no_parser))
+    plain.app.tools = host
+    _, note = plain.refresh(_request())
+    assert note["visible"] is True and "no tool-call support" in note["value"]
+    assert not plain.active()

@@ -154,6 +154,7 @@ async def _http_transport(url: str, token: str | None, refused: list[int]) -> As
     from mcp.shared._httpx_utils import create_mcp_http_client
 
     headers = {"Authorization": f"Bearer {token}"} if token else None
+
     async def note_refusal(response: Any) -> None:
         if response.status_code in (401, 403):
             refused.append(response.status_code)

@@ -9,7 +9,6 @@ tool is always allowed (per server and tool, revocable). Nothing else can run a 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import threading
 from collections.abc import Callable
@@ -49,6 +48,9 @@ class ToolHost:
         self._settings = self._files.load()
         self._lock = threading.RLock()
         self._connections: dict[str, ServerConnection] = {}
+        self._connect_locks: dict[str, asyncio.Lock] = {}
+        # The loop the connections run on (the server's), known from the first connect.
+        self._loop: asyncio.AbstractEventLoop | None = None
         # Per page session: the call waiting for that page's answer.
         self._pending: dict[str, tuple[PendingCall, asyncio.Future[Decision]]] = {}
         # The first round's tool choice in the chat. The page lets the model choose ("auto");
@@ -149,6 +151,12 @@ class ToolHost:
         config = self._settings.server(name)
         if config is None or not config.enabled:
             return ServerStatus(ConnectionState.OFF)
+        self._loop = asyncio.get_running_loop()
+        # Two chats starting at once share one connection (one server process).
+        async with self._connect_locks.setdefault(name, asyncio.Lock()):
+            return await self._connect_locked(name, config)
+
+    async def _connect_locked(self, name: str, config: ServerConfig) -> ServerStatus:
         connection = self._connections.get(name)
         if connection is None or connection.config != config:
             if connection is not None:
@@ -179,14 +187,17 @@ class ToolHost:
         connection = self._connections.get(server)
         if connection is None:
             await self.connect(server)
-            connection = self._connections[server]
+            connection = self._connections.get(server)
+        if connection is None:  # turned off or removed since the model was offered its tools
+            raise UserError("tools.server_off", server=server)
         return await connection.call(tool, arguments, self._settings.call_timeout_s)
 
     def _drop_connection(self, name: str | None) -> None:
+        """Close a server's connection (its process ends), from the loop it runs on: settings
+        change in the page's worker threads as well as on that loop."""
         connection = self._connections.pop(name, None) if name else None
-        if connection is not None:
-            with contextlib.suppress(RuntimeError):  # no loop running: nothing was connected
-                asyncio.get_running_loop().create_task(connection.close())
+        if connection is not None and self._loop is not None and not self._loop.is_closed():
+            asyncio.run_coroutine_threadsafe(connection.close(), self._loop)
 
     async def close(self) -> None:
         connections, self._connections = list(self._connections.values()), {}

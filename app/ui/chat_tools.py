@@ -160,7 +160,7 @@ class ChatTools:
         return self.app.tools is None or self.host.settings.thinking
 
     def _note(self, lang: str) -> dict[str, Any]:
-        if self.app.tools is None or not self.host.has_servers():
+        if self.app.tools is None or not self.host.has_servers() or self.app.engine.model_name is None:
             return gr.update(value="", visible=False)
         if not tools_supported(self.app.engine):
             return gr.update(value=translate("chat_tools.model_cannot", lang), visible=True)
