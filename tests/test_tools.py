@@ -348,3 +348,23 @@ def test_the_chat_says_when_the_model_cannot_call_tools_and_shows_the_switch_onl
     _, note = plain.refresh(_request())
     assert note["visible"] is True and "no tool-call support" in note["value"]
     assert not plain.active()
+
+
+def test_tool_calls_survive_export_and_import(tmp_path: Path) -> None:
+    from app.conversations import Conversations
+    from app.history.records import ToolCallRecord
+
+    store = Conversations(tmp_path / "history.sqlite3")
+    conv = store.create("q")
+    user = store.add_child(conv.id, None, "user", "q")
+    call = ToolCallRecord("call_1", "echo", '{"word": "alpha"}', CallState.DONE, "echo: alpha", "t")
+    round_ = store.add_child(conv.id, user.id, "assistant", "", None, (call,))
+    store.add_child(conv.id, round_.id, "assistant", "It said alpha.")
+    copy = store.import_json(json.dumps(store.export_json(conv.id)))
+    assert [m.tool_calls for m in store.messages(copy.id)] == [(), (call,), ()]
+    assert "🔧 `echo`" in store.export_markdown(conv.id)
+    bad = store.export_json(conv.id)
+    bad["messages"][1]["tool_calls"][0]["state"] = "exploded"
+    with pytest.raises(Exception, match="not a conversation this app can import"):
+        store.import_json(json.dumps(bad))
+    store.close()
