@@ -256,7 +256,7 @@ class Engine:
             _, prompts = await llm.renderer.render_chat_async([conversation], ChatParams(chat_template_kwargs=kwargs))
         except Exception as exc:
             raise explain_render_error(exc, llm) from exc
-        generate = self._generate(llm, prompts[0], sampling, request_id, options.json_schema)
+        generate = self._generate(llm, prompts[0], sampling, request_id, options)
         # Close the inner stream now, not at garbage collection: closing it aborts the request.
         async with contextlib.aclosing(generate) as deltas:
             async for delta in deltas:
@@ -300,7 +300,7 @@ class Engine:
         engine_input: Any,
         sampling: SamplingSettings,
         request_id: str | None,
-        json_schema: dict[str, Any] | None = None,
+        options: ChatOptions | None = None,
     ) -> AsyncIterator[ChatDelta]:
         from vllm.sampling_params import RequestOutputKind
 
@@ -310,7 +310,7 @@ class Engine:
             raise EngineError("engine.prompt_too_long", tokens=prompt_tokens, max_len=max_len)
         # Like other chat apps, a reply is cut at the end of the context instead of refused.
         max_tokens = min(sampling.max_tokens, max_len - prompt_tokens)
-        params = _sampling_params(sampling, max_tokens, RequestOutputKind.DELTA, json_schema)
+        params = _sampling_params(sampling, max_tokens, RequestOutputKind.DELTA, options or ChatOptions())
         request_id = request_id or uuid.uuid4().hex
         start = time.perf_counter()
         ttft: float | None = None
@@ -362,9 +362,7 @@ def _model_defaults_as_settings(defaults: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in defaults.items() if k in names and k != "max_tokens"}
 
 
-def _sampling_params(
-    sampling: SamplingSettings, max_tokens: int, output_kind: Any, json_schema: dict[str, Any] | None = None
-) -> Any:
+def _sampling_params(sampling: SamplingSettings, max_tokens: int, output_kind: Any, options: ChatOptions) -> Any:
     from vllm import SamplingParams
     from vllm.sampling_params import StructuredOutputsParams
 
@@ -381,7 +379,8 @@ def _sampling_params(
         stop=list(sampling.stop) or None,
         ignore_eos=sampling.ignore_eos,
         output_kind=output_kind,
-        structured_outputs=StructuredOutputsParams(json=json_schema) if json_schema is not None else None,
+        structured_outputs=StructuredOutputsParams(json=options.json_schema) if options.json_schema else None,
+        skip_special_tokens=options.skip_special_tokens,
     )
 
 

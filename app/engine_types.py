@@ -53,6 +53,8 @@ class ChatOptions:
     tools: tuple[dict[str, Any], ...] = ()
     template_kwargs: tuple[tuple[str, Any], ...] = ()
     json_schema: dict[str, Any] | None = None
+    # False where the tool-call parser needs the markup some models write in special tokens.
+    skip_special_tokens: bool = True
 
 
 @dataclass(frozen=True)

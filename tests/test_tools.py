@@ -30,7 +30,7 @@ from app.conversations import Turn
 from app.engine import Engine
 from app.history.records import CallState
 from app.settings import AppSettings, SamplingSettings
-from app.tools.calls import OfferedTool, ParsedCall, check_call, fit_result
+from app.tools.calls import CallReader, OfferedTool, ParsedCall, check_call, fit_result
 from app.tools.config import ToolConfigFiles
 from app.tools.connections import ConnectionState
 from app.tools.host import Decision, ToolHost
@@ -200,8 +200,18 @@ def test_invented_tools_and_bad_arguments_go_back_to_the_model_as_errors() -> No
     assert check_call(ParsedCall("1", "echo", '{"word": "alpha"}'), tools, "en")[1] == {"word": "alpha"}
 
 
-def test_fit_result_keeps_short_results(engine: Engine) -> None:
+def test_replies_are_read_with_vllms_parser_and_results_fit_the_context(engine: Engine) -> None:
     tokenizer = engine.vllm.tokenizer
+    tools = [OfferedTool("t", "echo", "", {"type": "object"})]
+    reader = CallReader("hermes", tokenizer, tools)
+    # Hermes keeps special tokens: some models write <tool_call> as one.
+    assert reader.skip_special_tokens is False
+    text, calls = reader.read('Let me see. <tool_call>{"name": "echo", "arguments": {"word": "alpha"}}</tool_call>')
+    assert text.strip() == "Let me see." and [(c.name, json.loads(c.arguments)) for c in calls] == [
+        ("echo", {"word": "alpha"})
+    ]
+    assert CallReader("hermes", tokenizer, tools).read("No call here.") == ("No call here.", [])
+    assert CallReader("", tokenizer, tools).skip_special_tokens is True
     assert fit_result("short", tokenizer, 1000, "en") == "short"
     cut = fit_result("word " * 2000, tokenizer, 400, "en")
     assert cut.endswith("to fit the remaining context.]") and len(tokenizer.encode(cut)) <= 400

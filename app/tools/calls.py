@@ -74,20 +74,38 @@ def parse_forced(text: str) -> tuple[str, list[ParsedCall]]:
     return "", calls
 
 
-def parse_auto(text: str, parser_name: str, tokenizer: Any, tools: list[OfferedTool]) -> tuple[str, list[ParsedCall]]:
-    """The reply's text and calls, read by vLLM's parser `parser_name` (no calls without one)."""
-    if not parser_name or not tools:
-        return text, []
-    from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
-    from vllm.tool_parsers import ToolParserManager
+class CallReader:
+    """Reads one round's reply with vLLM's parser `parser_name` for the model's family (none:
+    the reply has no calls). Made before the round: the parser may change the request first, as
+    in vLLM's server (Hermes keeps special tokens, in which some models write `<tool_call>`)."""
 
-    request = ChatCompletionRequest(model="chat", messages=[], tools=[t.as_openai() for t in tools], tool_choice="auto")
-    parser = ToolParserManager.get_tool_parser(parser_name)(tokenizer, request.tools)
-    info = parser.extract_tool_calls(text, request)
-    if not info.tools_called:
-        return text, []
-    calls = [ParsedCall(c.id or _call_id(), c.function.name, c.function.arguments or "{}") for c in info.tool_calls]
-    return info.content or "", calls
+    def __init__(self, parser_name: str, tokenizer: Any, tools: list[OfferedTool]) -> None:
+        self._parser: Any = None
+        self._request: Any = None
+        if not parser_name or not tools:
+            return
+        from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+        from vllm.tool_parsers import ToolParserManager
+
+        request = ChatCompletionRequest(
+            model="chat", messages=[], tools=[t.as_openai() for t in tools], tool_choice="auto"
+        )
+        self._parser = ToolParserManager.get_tool_parser(parser_name)(tokenizer, request.tools)
+        self._request = self._parser.adjust_request(request)
+
+    @property
+    def skip_special_tokens(self) -> bool:
+        return self._request is None or bool(self._request.skip_special_tokens)
+
+    def read(self, text: str) -> tuple[str, list[ParsedCall]]:
+        """The reply's text (without the calls' markup) and its calls."""
+        if self._parser is None:
+            return text, []
+        info = self._parser.extract_tool_calls(text, self._request)
+        if not info.tools_called:
+            return text, []
+        calls = [ParsedCall(c.id or _call_id(), c.function.name, c.function.arguments or "{}") for c in info.tool_calls]
+        return info.content or "", calls
 
 
 def check_call(call: ParsedCall, tools: list[OfferedTool], lang: str) -> tuple[OfferedTool | None, Any, str | None]:

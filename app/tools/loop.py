@@ -19,7 +19,15 @@ from app.history.records import CallState, ToolCallRecord
 from app.history.turns import answer_text, tool_round_messages
 from app.i18n import translate
 from app.settings import SamplingSettings
-from app.tools.calls import OfferedTool, ParsedCall, check_call, fit_result, parse_auto, parse_forced, required_schema
+from app.tools.calls import (
+    CallReader,
+    OfferedTool,
+    ParsedCall,
+    check_call,
+    fit_result,
+    parse_forced,
+    required_schema,
+)
 from app.tools.host import Decision, PendingCall, ToolHost
 
 WAITING = "waiting"  # for the user's answer
@@ -95,10 +103,12 @@ class ToolLoop:
         for round_number in range(self.host.settings.max_rounds + 1):
             offered = tools if round_number < self.host.settings.max_rounds else []
             forced = bool(offered) and round_number == 0 and self.first_choice == "required"
+            reader = CallReader(_parser_name(self.engine), _tokenizer(self.engine), [] if forced else offered)
             options = ChatOptions(
                 tools=tuple(t.as_openai() for t in offered),
                 template_kwargs=self.template_kwargs,
                 json_schema=required_schema(offered) if forced else None,
+                skip_special_tokens=reader.skip_special_tokens,
             )
             text, last = "", None
             async for delta in self.engine.stream_chat(messages, sampling, options=options):
@@ -107,7 +117,9 @@ class ToolLoop:
                 yield TextStep(delta)
             if last is None:
                 return
-            content, parsed = self._parse(text, offered, forced)
+            # Models that think write the calls after the reasoning.
+            answer = answer_text(text)
+            content, parsed = parse_forced(answer.strip()) if forced else reader.read(answer)
             if not parsed:
                 return
             self._calls = [CallView(c.call_id, "", c.name, c.arguments, WAITING) for c in parsed]
@@ -120,15 +132,6 @@ class ToolLoop:
             # Saved and shown: the reasoning and the text around the calls, not the calls' markup.
             yield RoundEnd(text[: len(text) - len(answer_text(text))] + content, records, last)
             messages += tool_round_messages(content, records)
-
-    def _parse(self, text: str, offered: list[OfferedTool], forced: bool) -> tuple[str, list[ParsedCall]]:
-        if not offered:
-            return text, []
-        # Models that think write the calls after the reasoning.
-        answer = answer_text(text)
-        if forced:
-            return parse_forced(answer.strip())
-        return parse_auto(answer, _parser_name(self.engine), _tokenizer(self.engine), offered)
 
     async def _run_call(
         self, index: int, call: ParsedCall, offered: list[OfferedTool], text: str
