@@ -219,13 +219,7 @@ class ChatPanel:
                 yield update
             return
         sampling = self._sampling(lang)
-        options, prompt = self.tools.options(), turn.prompt(system_prompt)
-        # Only a model whose template takes the thinking switch is given options.
-        stream = (
-            self.app.engine.stream_chat(prompt, sampling)
-            if options is None
-            else self.app.engine.stream_chat(prompt, sampling, options=options)
-        )
+        stream = self.tools.plain_stream(turn.prompt(system_prompt), sampling)
         # The request starts now, so the engine reads the prompt while the page shows the message.
         first = asyncio.ensure_future(anext(stream, None))
         deltas = _chained(first, stream)

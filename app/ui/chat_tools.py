@@ -19,9 +19,10 @@ import gradio as gr
 
 from app.application import App
 from app.conversations import StoredMessage, Turn, reply_stats, save_reply, save_round
-from app.engine_types import ChatOptions
+from app.engine_types import ChatDelta, ChatOptions
 from app.errors import UserError
 from app.i18n import translate
+from app.settings import SamplingSettings
 from app.tools.host import Decision, ToolHost
 from app.tools.loop import CallsStep, RoundEnd, TextStep, ToolLoop, thinking_switch_applies, tools_supported
 from app.ui.chat_display import display
@@ -64,6 +65,13 @@ class ChatTools:
         """The thinking switch, for a model whose template takes it."""
         kwargs = self._template_kwargs()
         return ChatOptions(template_kwargs=tuple(kwargs.items())) if kwargs else None
+
+    def plain_stream(self, prompt: list[dict[str, Any]], sampling: SamplingSettings) -> AsyncIterator[ChatDelta]:
+        """A reply without tools; the thinking switch goes only to a model whose template takes it."""
+        options = self.options()
+        if options is None:
+            return self.app.engine.stream_chat(prompt, sampling)
+        return self.app.engine.stream_chat(prompt, sampling, options=options)
 
     def _template_kwargs(self) -> dict[str, Any]:
         if self.app.tools is None or not thinking_switch_applies(self.app.engine):
