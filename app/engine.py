@@ -37,6 +37,7 @@ from app.errors import EngineError, UserError
 from app.logs import log_size, read_since
 from app.models.catalog import load_catalog
 from app.models.parsers import with_parsers
+from app.reasoning import ReplySplit, parser_class
 from app.settings import EngineSettings, SamplingSettings
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class Engine:
         self._settings: EngineSettings | None = None
         self._source: str | None = None
         self._model_defaults: dict[str, Any] = {}
+        self._reply_parser: Any = None
 
     # ---- state -------------------------------------------------------------------------
 
@@ -135,6 +137,7 @@ class Engine:
                 finally:
                     self._children = _new_vllm_children(before)
                 self._llm = llm
+                self._reply_parser = parser_class(settings.reasoning_parser, llm.renderer.tokenizer, llm.model_config.model)
                 self._settings = settings
                 self._source = model
                 self._model_defaults = llm.model_config.get_diff_sampling_param()
@@ -200,6 +203,7 @@ class Engine:
         self._settings = None
         self._source = None
         self._model_defaults = {}
+        self._reply_parser = None
         if llm is not None:
             llm.shutdown()
         # Wait for the EngineCore process to be gone: only then is the device memory free
@@ -245,7 +249,12 @@ class Engine:
         except Exception as exc:
             raise explain_render_error(exc, llm) from exc
         # Close the inner stream now, not at garbage collection: closing it aborts the request.
-        async with contextlib.aclosing(self._generate(llm, prompts[0], sampling, request_id)) as deltas:
+        split = None
+        if self._reply_parser is not None:
+            split = ReplySplit(
+                self._reply_parser, llm.renderer.tokenizer, llm.model_config, _prompt_token_ids(prompts[0])
+            )
+        async with contextlib.aclosing(self._generate(llm, prompts[0], sampling, request_id, split)) as deltas:
             async for delta in deltas:
                 yield delta
 
@@ -282,7 +291,12 @@ class Engine:
         return self._llm
 
     async def _generate(
-        self, llm: Any, engine_input: Any, sampling: SamplingSettings, request_id: str | None
+        self,
+        llm: Any,
+        engine_input: Any,
+        sampling: SamplingSettings,
+        request_id: str | None,
+        split: ReplySplit | None = None,
     ) -> AsyncIterator[ChatDelta]:
         from vllm.sampling_params import RequestOutputKind
 
@@ -306,8 +320,9 @@ class Engine:
                 if ttft is None and completion.token_ids:
                     ttft = now
                 finished = out.finished
+                text = completion.text if split is None else split.feed(completion.text, completion.token_ids, finished)
                 yield ChatDelta(
-                    text=completion.text,
+                    text=text,
                     prompt_tokens=prompt_tokens,
                     completion_tokens=completion_tokens,
                     finish_reason=completion.finish_reason if out.finished else None,

@@ -72,6 +72,10 @@ def _engine_args(model: str, name: str, settings: EngineSettings) -> Any:
         disable_log_stats=False,
         enable_log_requests=False,
     )
+    if settings.reasoning_parser:
+        # As `vllm serve --reasoning-parser` does: a JSON schema then applies to the answer,
+        # after the thinking, instead of forcing JSON from the first token.
+        kwargs["reasoning_parser"] = settings.reasoning_parser
     for key in ("max_num_seqs", "max_num_batched_tokens", "enable_chunked_prefill"):
         if getattr(settings, key) is not None:
             kwargs[key] = getattr(settings, key)

@@ -21,6 +21,7 @@ import httpx
 
 from app.engine import ChatDelta, EngineState, EngineStatus, Message, as_message_dict
 from app.errors import EngineError, UserError
+from app.reasoning import ThinkingTags
 from app.settings import FALLBACK_SAMPLING, EngineSettings, SamplingSettings
 
 # Between two streamed chunks: a long prompt on a busy server can take minutes to prefill.
@@ -46,8 +47,13 @@ class RemoteEngine:
         # Requests in flight, and their response once the server has answered.
         self._open: dict[str, httpx.Response | None] = {}
         self._aborted: set[str] = set()
-        self._status = EngineStatus(EngineState.LOADING, model=self.base_url, stage="remote.stage_connecting",
-                                    since=time.time(), device="remote")
+        self._status = EngineStatus(
+            EngineState.LOADING,
+            model=self.base_url,
+            stage="remote.stage_connecting",
+            since=time.time(),
+            device="remote",
+        )
 
     # ---- state -------------------------------------------------------------------------
 
@@ -102,8 +108,7 @@ class RemoteEngine:
         ids = [m.id for m in models]
         wanted = self._wanted or (self._model.id if self._model else None) or ids[0]
         if wanted not in ids:
-            self._fail(EngineError("remote.unknown_model", url=self.base_url, model=wanted,
-                                   models=", ".join(ids)))
+            self._fail(EngineError("remote.unknown_model", url=self.base_url, model=wanted, models=", ".join(ids)))
         self._model = models[ids.index(wanted)]
         self._set(EngineState.READY, model=self._model.id, max_model_len=self._model.max_model_len)
         return ids
@@ -196,8 +201,13 @@ class RemoteEngine:
             await self.refresh()  # the server may have come up since; raises if not
         assert self._model is not None
         request_id = request_id or uuid.uuid4().hex
-        body = {**body, **_sampling_body(sampling), "model": self._model.id, "stream": True,
-                "stream_options": {"include_usage": True}}
+        body = {
+            **body,
+            **_sampling_body(sampling),
+            "model": self._model.id,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
         reader = _ChunkReader()
         self._open[request_id] = None
         try:
@@ -249,14 +259,21 @@ class RemoteEngine:
         if status in (401, 403):
             return EngineError("remote.unauthorized", url=self.base_url)
         if status == 404 and self._model and self._model.id in reason:
-            return EngineError("remote.unknown_model", url=self.base_url, model=self._model.id,
-                               models=", ".join(m.id for m in self._models))
+            return EngineError(
+                "remote.unknown_model",
+                url=self.base_url,
+                model=self._model.id,
+                models=", ".join(m.id for m in self._models),
+            )
         if status == 404:
             return EngineError("remote.bad_reply", url=self.base_url, reason=f"404 {reply.request.url}")
         if status == 400 and (limit := _CONTEXT_LIMIT.search(reason)):
             tokens = _PROMPT_LENGTH.search(reason)
-            return EngineError("engine.prompt_too_long", max_len=limit[1],
-                               tokens=next(filter(None, tokens.groups())) if tokens else f"{limit[1]}+")
+            return EngineError(
+                "engine.prompt_too_long",
+                max_len=limit[1],
+                tokens=next(filter(None, tokens.groups())) if tokens else f"{limit[1]}+",
+            )
         if status < 500:
             return EngineError("remote.rejected", reason=reason)
         return EngineError("remote.failed", status=status, reason=reason)
@@ -319,13 +336,13 @@ class _ChunkReader:
         self.completion_tokens = 0
         self.finish_reason: str | None = None
         self.held_text = ""
-        self.thinking = False
+        self.tags = ThinkingTags()
         self.done = False
 
     def feed(self, line: str) -> list[ChatDelta]:
         if self.done or not line.startswith("data:"):
             return []
-        data = line[len("data:"):].strip()
+        data = line[len("data:") :].strip()
         if data == "[DONE]":
             self.done = True
             return []
@@ -351,28 +368,24 @@ class _ChunkReader:
     def final(self) -> ChatDelta | None:
         if self.finish_reason is None and not self.held_text:
             return None
-        closing = "</think>" if self.thinking else ""
-        return self._delta(self.held_text + closing, self.finish_reason or "stop")
+        return self._delta(self.held_text + self.tags.close(), self.finish_reason or "stop")
 
     def _text(self, choice: dict[str, Any]) -> str:
         if "text" in choice:
             return choice["text"] or ""
         delta = choice.get("delta") or {}
         thought = delta.get("reasoning") or delta.get("reasoning_content") or ""
-        content = delta.get("content") or ""
-        text = ""
-        if thought:
-            text += ("" if self.thinking else "<think>") + thought
-            self.thinking = True
-        if content:
-            text += ("</think>" if self.thinking else "") + content
-            self.thinking = False
-        return text
+        return self.tags.add(thought, delta.get("content") or "")
 
     def _delta(self, text: str, finish_reason: str | None) -> ChatDelta:
         now = time.perf_counter() - self.start
         if self.ttft is None and text:
             self.ttft = now
-        return ChatDelta(text=text, prompt_tokens=self.prompt_tokens,
-                         completion_tokens=self.completion_tokens, finish_reason=finish_reason,
-                         ttft=self.ttft, elapsed=now)
+        return ChatDelta(
+            text=text,
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            finish_reason=finish_reason,
+            ttft=self.ttft,
+            elapsed=now,
+        )
