@@ -36,7 +36,7 @@ from app.engine_types import ChatDelta, EngineState, EngineStatus, Message
 from app.errors import EngineError, UserError
 from app.logs import log_size, read_since
 from app.models.catalog import load_catalog
-from app.models.parsers import with_parsers
+from app.models.parsers import check_parser_names, with_parsers
 from app.reasoning import ReplySplit, parser_class
 from app.settings import EngineSettings, SamplingSettings
 
@@ -116,6 +116,7 @@ class Engine:
             log_offset = log_size(self._log_file)
             try:
                 settings.validate()
+                await asyncio.to_thread(check_parser_names, settings)
                 _check_model_files(model, weights=settings.load_format != "dummy")
                 folder = Path(model).expanduser()
                 settings = with_parsers(settings, name, folder if folder.is_dir() else None, load_catalog())
@@ -137,7 +138,9 @@ class Engine:
                 finally:
                     self._children = _new_vllm_children(before)
                 self._llm = llm
-                self._reply_parser = parser_class(settings.reasoning_parser, llm.renderer.tokenizer, llm.model_config.model)
+                self._reply_parser = parser_class(
+                    settings.reasoning_parser, llm.renderer.tokenizer, llm.model_config.model
+                )
                 self._settings = settings
                 self._source = model
                 self._model_defaults = llm.model_config.get_diff_sampling_param()

@@ -264,12 +264,13 @@ def test_a_value_equal_to_the_app_default_is_sent_on_a_model_that_differs(server
 def test_engine_settings_are_validated_and_saved_for_the_next_load(server: Any, app: App, connect: Any) -> None:
     client = connect(server)
     with pytest.raises(AppError, match="max_model_len must be at least 16"):
-        client.predict("balanced", 0.9, 8, "auto", "none", api_name="/apply_engine")
-    result = client.predict("memory_saver", 0.7, 2048, "float16", "none", api_name="/apply_engine")
+        client.predict("balanced", 0.9, 8, "auto", "none", "auto", "auto", api_name="/apply_engine")
+    result = client.predict("memory_saver", 0.7, 2048, "float16", "none", "hermes", "none", api_name="/apply_engine")
     assert "when you load a model" in result
     saved = load_settings(app.paths)
     assert saved.preset == "memory_saver"
     assert (saved.engine.max_model_len, saved.engine.dtype, saved.engine.max_num_seqs) == (2048, "float16", 16)
+    assert (saved.engine.tool_call_parser, saved.engine.reasoning_parser) == ("hermes", "")
 
 
 # ---- restart, concurrency, bytes on the wire ------------------------------------------------
