@@ -78,3 +78,17 @@ def test_a_remote_servers_reasoning_field_comes_back_between_tags():
     text = "".join(d.text for line in lines for d in reader.feed(line))
     final = reader.final()
     assert text + (final.text if final else "") == "<think>Let me think.</think>Four."
+
+
+def test_the_api_reads_the_reasoning_parser_where_vllm_serve_puts_it():
+    """vLLM's serving classes take the parser from the structured-outputs config, which `vllm
+    serve` fills in while building its engine; without it /v1 returned thinking as content."""
+    import dataclasses
+
+    from app.api.openai import serve_args
+    from app.settings import EngineSettings
+
+    chosen = dataclasses.replace(EngineSettings(), reasoning_parser="deepseek_r1")
+    assert serve_args("m", "m", chosen).structured_outputs_config.reasoning_parser == "deepseek_r1"
+    none = dataclasses.replace(EngineSettings(), reasoning_parser="")
+    assert serve_args("m", "m", none).structured_outputs_config.reasoning_parser == ""
