@@ -173,9 +173,10 @@ class Engine:
             await self._unload_locked()
             self._set(EngineState.EMPTY)
 
-    async def check_alive(self) -> bool:
+    async def check_alive(self, reason: str = "engine.died") -> bool:
         """False if the loaded engine died (its process gone, or vLLM saw it fail): it is then
-        shut down and the engine is FAILED with the reason. True otherwise, loaded or not."""
+        FAILED with the message `reason` (a key, given the model) and shut down. True otherwise,
+        loaded or not."""
         llm = self._llm
         if llm is None or self._status.state != EngineState.READY:
             return True
@@ -187,14 +188,11 @@ class Engine:
                 return True
             model = self._status.model
             log.warning("the engine of %s died (processes gone: %s)", model, [p.pid for p in gone])
+            # Said first: shutting down what is left can take seconds, and no request may
+            # reach the dead engine meanwhile.
+            self._set(EngineState.FAILED, model=model, error=EngineError(reason, model=model))
             await self._unload_locked()
-            self._set(EngineState.FAILED, model=model, error=EngineError("engine.died", model=model))
         return False
-
-    def mark_failed(self, error: UserError) -> None:
-        """Say why nothing is loaded (the supervisor giving up); ignored while a model is."""
-        if self._llm is None and self._status.state != EngineState.LOADING:
-            self._set(EngineState.FAILED, model=self._status.model, error=error)
 
     async def _drain(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 import httpx
 
 from app.engine import ChatDelta, EngineState, EngineStatus, Message, as_message_dict
-from app.errors import EngineError, UserError
+from app.errors import EngineError
 from app.reasoning import ThinkingTags
 from app.settings import FALLBACK_SAMPLING, EngineSettings, SamplingSettings
 
@@ -155,12 +155,9 @@ class RemoteEngine:
         """Unknown here: the server applies its model's defaults itself."""
         return {}
 
-    async def check_alive(self) -> bool:
+    async def check_alive(self, reason: str = "engine.died") -> bool:
         """The remote server's health is its own: requests say when it is unreachable."""
         return True
-
-    def mark_failed(self, error: UserError) -> None:
-        """Nothing to mark: this side never loads a model."""
 
     async def stream_chat(
         self,
