@@ -18,6 +18,7 @@ from app.engine_build import DEFAULT_CPU_KV_CACHE_GIB
 from app.errors import UserError
 from app.hardware import Hardware
 from app.i18n import translate
+from app.models.catalog import CatalogEntry
 from app.models import memory
 from app.models.memory import CUDA_CONTEXT_BYTES, GIB, MIN_USEFUL_TOKENS, Gpus
 from app.settings import EngineSettings
@@ -64,6 +65,11 @@ class ModelShape:
             dtype=text.get("torch_dtype") or text.get("dtype") or config.get("torch_dtype"),
             quantization=quant,
         )
+
+    @classmethod
+    def from_entry(cls, entry: CatalogEntry) -> ModelShape:
+        """The shape the catalog ships for an entry (read from its config.json, checked against vLLM)."""
+        return cls(entry.layers, entry.kv_heads, entry.head_dim, entry.max_position, entry.dtype, entry.quantization)
 
     @property
     def kv_bytes_per_token(self) -> int:
