@@ -15,18 +15,10 @@ from app.hardware import detect
 from app.i18n import normalize_language, translate
 from app.models.cache import ModelStore
 from app.models.catalog import load_catalog, repo_for_source
-from app.models.downloads import (
-    SOURCES,
-    DownloadProgress,
-    Downloads,
-    TokenStore,
-    check_plan_fit,
-    format_eta,
-    plan_download,
-    plan_lines,
-    source_from_settings,
-)
+from app.models.downloads import DownloadProgress, Downloads, format_eta
 from app.models.fit import format_bytes
+from app.models.plans import check_plan_fit, plan_download, plan_lines
+from app.models.sources import SOURCES, TokenStore, source_from_settings
 from app.settings import AppPaths
 from app.settings_file import load_settings
 

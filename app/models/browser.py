@@ -59,8 +59,12 @@ class BrowserRow:
         smaller = find_entry(catalog or [], self.entry.quantized or "")
         if smaller is not None:
             return translate("browser.fit_no_variant", lang, variant=smaller.name)
-        return translate(f"browser.fit_no_{where}", lang, weights=format_bytes(self.report.weight_bytes),
-                         memory=format_bytes(self.report.memory_bytes))
+        return translate(
+            f"browser.fit_no_{where}",
+            lang,
+            weights=format_bytes(self.report.weight_bytes),
+            memory=format_bytes(self.report.memory_bytes),
+        )
 
 
 @dataclass(frozen=True)
@@ -82,8 +86,9 @@ class BrowserFilters:
 def fit_of(entry: CatalogEntry, hardware: Hardware, engine: EngineSettings) -> FitReport:
     """The entry against this machine, at the user's max model length or the catalog's recommended one."""
     length = engine.max_model_len or min(entry.max_len, entry.max_position)
-    return check_fit(ModelShape.from_entry(entry), entry.weight_bytes, hardware,
-                     dataclasses.replace(engine, max_model_len=length))
+    return check_fit(
+        ModelShape.from_entry(entry), entry.weight_bytes, hardware, dataclasses.replace(engine, max_model_len=length)
+    )
 
 
 def browse(

@@ -18,8 +18,8 @@ from app.engine_build import DEFAULT_CPU_KV_CACHE_GIB
 from app.errors import UserError
 from app.hardware import Hardware
 from app.i18n import translate
-from app.models.catalog import CatalogEntry
 from app.models import memory
+from app.models.catalog import CatalogEntry
 from app.models.memory import CUDA_CONTEXT_BYTES, GIB, MIN_USEFUL_TOKENS, Gpus
 from app.settings import EngineSettings
 

@@ -20,17 +20,10 @@ from app.hardware import detect
 from app.i18n import translate
 from app.models.cache import ModelStore, delete_cached, list_cached, remove_orphans, resolve_snapshot
 from app.models.catalog import CatalogEntry, find_entry, load_catalog, repo_for_source
-from app.models.downloads import (
-    DownloadPlan,
-    Source,
-    TokenStore,
-    check_plan_fit,
-    plan_download,
-    plan_lines,
-    progress_line,
-    source_from_settings,
-)
+from app.models.downloads import progress_line
 from app.models.fit import format_bytes, read_config, settings_that_fit, weight_file_bytes
+from app.models.plans import DownloadPlan, check_plan_fit, plan_download, plan_lines
+from app.models.sources import Source, TokenStore, source_from_settings
 from app.settings import AppSettings
 from app.ui.i18n import gradio_i18n, request_language
 
