@@ -1,7 +1,8 @@
 """A real HTTP server on loopback that speaks the Hugging Face Hub protocol, for the endpoints the
 huggingface_hub client uses to inspect and download a model:
 
-  GET  /api/models/{repo}[/revision/{rev}]        model info (sha, siblings with sizes, gated)
+  GET  /api/models?search=&pipeline_tag=&sort=&limit=   the search list_models sends (id, downloads, likes, ...)
+  GET  /api/models/{repo}[/revision/{rev}]        model info (sha, siblings with sizes, gated, cardData)
   GET  /api/models/{repo}/tree/{rev}[/{path}]     file tree with sizes, blob ids, LFS info
   POST /api/models/{repo}/paths-info/{rev}        the same for named paths
   HEAD /{repo}/resolve/{rev}/{path}               ETag, X-Repo-Commit, Content-Length (X-Linked-* for LFS)
@@ -38,6 +39,11 @@ class HubRepo:
     gated: bool = False
     # Tokens granted access to this gated repo.
     allowed_tokens: set[str] = field(default_factory=set)
+    downloads: int = 0
+    likes: int = 0
+    pipeline_tag: str = "text-generation"
+    # The model card's metadata (base_model points a GGUF or quantized repo to its original).
+    card_data: dict | None = None
 
     @property
     def commit(self) -> str:
@@ -195,6 +201,8 @@ def _handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
         def _dispatch(self) -> None:
             url = urlparse(self.path)
             hub.record(self.command, url.path, self.headers.get("Authorization"))
+            if url.path == "/api/models" and self.command == "GET":
+                return self._search(parse_qs(url.query))
             if m := _RESOLVE.match(url.path):
                 return self._resolve(m["repo"], m["rev"], unquote(m["path"]))
             if m := _API.match(url.path):
@@ -218,6 +226,20 @@ def _handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
                     return self._json([e for e in self._entries(repo, "", True) if e["path"] in wanted])
             return self._error(404, None, "Not found")
 
+        def _search(self, query: dict[str, list[str]]) -> None:
+            """The Hub's model search: case-insensitive substring of the id, one pipeline tag, by downloads."""
+            words = query.get("search", [""])[0].lower().split()
+            tag = query.get("pipeline_tag", [None])[0]
+            found = [r for r in hub.repos.values()
+                     if all(w in r.repo_id.lower() for w in words) and (tag is None or r.pipeline_tag == tag)]
+            if query.get("sort", [""])[0] == "downloads":
+                found.sort(key=lambda r: -r.downloads)
+            found = found[: int(query.get("limit", ["1000"])[0])]
+            self._json([{"_id": r.commit[:24], "id": r.repo_id, "modelId": r.repo_id, "downloads": r.downloads,
+                         "likes": r.likes, "lastModified": "2025-01-01T00:00:00.000Z",
+                         "gated": "manual" if r.gated else False, "pipeline_tag": r.pipeline_tag, "private": False}
+                        for r in found])
+
         def _json(self, value: object) -> None:
             self._send(200, json.dumps(value).encode())
 
@@ -228,7 +250,7 @@ def _handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
                 "_id": repo.commit[:24], "id": repo.repo_id, "modelId": repo.repo_id, "sha": repo.commit,
                 "private": False, "gated": "manual" if repo.gated else False, "disabled": False,
                 "lastModified": "2025-01-01T00:00:00.000Z", "tags": ["safetensors"], "library_name": "transformers",
-                "siblings": siblings,
+                "siblings": siblings, **({"cardData": repo.card_data} if repo.card_data else {}),
             })
 
         def _entries(self, repo: HubRepo, prefix: str, recursive: bool) -> list[dict]:

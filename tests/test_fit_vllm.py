@@ -35,8 +35,13 @@ def config_of(entry: CatalogEntry) -> dict:
 def test_every_catalog_model_has_its_published_config():
     missing = [e.hf for e in CATALOG if not (CONFIGS / e.hf.replace("/", "--") / "config.json").is_file()]
     assert missing == []
-    wanted = {"Qwen/Qwen2.5-7B-Instruct", "meta-llama/Llama-3.1-8B-Instruct", "THUDM/glm-4-9b-chat-hf",
-              "Qwen/Qwen3-8B", "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"}
+    wanted = {
+        "Qwen/Qwen2.5-7B-Instruct",
+        "meta-llama/Llama-3.1-8B-Instruct",
+        "THUDM/glm-4-9b-chat-hf",
+        "Qwen/Qwen3-8B",
+        "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B",
+    }
     assert wanted <= {e.hf for e in CATALOG}
     assert {"awq", "fp8", "gptq"} <= {e.quantization for e in CATALOG}
 
@@ -50,8 +55,9 @@ def vllm_configs() -> dict[str, object]:
         folder = CONFIGS / entry.hf.replace("/", "--")
         arch = TEXT_ONLY_ARCH.get(entry.architecture)
         overrides = {"hf_overrides": {"architectures": [arch]}} if arch else {}
-        configs[entry.key] = ModelConfig(model=str(folder), tokenizer=str(folder), skip_tokenizer_init=True,
-                                         **overrides)
+        configs[entry.key] = ModelConfig(
+            model=str(folder), tokenizer=str(folder), skip_tokenizer_init=True, **overrides
+        )
     return configs
 
 

@@ -43,8 +43,12 @@ def test_12_gb_card_is_led_to_the_4_bit_variant():
     [
         (8, {"qwen2.5-1.5b-instruct", "qwen2.5-0.5b-instruct"}, {"qwen3-1.7b", "qwen3-0.6b"}, {"qwen3-4b"}),
         (12, {"qwen2.5-3b-instruct", "qwen2.5-7b-instruct-awq"}, {"qwen3-8b-awq"}, {"llama-3.1-8b-instruct"}),
-        (24, {"qwen2.5-7b-instruct", "qwen3-8b-fp8", "llama-3.1-8b-instruct-awq"},
-         {"qwen3-8b", "llama-3.1-8b-instruct", "glm-4-9b-chat-hf"}, set()),
+        (
+            24,
+            {"qwen2.5-7b-instruct", "qwen3-8b-fp8", "llama-3.1-8b-instruct-awq"},
+            {"qwen3-8b", "llama-3.1-8b-instruct", "glm-4-9b-chat-hf"},
+            set(),
+        ),
         (80, {e.key for e in CATALOG}, set(), set()),
     ],
 )

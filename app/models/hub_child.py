@@ -111,7 +111,7 @@ def _hf_plan(request: dict[str, Any], events: _Events) -> None:
     by_name = {i.filename: i for i in infos}
     wanted = select_model_files(list(by_name))
     if "config.json" not in by_name:
-        events.emit("error", kind="file_not_found", detail="config.json")
+        _explain_missing_config(request, token, events)
         return
     commit = infos[0].commit_hash
     config_info = by_name["config.json"]
@@ -131,6 +131,49 @@ def _hf_plan(request: dict[str, Any], events: _Events) -> None:
             config = json.loads(Path(path).read_text(encoding="utf-8"))
     files = [{"name": n, "size": by_name[n].file_size or 0, "cached": by_name[n].is_cached} for n in wanted]
     events.emit("plan", commit=commit, files=files, config=config)
+
+
+def _explain_missing_config(request: dict[str, Any], token: str | bool, events: _Events) -> None:
+    """No config.json: a GGUF-only repo (llama.cpp's format) gets pointed to the model it was made from."""
+    from huggingface_hub import HfApi
+
+    info = HfApi(endpoint=request["endpoint"], token=token).model_info(
+        request["repo"], revision=request["revision"], expand=["siblings", "cardData"]
+    )
+    names = [s.rfilename for s in info.siblings or []]
+    if any(n.lower().endswith(".gguf") for n in names):
+        base = (info.card_data or {}).get("base_model") if info.card_data else None
+        events.emit("error", kind="gguf_only", detail="", base=base[0] if isinstance(base, list) else base)
+        return
+    events.emit("error", kind="file_not_found", detail="config.json")
+
+
+def _hf_search(request: dict[str, Any], events: _Events) -> None:
+    """Text-generation models matching a query, most downloaded first (the Hub's own search)."""
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.utils import get_session
+
+    api = HfApi(endpoint=request["endpoint"], token=request["token"] or False)
+    # list_models retries a refused connection for ~25 s; one quick probe answers "offline" at once.
+    get_session().head(request["endpoint"] or constants.ENDPOINT, timeout=10)
+    found = api.list_models(
+        search=request["query"],
+        pipeline_tag="text-generation",
+        sort="downloads",
+        limit=request["limit"],
+        expand=["downloads", "likes", "lastModified", "gated", "pipeline_tag"],
+    )
+    models = [
+        {
+            "id": m.id,
+            "downloads": m.downloads or 0,
+            "likes": m.likes or 0,
+            "last_modified": m.last_modified.isoformat() if m.last_modified else None,
+            "gated": bool(m.gated),
+        }
+        for m in found
+    ]
+    events.emit("search", models=models)
 
 
 def _hf_download(request: dict[str, Any], events: _Events) -> None:
@@ -223,6 +266,8 @@ OPERATIONS: dict[tuple[str, str], Callable[[dict[str, Any], _Events], None]] = {
     ("plan", "huggingface"): _hf_plan,
     ("plan", "mirror"): _hf_plan,
     ("plan", "modelscope"): _modelscope_plan,
+    ("search", "huggingface"): _hf_search,
+    ("search", "mirror"): _hf_search,
     ("download", "huggingface"): _hf_download,
     ("download", "mirror"): _hf_download,
     ("download", "modelscope"): _modelscope_download,

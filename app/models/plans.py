@@ -61,6 +61,15 @@ class DownloadPlan:
     def disk_ok(self) -> bool:
         return not self.download_bytes or self.download_bytes + DISK_MARGIN <= self.free_bytes
 
+    def require_supported(self) -> None:
+        """Refuse, before downloading, an architecture vLLM's model registry does not know. Models
+        with their own code (auto_map) are left to vLLM, which may run them through Transformers."""
+        from vllm.model_executor.models import ModelRegistry
+
+        archs = self.config.get("architectures") or []
+        if archs and not self.needs_trust_remote_code and not set(archs) & set(ModelRegistry.get_supported_archs()):
+            raise UserError("browser.unsupported_arch", repo=self.repo_id, arch=archs[0])
+
     @property
     def needs_trust_remote_code(self) -> bool:
         return "auto_map" in self.config
