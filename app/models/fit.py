@@ -256,7 +256,7 @@ def _check_cpu(
     weights: int, per_token: int, asked: int | None, hardware: Hardware, engine: EngineSettings
 ) -> FitReport:
     kv_budget = cpu_kv_cache_bytes(engine)
-    max_fit = memory.tokens_that_fit(kv_budget, per_token)
+    max_fit = memory.tokens_that_fit(kv_budget, per_token, memory.CPU_BLOCK_TOKENS)
     need = memory.cpu_need_bytes(weights, kv_budget)
     # Small models are bound by compute and overheads, not by reading the weights.
     tokens_per_second = min(CPU_BYTES_PER_SECOND / max(weights, 1), CPU_MAX_TOKENS_PER_SECOND)
