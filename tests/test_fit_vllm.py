@@ -5,6 +5,9 @@ vLLM's `ModelConfig` reads each config as `vllm serve` would and gives the layer
 and head size its attention layers are built with; its `FullAttentionSpec` is the page the KV
 cache is allocated in. Our shipped weight bytes are checked against the tensors the config
 describes: every parameter of the architecture, at the checkpoint's bytes per element.
+
+The same arithmetic against the KV cache a real CPU engine allocates is checked end to end in
+tests/test_model_browser_page.py (one engine start serves that and the "Download and load" page).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import pytest
 
 from app.models.catalog import CatalogEntry, load_catalog
 from app.models.fit import ModelShape
-from app.models.memory import BLOCK_TOKENS, CPU_BLOCK_TOKENS
+from app.models.memory import BLOCK_TOKENS
 
 CONFIGS = Path(__file__).parent / "fixtures" / "configs"
 CATALOG = load_catalog()
@@ -140,62 +143,3 @@ def _vision_params(vision: dict) -> int:
     merged = h * vision["spatial_merge_size"] ** 2
     merger = h + (merged * merged + merged) + (merged * vision["out_hidden_size"] + vision["out_hidden_size"])
     return vision["depth"] * block + patch + merger
-
-
-# ---- end to end on the CPU engine ---------------------------------------------------------------
-
-# Qwen2.5-7B's attention (4 KV heads of 128) in 2 layers of a 1024-wide model: its KV arithmetic,
-# on a model this shared 24 GiB machine loads in seconds (random weights, load_format="dummy").
-CUT = {
-    "num_hidden_layers": 2,
-    "hidden_size": 1024,
-    "num_attention_heads": 8,
-    "intermediate_size": 2048,
-    "max_position_embeddings": 4096,
-    "sliding_window": 4096,
-    "max_window_layers": 2,
-}
-KV_CACHE_GIB = 0.05
-
-
-@pytest.mark.engine
-def test_tokens_that_fit_equal_the_kv_cache_vllm_allocates(tiny_model: Path, tmp_path: Path, engine_loop):
-    from app.engine import Engine
-    from app.hardware import Hardware
-    from app.models.fit import check_fit
-    from app.settings import EngineSettings
-
-    entry = next(e for e in CATALOG if e.key == "qwen2.5-7b-instruct")
-    config = {
-        **config_of(entry),
-        **CUT,
-        "vocab_size": json.loads((tiny_model / "config.json").read_text())["vocab_size"],
-    }
-    folder = tmp_path / "qwen2.5-7b-cut"
-    folder.mkdir()
-    (folder / "config.json").write_text(json.dumps(config))
-    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"):
-        if (tiny_model / name).is_file():
-            (folder / name).write_bytes((tiny_model / name).read_bytes())
-    settings = EngineSettings(
-        load_format="dummy",
-        max_model_len=256,
-        enforce_eager=True,
-        cpu_kv_cache_gib=KV_CACHE_GIB,
-        max_num_seqs=4,
-        max_num_batched_tokens=256,
-    )
-    shape = ModelShape.from_config(config)
-    assert (shape.kv_heads, shape.head_dim) == (entry.kv_heads, entry.head_dim)
-    ours = check_fit(shape, 0, Hardware(ram_total=24 * 2**30), settings).max_fit_len
-
-    engine = Engine()
-    engine_loop.run(engine.load(str(folder), settings))
-    try:
-        cache = engine.vllm.vllm_config.cache_config
-        allocated = cache.num_gpu_blocks * cache.block_size
-    finally:
-        engine_loop.run(engine.unload())
-    assert cache.block_size == CPU_BLOCK_TOKENS
-    # Equal, which is within one block: 0.05 GiB // (4,096 bytes × 128 tokens) = 102 blocks.
-    assert ours == allocated == 13_056

@@ -186,7 +186,12 @@ def browser_section(panel: BrowserPanel, i18n: gr.I18n, tabs: gr.Tabs | None) ->
             label=i18n("browser.filter_family"),
         )
         max_b = gr.Slider(0, 10, value=0, step=0.5, label=i18n("browser.filter_size"))
-    table = gr.Dataframe(interactive=False, wrap=True, elem_id="model-browser")
+    table = gr.Dataframe(
+        interactive=False,
+        wrap=True,
+        elem_id="model-browser",
+        column_widths=["20%", "7%", "8%", "8%", "11%", "30%", "7%", "9%"],
+    )
     keys = gr.State([])
     picked = gr.State("")
     with gr.Row():
