@@ -19,7 +19,7 @@ from app.i18n import translate
 from app.models.browser import BrowserFilters, BrowserRow, browse, families
 from app.models.cache import list_cached
 from app.models.catalog import find_entry
-from app.models.downloads import progress_line
+from app.models.downloads import format_eta, progress_line
 from app.models.fit import format_bytes
 from app.models.hub_search import SearchOffline, search_hub
 from app.ui.i18n import request_language
@@ -80,7 +80,7 @@ class BrowserPanel:
         download = self.app.downloads.find(row.entry.repo_for(self.app.settings.download_source))
         if download is not None and download.running:
             p = download.progress()
-            eta = f"{p.eta:.0f} s" if p.eta is not None else "?"
+            eta = format_eta(p.eta) if p.eta is not None else "?"
             return translate(
                 "browser.state_downloading",
                 lang,

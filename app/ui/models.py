@@ -58,9 +58,11 @@ class ModelsPanel:
 
     def set_source(self, kind: str, mirror: str, send_token: bool, lang: str = "en") -> str:
         """Save the source choice; an unusable one is refused with a sentence, the old one kept."""
+
         def change(settings: AppSettings) -> AppSettings:
-            settings = dataclasses.replace(settings, download_source=kind, mirror_endpoint=mirror.strip(),
-                                           send_token_to_mirror=bool(send_token))
+            settings = dataclasses.replace(
+                settings, download_source=kind, mirror_endpoint=mirror.strip(), send_token_to_mirror=bool(send_token)
+            )
             source_from_settings(settings, None)
             return settings
 
@@ -107,8 +109,9 @@ class ModelsPanel:
             repo = self.repo_id(name)
             hits = suggestions(repo, self.source(), self.store)
             if hits:
-                return translate("browser.did_you_mean", lang, repo=repo, source=self.source().describe(),
-                                 hits=", ".join(hits))
+                return translate(
+                    "browser.did_you_mean", lang, repo=repo, source=self.source().describe(), hits=", ".join(hits)
+                )
         return error.message(lang)
 
     def _fit_lines(self, plan: DownloadPlan, lang: str) -> list[str]:
@@ -171,8 +174,10 @@ class ModelsPanel:
         for m in models:
             used = datetime.datetime.fromtimestamp(m.last_used).strftime("%Y-%m-%d %H:%M") if m.last_used else "-"
             state = translate("models.state_ready" if m.path else "models.state_incomplete", lang)
-            rows.append(f"| {m.repo_id} | {translate('models.source_' + m.source, lang)} | "
-                        f"{format_bytes(m.size_bytes)} | {used} | {state} |")
+            rows.append(
+                f"| {m.repo_id} | {translate('models.source_' + m.source, lang)} | "
+                f"{format_bytes(m.size_bytes)} | {used} | {state} |"
+            )
             choices.append((f"{m.repo_id} ({format_bytes(m.size_bytes)})", f"{m.source}:{m.repo_id}"))
         return "\n".join(rows), choices
 
@@ -260,18 +265,24 @@ def models_tab(app: App, i18n: gr.I18n | None = None, tabs: gr.Tabs | None = Non
     with gr.Row():
         source = gr.Radio(
             [(i18n(f"models.source_{k}"), k) for k in ("huggingface", "mirror", "modelscope")],
-            value=settings.download_source, label=i18n("models.source"),
+            value=settings.download_source,
+            label=i18n("models.source"),
         )
-        mirror = gr.Textbox(settings.mirror_endpoint, label=i18n("models.mirror_endpoint"),
-                            visible=settings.download_source == "mirror")
-        send_token = gr.Checkbox(settings.send_token_to_mirror, label=i18n("models.send_token_to_mirror"),
-                                 visible=settings.download_source == "mirror")
+        mirror = gr.Textbox(
+            settings.mirror_endpoint, label=i18n("models.mirror_endpoint"), visible=settings.download_source == "mirror"
+        )
+        send_token = gr.Checkbox(
+            settings.send_token_to_mirror,
+            label=i18n("models.send_token_to_mirror"),
+            visible=settings.download_source == "mirror",
+        )
     source_note = gr.Markdown()
     browser_section(BrowserPanel(panel), i18n, tabs)
     with gr.Accordion(i18n("browser.any_repo"), open=False):
         with gr.Row():
-            catalog = gr.Dropdown([(catalog_label(e), e.key) for e in panel.catalog], value=None,
-                                  label=i18n("models.catalog"), scale=2)
+            catalog = gr.Dropdown(
+                [(catalog_label(e), e.key) for e in panel.catalog], value=None, label=i18n("models.catalog"), scale=2
+            )
             name = gr.Textbox(label=i18n("models.repo_or_folder"), placeholder=i18n("models.repo_placeholder"), scale=2)
             revision = gr.Textbox(label=i18n("models.revision"), placeholder="main")
         with gr.Row():
