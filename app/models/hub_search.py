@@ -29,10 +29,6 @@ class HubHit:
     gated: bool
 
 
-class SearchOffline(UserError):
-    """The source could not be reached: the caller says so and keeps showing what is local."""
-
-
 def search_hub(
     query: str, source: Source, store: ModelStore, limit: int = SEARCH_LIMIT, timeout: float = 60
 ) -> list[HubHit]:
@@ -54,7 +50,8 @@ def search_hub(
     last = events[-1] if events else {"event": "error", "kind": "crashed"}
     if last["event"] != "search":
         if last.get("kind") == "offline":
-            raise SearchOffline("browser.search_offline", source=source.describe())
+            # One sentence; the caller keeps showing the catalog and what is cached.
+            raise UserError("browser.search_offline", source=source.describe())
         raise UserError(
             "models.err_unknown",
             repo=query,

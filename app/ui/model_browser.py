@@ -21,7 +21,7 @@ from app.models.cache import list_cached
 from app.models.catalog import find_entry
 from app.models.downloads import format_eta, progress_line
 from app.models.fit import format_bytes
-from app.models.hub_search import SearchOffline, search_hub
+from app.models.hub_search import search_hub
 from app.ui.i18n import request_language
 
 if TYPE_CHECKING:
@@ -121,8 +121,6 @@ class BrowserPanel:
         source = self.models.source()
         try:
             hits = search_hub(query, source, self.models.store)
-        except SearchOffline as exc:
-            return [], "⚠️ " + exc.message(lang)
         except UserError as exc:
             return [], "⚠️ " + exc.message(lang)
         if not hits:
