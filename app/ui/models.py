@@ -1,5 +1,6 @@
-"""The Models tab: pick a model (catalog, any Hugging Face repo, a local folder), see its size and
-whether it fits before downloading, follow downloads, manage the models on this computer, load one.
+"""The Models tab: the browser on top (app/ui/model_browser.py: the catalog with what runs here,
+Hub search, "Download and load"), then any Hugging Face repo or a local folder, the token, and the
+models on this computer. Sizes and fit are shown before anything downloads.
 
 All the work is in app/models/*; `ModelsPanel` turns it into Markdown in the browser's language
 and is what the Gradio events call (tests call it directly, without a browser).
