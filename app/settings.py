@@ -239,6 +239,9 @@ class AppPaths:
     data_dir: Path
     cache_dir: Path
     log_dir: Path
+    # The Hugging Face cache models are downloaded to; None is huggingface_hub's own (HF_HUB_CACHE,
+    # HF_HOME, default), shared with other programs as users expect.
+    hf_cache: Path | None = None
 
     @classmethod
     def default(cls) -> AppPaths:

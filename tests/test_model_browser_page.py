@@ -9,6 +9,7 @@ One engine start serves both: the model is Qwen2.5-7B's published config cut to 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,7 @@ from app.engine import Engine
 from app.hardware import Hardware
 from app.models.fit import ModelShape, check_fit
 from app.models.memory import CPU_BLOCK_TOKENS
-from app.settings import AppSettings, EngineSettings, SamplingSettings
+from app.settings import AppPaths, AppSettings, EngineSettings, SamplingSettings
 from tests.hub_server import HubRepo, HubServer
 from tests.test_browser import browser  # noqa: F401 (the suite's one Chromium, as a fixture)
 
@@ -56,11 +57,9 @@ def hub(tiny_model: Path) -> Iterator[HubServer]:
         yield server
 
 
-def test_search_download_and_load_then_chat(hub, browser, make_app, start_server, engine_loop, tmp_path, monkeypatch):  # noqa: F811
-    from huggingface_hub import constants
+def test_search_download_and_load_then_chat(hub, browser, app_home, start_server, engine_loop, tmp_path, monkeypatch):  # noqa: F811
+    from app.application import App
 
-    # The page's store is the Hugging Face cache: a private one for this test.
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
     monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
     engine_settings = EngineSettings(
         load_format="dummy",
@@ -76,7 +75,9 @@ def test_search_download_and_load_then_chat(hub, browser, make_app, start_server
         engine=engine_settings,
         sampling=SamplingSettings(max_tokens=8, ignore_eos=True),
     )
-    app = make_app(Engine(), settings)
+    # The page's store is a Hugging Face cache of this test's own.
+    paths = dataclasses.replace(AppPaths.default(), hf_cache=tmp_path / "hf-cache")
+    app = App.build(settings, paths, engine=Engine())
     server = start_server(app)
     context = browser.new_context(locale="en-US", viewport={"width": 1280, "height": 1000})
     try:
