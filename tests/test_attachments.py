@@ -227,3 +227,8 @@ def test_an_import_with_a_bad_file_stores_nothing(tmp_path: Path) -> None:
     assert refusal(store.import_json, exported).key == "conversations.bad_import"
     assert len(store.list()) == 1
     assert translate("conversations.bad_import", "zh-CN", reason="x")
+
+
+def test_attaching_with_no_model_loaded_says_so() -> None:
+    error = refusal(attach, Engine(), "notes.txt", b"some notes", 50)
+    assert error.key == "engine.no_model"

@@ -21,7 +21,9 @@ from app.errors import UserError
 
 
 class TokenCounter(Protocol):
-    """What attaching needs from the engine: its tokenizer, context and image limit."""
+    """What attaching needs from the engine: its tokenizer, context and image limit. The remote
+    engine (app.remote) has neither a tokenizer nor pictures here: its files are not counted
+    (the server refuses a prompt too long) and pictures are refused."""
 
     @property
     def model_name(self) -> str | None: ...
@@ -43,12 +45,14 @@ def attach(engine: TokenCounter, name: str, data: bytes, limit_mb: float) -> tup
     """Read a file for the next message, count it, and check that the loaded model can take it."""
     check_size(name, len(data), limit_mb)
     content = read_file(name, data)
+    if engine.model_name is None:
+        raise UserError("engine.no_model")
     if content.kind == AttachmentKind.IMAGE:
         check_images(engine, 1)
         return content, Attachment.of(content)
-    tokens = engine.count_tokens(file_part(content.name, content.text))
+    tokens = _count(engine, file_part(content.name, content.text))
     max_len = engine.max_model_len or 0
-    if tokens >= max_len:
+    if tokens and tokens >= max_len:
         raise UserError("attachments.too_long", name=content.name, tokens=tokens, max_len=max_len)
     return content, Attachment.of(content, tokens)
 
@@ -57,7 +61,7 @@ def check_images(engine: TokenCounter, count: int) -> None:
     """Refuse pictures for a model that cannot see them, or more than it takes at once."""
     if count <= 0:
         return
-    limit = engine.images_per_prompt
+    limit = getattr(engine, "images_per_prompt", 0)
     if limit <= 0:
         raise UserError("attachments.no_vision", model=engine.model_name or "?")
     if count > limit:
@@ -69,10 +73,15 @@ def check_fits(engine: TokenCounter, text: str, attachments: Sequence[Attachment
     files = sum(a.tokens for a in attachments)
     if not files:
         return
-    tokens = files + engine.count_tokens(text)
+    tokens = files + _count(engine, text)
     max_len = engine.max_model_len or 0
     if tokens >= max_len:
         raise UserError("attachments.overflow", tokens=tokens, max_len=max_len, count=len(attachments))
+
+
+def _count(engine: TokenCounter, text: str) -> int:
+    count = getattr(engine, "count_tokens", None)
+    return count(text) if count is not None else 0
 
 
 def message_content(text: str, attachments: Sequence[Attachment], files: AttachmentFiles | None) -> Any:
