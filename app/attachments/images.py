@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from typing import Any
 
 from app.attachments.files import AttachmentKind, FileContent
 from app.errors import UserError
@@ -51,8 +52,9 @@ def read_image(name: str, data: bytes) -> FileContent:
     return FileContent(name, AttachmentKind.IMAGE, mime, data)
 
 
-def pil_image(data: bytes):  # -> PIL.Image.Image (Pillow is imported only when a picture is used)
-    """The picture as an RGB PIL image, the form vLLM's chat renderer takes (`image_pil` parts)."""
+def pil_image(data: bytes) -> Any:
+    """The picture as an RGB `PIL.Image.Image`, the form vLLM's chat renderer takes (`image_pil`
+    parts). Pillow is imported only when a picture is used."""
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as image:
