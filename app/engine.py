@@ -233,7 +233,7 @@ class Engine:
 
     async def stream_chat(
         self,
-        messages: Sequence[Message | Mapping[str, str]],
+        messages: Sequence[Message | Mapping[str, Any]],
         sampling: SamplingSettings,
         request_id: str | None = None,
     ) -> AsyncIterator[ChatDelta]:
@@ -279,6 +279,16 @@ class Engine:
 
     def count_prompt_tokens(self, engine_input: Any) -> int:
         return len(_prompt_token_ids(engine_input))
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` in the loaded model's own tokenizer (as part of a prompt: no special tokens)."""
+        return len(self._require_ready().get_tokenizer().encode(text, add_special_tokens=False))
+
+    @property
+    def images_per_prompt(self) -> int:
+        """How many pictures one prompt may carry: 0 for a text-only model (or none loaded)."""
+        mm_config = self._llm.model_config.multimodal_config if self._llm is not None else None
+        return mm_config.get_limit_per_prompt("image") if mm_config is not None else 0
 
     async def abort(self, request_id: str) -> None:
         if self._llm is not None:
@@ -379,14 +389,25 @@ def _sampling_params(sampling: SamplingSettings, max_tokens: int, output_kind: A
     )
 
 
-def as_message_dict(message: Message | Mapping[str, Any]) -> dict[str, str]:
+def as_message_dict(message: Message | Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(message, Message):
         role, content = message.role, message.content
     else:
         role, content = message.get("role"), message.get("content")
     if role not in ("system", "user", "assistant"):
         raise EngineError("engine.bad_role", role=role)
+    if isinstance(content, list) and any(_is_picture(part) for part in content):
+        # Pictures stay parts for the renderer (app.attachments.prompt); only the app's own PIL
+        # images count, never a URL, which vLLM would fetch.
+        return {
+            "role": role,
+            "content": [p if _is_picture(p) else {"type": "text", "text": content_text(p)} for p in content],
+        }
     return {"role": role, "content": content_text(content)}
+
+
+def _is_picture(part: Any) -> bool:
+    return isinstance(part, Mapping) and part.get("type") == "image_pil"
 
 
 def content_text(content: Any) -> str:

@@ -174,8 +174,8 @@ def test_regenerate_keeps_the_earlier_reply_as_a_version(server: Any, connect: A
 
 def test_editing_a_message_continues_from_the_new_text(server: Any) -> None:
     session = QueueSession(server.url)
-    session.run("send", ["First question", None, ""])
-    session.run("send", ["Second question", None, ""])
+    session.run("send", ["First question", None, "", None])
+    session.run("send", ["Second question", None, "", None])
     # Bubble 0 is the first question; edit it: a new branch from there, with a new reply.
     messages = session.run("edit", [None, ""], {"index": 0, "value": "大海和星星", "previous_value": "First question"})
     final = messages[-1][1]
@@ -314,7 +314,7 @@ def test_bytes_per_streamed_update_stay_flat_as_a_2000_token_reply_grows(
 ) -> None:
     server = start_server(make_ui_app(make_app, long_engine, LONGEST))
     session = QueueSession(server.url)
-    messages = session.run("send", ["Write a long story about the sea.", None, ""])
+    messages = session.run("send", ["Write a long story about the sea.", None, "", None])
     updates = [(size, m) for size, m in messages if m.get("msg") == "process_generating"]
     final = messages[-1][1]
     assert final["success"], final

@@ -8,6 +8,8 @@ which the page shows instead of breaking.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import math
 from dataclasses import dataclass
@@ -88,6 +90,20 @@ class _Stats(_Strict):
     finish_reason: Name | None = None
 
 
+def _base64(text: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("not base64") from None
+
+
+class _Attachment(_Strict):
+    # Its kind, type and text are read again from the bytes (app.history.exports): only these count.
+    name: Name
+    data: Annotated[str, Field(max_length=MAX_IMPORT_BYTES * 2), AfterValidator(_base64)]
+    tokens: Count = 0
+
+
 class _Message(_Strict):
     role: Role
     content: Annotated[Text, BeforeValidator(_joined)]
@@ -96,6 +112,7 @@ class _Message(_Strict):
     # The list index of the message this one follows (export version 2); without the key, the
     # message before it in the list (version 1 and plain message lists are one path).
     parent: Annotated[int, Field(ge=0, le=MAX_MESSAGES)] | None = None
+    attachments: Annotated[list[_Attachment], Field(max_length=100)] = []
 
 
 class _File(_Strict):
@@ -106,12 +123,22 @@ class _File(_Strict):
 
 
 @dataclass(frozen=True)
+class ImportedFile:
+    """An attached file as the export listed it: to be read and checked again before it is kept."""
+
+    name: str
+    data: bytes
+    tokens: int
+
+
+@dataclass(frozen=True)
 class ImportedMessage:
     role: str
     content: str
     created: float | None
     stats: ReplyStats | None
     parent: int | None  # index in `ImportedConversation.messages` of the one it follows
+    attachments: tuple[ImportedFile, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -164,7 +191,8 @@ def _conversation(parsed: _File) -> ImportedConversation:
             system_prompt = m.content
             continue
         stats = ReplyStats(**m.stats.model_dump()) if m.stats else None
-        messages.append(ImportedMessage(m.role, m.content, m.created, stats, _parent(m, i, kept)))
+        files = tuple(ImportedFile(a.name, a.data, a.tokens) for a in m.attachments)
+        messages.append(ImportedMessage(m.role, m.content, m.created, stats, _parent(m, i, kept), files))
         kept[i] = len(messages) - 1
     if not messages:
         raise UserError("conversations.bad_import", reason="no messages")

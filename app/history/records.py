@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, get_args
 
+from app.attachments.store import Attachment
 from app.history.stats import ReplyStats
 
 Role = Literal["system", "user", "assistant"]
@@ -23,6 +24,7 @@ class StoredMessage:
     parent_id: int | None = None  # the message it answers or follows; None for a first message
     version: int = 1  # its place among the versions of this turn (its parent's children), from 1
     versions: int = 1
+    attachments: tuple[Attachment, ...] = ()  # files and pictures given with a user message
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from app.application import App
+from app.ui.chat_attachments import Tray
 from app.ui.chat_display import LATEX_DELIMITERS
 from app.ui.chat_panel import ChatPanel
 
@@ -63,6 +64,7 @@ def chat_tab(app: App, i18n: gr.I18n, timer: gr.Timer) -> None:
             side = _sidebar(i18n)
         with gr.Column(scale=4):
             pane = _pane(app, i18n)
+            tray = Tray(app, i18n)
     # The message the version buttons act on (see `version_target`).
     focus = gr.State(None)
     panel = ChatPanel(app, pane.chatbot)
@@ -71,7 +73,7 @@ def chat_tab(app: App, i18n: gr.I18n, timer: gr.Timer) -> None:
     # No triggers: runs when the page loads.
     gr.on(None, panel.open_latest, inputs=None, outputs=[*opened, pane.box, pane.send], api_visibility="private")
     timer.tick(panel.refresh_notice, None, pane.notice, show_progress="hidden", api_visibility="private")
-    _wire_replies(panel, pane, conversation_id, opened)
+    _wire_replies(panel, pane, conversation_id, opened, tray)
     _wire_versions(panel, pane, conversation_id, bar)
     _wire_sidebar(panel, side, pane, conversation_id, opened)
     gr.api(panel.history, api_name="history")
@@ -173,7 +175,7 @@ def _pane(app: App, i18n: gr.I18n) -> Pane:
     )
 
 
-def _wire_replies(panel: ChatPanel, pane: Pane, conversation_id: gr.State, opened: list) -> None:
+def _wire_replies(panel: ChatPanel, pane: Pane, conversation_id: gr.State, opened: list, tray: Tray) -> None:
     # The message being sent: the box is emptied in the browser at once, and the message goes
     # to the server from here (a hidden field, so that `/send` still takes the message as text).
     sending = gr.Textbox(visible=False)
@@ -192,7 +194,8 @@ def _wire_replies(panel: ChatPanel, pane: Pane, conversation_id: gr.State, opene
         queue=False,
         api_visibility="private",
     )
-    sent = taken.then(panel.send, [sending, *inputs], streamed, api_name="send", **shown_on)
+    sent = taken.then(panel.send, [sending, *inputs, tray.pending], streamed, api_name="send", **shown_on)
+    tray.sent(sent)
     for after in (sent.then, sent.failure):
         after(None, js=SENT_JS, queue=False, api_visibility="private")
     # A message that was never saved (refused, or stopped before the reply began) goes back

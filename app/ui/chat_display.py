@@ -12,7 +12,9 @@ import html
 import re
 from typing import Any
 
+from app.attachments import AttachmentFiles
 from app.conversations import StoredMessage, stats_line
+from app.ui.chat_attachments import history_block
 
 LATEX_DELIMITERS = [
     {"left": "$$", "right": "$$", "display": True},
@@ -39,14 +41,17 @@ def with_inline_math(text: str) -> str:
     return "".join(parts)
 
 
-def display(messages: list[StoredMessage], lang: str) -> list[dict[str, Any]]:
-    """Chatbot messages: text blocks (kept verbatim, no dedenting), then a line of their own (so
-    that copying a reply copies the reply only) with the version count and the speed."""
+def display(messages: list[StoredMessage], lang: str, files: AttachmentFiles | None = None) -> list[dict[str, Any]]:
+    """Chatbot messages: their files (thumbnails of pictures from `files`), text blocks (kept
+    verbatim, no dedenting), then a line of their own (so that copying a reply copies the reply
+    only) with the version count and the speed."""
     shown = []
     for m in messages:
         # A user's text is what the edit box shows: left exactly as typed.
         text = with_inline_math(m.content) if m.role == "assistant" else m.content
-        content = [{"type": "text", "text": text}]
+        attached = history_block(m.attachments, files, lang)
+        content = [attached] if attached else []
+        content.append({"type": "text", "text": text})
         line = meta_line(m, lang)
         if line:
             content.append({"type": "text", "text": line})

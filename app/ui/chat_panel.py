@@ -36,6 +36,7 @@ from app.errors import UserError
 from app.files import private_dir, write_private
 from app.i18n import translate
 from app.settings import SamplingSettings
+from app.ui.chat_attachments import AttachmentTray
 from app.ui.chat_display import display, version_target
 from app.ui.i18n import request_language, shown_error
 
@@ -91,7 +92,7 @@ class ChatPanel:
         messages = self.app.conversations.messages(conv.id) if conv else []
         system_prompt = conv.system_prompt if conv else self.app.settings.system_prompt
         return (
-            display(messages, lang),
+            display(messages, lang, self.app.conversations.files),
             conv.id if conv else None,
             self.conversation_list(conv.id if conv else None),
             system_prompt,
@@ -158,11 +159,18 @@ class ChatPanel:
     # ---- replies -----------------------------------------------------------------------
 
     async def send(
-        self, message: str, conversation_id: int | None, system_prompt: str, request: gr.Request
+        self,
+        message: str,
+        conversation_id: int | None,
+        system_prompt: str,
+        request: gr.Request,
+        attached: list | None = None,
     ) -> AsyncIterator[tuple]:
+        """`attached`: the files waiting in the page (app.ui.chat_attachments), not part of the API."""
         lang = request_language(request)
         conv = self._find(conversation_id)
-        turn = self._turn(new_turn, lang, conv.id if conv else None, message)
+        files = AttachmentTray(self.app).check(message, attached, lang)
+        turn = self._turn(new_turn, lang, conv.id if conv else None, message, files)
         async for update in self._stream(turn, system_prompt, lang):
             yield update
 
@@ -210,18 +218,19 @@ class ChatPanel:
         sent as gr.skip() (a quarter of the tab's CPU per reply). The box is emptied in the
         browser when the message is sent, the sidebar refreshed when the reply ends."""
         sampling = self._sampling(lang)
-        stream = self.app.engine.stream_chat(turn.prompt(system_prompt), sampling)
+        files = self.app.conversations.files
+        stream = self.app.engine.stream_chat(turn.prompt(system_prompt, self.app.conversations), sampling)
         # The request starts now, so the engine reads the prompt while the page shows the message.
         first = asyncio.ensure_future(anext(stream, None))
         deltas = _chained(first, stream)
         model = self.app.engine.model_name
         text, last, outcome = "", None, "abort"
-        shown = [*turn.prior, turn.user or StoredMessage(0, "user", turn.user_text, 0.0)]
+        shown = [*turn.prior, turn.user or StoredMessage(0, "user", turn.user_text, 0.0, attachments=turn.attachments)]
         pacer = _Pacer()
         try:
             # Show the message at once, before the prompt is processed; it is saved only when the
             # engine accepts it.
-            yield display(shown, lang), gr.skip()
+            yield display(shown, lang, files), gr.skip()
             async for delta in deltas:
                 if last is None:
                     # The engine accepted the prompt: only now is the user's message saved, so a
@@ -233,7 +242,7 @@ class ChatPanel:
                 # The last words wait for the saved reply below, a moment later with its speed
                 # line: one update less per reply.
                 if pacer.due(text) and not delta.finish_reason:
-                    yield display([*shown, StoredMessage(0, "assistant", text, 0.0)], lang), turn.conversation_id
+                    yield display([*shown, StoredMessage(0, "assistant", text, 0.0)], lang, files), turn.conversation_id
             outcome = "finished"
         except UserError as exc:
             outcome = "error"
@@ -246,7 +255,7 @@ class ChatPanel:
             if stopped_meanwhile:
                 raise asyncio.CancelledError
         if last is not None:
-            yield display(self.app.conversations.messages(turn.conversation_id), lang), turn.conversation_id
+            yield display(self.app.conversations.messages(turn.conversation_id), lang, files), turn.conversation_id
 
     def _begin(self, turn: Turn, system_prompt: str) -> Turn:
         if system_prompt != self.app.settings.system_prompt:
@@ -314,7 +323,8 @@ class ChatPanel:
         at = version_target(path, focus)
         if at is not None:
             path = self.app.conversations.show_version(conv.id, path[at].id, step)
-        return display(path, lang), *self._version_bar(path, path[at].id if at is not None else None, lang)
+        shown = display(path, lang, self.app.conversations.files)
+        return shown, *self._version_bar(path, path[at].id if at is not None else None, lang)
 
     def _version_bar(self, path: list[StoredMessage], focus: int | None, lang: str) -> tuple:
         """(focus, row, ‹ button, "Reply 2/3", › button) for the turn `version_target` picks;
