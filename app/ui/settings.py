@@ -123,18 +123,10 @@ class SettingsPanel:
         request: gr.Request,
     ) -> str:
         lang = request_language(request)
-        fields = (
-            temperature,
-            top_p,
-            top_k,
-            min_p,
-            max_tokens,
-            repetition_penalty,
-            presence_penalty,
-            frequency_penalty,
-            seed,
-            stop or "",
-        )
+        # fmt: off
+        fields = (temperature, top_p, top_k, min_p, max_tokens, repetition_penalty, presence_penalty,
+                  frequency_penalty, seed, stop or "")
+        # fmt: on
         try:
             submitted = SamplingSettings.from_dict(dict(zip(SAMPLING_FIELDS, fields, strict=True)))
             submitted.validate()
@@ -304,18 +296,10 @@ def settings_tab(app: App, i18n: gr.I18n) -> None:
         apply = gr.Button(i18n("settings_ui.apply_reload"), variant="primary", elem_id="apply-reload")
         engine_result = gr.Markdown()
 
-    sampling_fields = [
-        temperature,
-        top_p,
-        top_k,
-        min_p,
-        max_tokens,
-        repetition_penalty,
-        presence_penalty,
-        frequency_penalty,
-        seed,
-        stop,
-    ]
+    # fmt: off
+    sampling_fields = [temperature, top_p, top_k, min_p, max_tokens, repetition_penalty, presence_penalty,
+                       frequency_penalty, seed, stop]
+    # fmt: on
     engine_fields = [
         preset,
         gpu_memory_utilization,
