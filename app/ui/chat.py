@@ -6,6 +6,7 @@ What each event does is in `chat_panel`, how messages are drawn in `chat_display
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import gradio as gr
 
@@ -21,6 +22,8 @@ TAKE_MESSAGE_JS = """(message) => {
   return ["", message];
 }"""
 SENT_JS = "() => { window.vllmChatSending = false; }"
+# Following the reply as it grows, and copying what the model wrote (see the file).
+PAGE_JS = (Path(__file__).resolve().parent.parent.parent / "assets" / "chat.js").read_text(encoding="utf-8")
 
 
 @dataclass
@@ -45,6 +48,7 @@ class Pane:
     notice: gr.Markdown
     system_prompt: gr.Textbox
     chatbot: gr.Chatbot
+    live: gr.Chatbot
     box: gr.Textbox
     send: gr.Button
     stop: gr.Button
@@ -67,7 +71,16 @@ def chat_tab(app: App, i18n: gr.I18n, timer: gr.Timer) -> None:
     focus = gr.State(None)
     panel = ChatPanel(app, pane.chatbot)
     bar = [focus, pane.versions, pane.previous_version, pane.version_label, pane.next_version]
-    opened = [pane.chatbot, conversation_id, side.conversations, pane.system_prompt, side.title, pane.notice, *bar]
+    opened = [
+        pane.chatbot,
+        pane.live,
+        conversation_id,
+        side.conversations,
+        pane.system_prompt,
+        side.title,
+        pane.notice,
+        *bar,
+    ]
     # No triggers: runs when the page loads.
     gr.on(None, panel.open_latest, inputs=None, outputs=[*opened, pane.box, pane.send], api_visibility="private")
     timer.tick(panel.refresh_notice, None, pane.notice, show_progress="hidden", api_visibility="private")
@@ -79,7 +92,7 @@ def chat_tab(app: App, i18n: gr.I18n, timer: gr.Timer) -> None:
 
 
 def _sidebar(i18n: gr.I18n) -> Sidebar:
-    new_chat = gr.Button(i18n("chat.new_chat"), variant="secondary", size="sm")
+    new_chat = gr.Button(i18n("chat.new_chat"), variant="secondary", size="sm", elem_id="new-chat")
     search = gr.Textbox(placeholder=i18n("chat.search"), show_label=False, container=False, max_lines=1)
     conversations = gr.Radio(choices=[], label=i18n("chat.conversations"), elem_classes="conversation-list")
     with gr.Accordion(i18n("chat.manage"), open=False):
@@ -113,6 +126,20 @@ def _sidebar(i18n: gr.I18n) -> Sidebar:
     )
 
 
+_CHATBOT = {
+    # No fixed height: both chatbots grow, and #chat-scroll scrolls them (assets/chat.js follows).
+    "height": None,
+    "autoscroll": False,
+    "buttons": ["copy", "copy_all"],
+    "latex_delimiters": LATEX_DELIMITERS,
+    "reasoning_tags": [("<think>", "</think>")],
+    "feedback_options": None,
+    # The version switch and speed line are a message of their own: apart from the reply, so
+    # that copying the reply copies the reply only.
+    "group_consecutive_messages": False,
+}
+
+
 def _pane(app: App, i18n: gr.I18n) -> Pane:
     notice = gr.Markdown(visible=False, elem_classes="chat-notice")
     with gr.Accordion(i18n("chat.system_prompt"), open=False):
@@ -123,20 +150,18 @@ def _pane(app: App, i18n: gr.I18n) -> Pane:
             lines=2,
             max_lines=8,
         )
-    chatbot = gr.Chatbot(
-        label=i18n("chat.title"),
-        height="62vh",
-        editable="user",
-        buttons=["copy", "copy_all"],
-        latex_delimiters=LATEX_DELIMITERS,
-        reasoning_tags=[("<think>", "</think>")],
-        feedback_options=None,
-        # The version switch and speed line are a message of their own: apart from the reply, so
-        # that copying the reply copies the reply only.
-        group_consecutive_messages=False,
-        placeholder=i18n("chat.empty_placeholder"),
-        elem_id="chatbot",
-    )
+    with gr.Column(elem_id="chat-scroll"):
+        chatbot = gr.Chatbot(
+            label=i18n("chat.title"),
+            editable="user",
+            placeholder=i18n("chat.empty_placeholder"),
+            elem_id="chatbot",
+            **_CHATBOT,
+        )
+        # The turn being answered, under the saved chat: a reply streams here, so that an update
+        # costs the page what it costs in an empty chat, and joins the chat above when it ends.
+        live = gr.Chatbot(show_label=False, container=False, elem_id="live-chat", **_CHATBOT)
+        gr.HTML(js_on_load=PAGE_JS, elem_id="chat-follow")
     # Which version of a turn is shown: the last turn with several, or the one the user clicked.
     with gr.Row(visible=False, elem_id="version-bar") as versions:
         previous_version = gr.Button(i18n("chat.version_previous"), size="sm", elem_id="version-previous", scale=0)
@@ -162,6 +187,7 @@ def _pane(app: App, i18n: gr.I18n) -> Pane:
         notice,
         system_prompt,
         chatbot,
+        live,
         box,
         send,
         stop,
@@ -177,7 +203,10 @@ def _wire_replies(panel: ChatPanel, pane: Pane, conversation_id: gr.State, opene
     # The message being sent: the box is emptied in the browser at once, and the message goes
     # to the server from here (a hidden field, so that `/send` still takes the message as text).
     sending = gr.Textbox(visible=False)
-    streamed = [pane.chatbot, conversation_id]
+    # A reply streams into the live chat only; regenerate and edit also cut the saved chat
+    # above it back to where the turn starts, once.
+    streamed = [pane.live, conversation_id]
+    restreamed = [*streamed, pane.chatbot]
     inputs = [conversation_id, pane.system_prompt]
     # The growing reply is the progress indicator.
     shown_on = {"show_progress": "hidden"}
@@ -200,8 +229,8 @@ def _wire_replies(panel: ChatPanel, pane: Pane, conversation_id: gr.State, opene
     sent.failure(panel.unsent, [sending, pane.box, conversation_id], [pane.box], queue=False, api_visibility="private")
     replies = [
         sent,
-        pane.regenerate.click(panel.regenerate, inputs, streamed, api_name="regenerate", **shown_on),
-        pane.chatbot.edit(panel.edit, inputs, streamed, api_name="edit", **shown_on),
+        pane.regenerate.click(panel.regenerate, inputs, restreamed, api_name="regenerate", **shown_on),
+        pane.chatbot.edit(panel.edit, inputs, restreamed, api_name="edit", **shown_on),
     ]
     pane.stop.click(None, cancels=replies)
     for event in replies:

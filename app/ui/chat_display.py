@@ -3,7 +3,9 @@ message the line with its version count (2/3) and, for a reply, its speed.
 
 The chatbot's own Markdown renders `$$`, `\\[` and `\\(`. Models also write inline math as
 `$...$`, but so do prices ("$5 and $10"): a lone `$` is not a delimiter there. Inline math
-follows Pandoc's rule instead, decided here, and is handed to the chatbot as `\\(...\\)`.
+follows Pandoc's rule instead, decided here, and is handed to the chatbot with a word joiner
+(U+2060, invisible) inside each `$`: a delimiter pair no price makes. The page's copy buttons
+drop the joiners again (assets/chat.js), so that what is copied is what the model wrote.
 """
 
 from __future__ import annotations
@@ -14,10 +16,13 @@ from typing import Any
 
 from app.conversations import StoredMessage, stats_line
 
+# The joiner inside inline math's `$`; assets/chat.js removes exactly these pairs when copying.
+JOINER = "\u2060"
 LATEX_DELIMITERS = [
     {"left": "$$", "right": "$$", "display": True},
     {"left": "\\[", "right": "\\]", "display": True},
     {"left": "\\(", "right": "\\)", "display": False},
+    {"left": "$" + JOINER, "right": JOINER + "$", "display": False},
 ]
 
 # Code is left exactly as written: fenced blocks (to their closing fence or the end of a reply
@@ -29,13 +34,14 @@ _INLINE_MATH = re.compile(r"(?<![\\$])\$(?![\s$])((?:\\.|[^\\$\n])+?)(?<![\s\\])
 
 
 def with_inline_math(text: str) -> str:
-    """`text` with each inline `$...$` written as `\\(...\\)`, outside code."""
+    """`text` with each inline `$...$` marked as math (a joiner inside each `$`), outside code."""
+    marked = f"${JOINER}\\1{JOINER}$"
     parts, end = [], 0
     for code in _CODE.finditer(text):
-        parts.append(_INLINE_MATH.sub(r"\\(\1\\)", text[end : code.start()]))
+        parts.append(_INLINE_MATH.sub(marked, text[end : code.start()]))
         parts.append(code.group())
         end = code.end()
-    parts.append(_INLINE_MATH.sub(r"\\(\1\\)", text[end:]))
+    parts.append(_INLINE_MATH.sub(marked, text[end:]))
     return "".join(parts)
 
 
@@ -52,6 +58,14 @@ def display(messages: list[StoredMessage], lang: str) -> list[dict[str, Any]]:
             content.append({"type": "text", "text": line})
         shown.append({"role": m.role, "content": content})
     return shown
+
+
+def live_turn(user: StoredMessage, reply: str | None, lang: str) -> list[dict[str, Any]]:
+    """The turn being answered, as the live chat under the saved one shows it: the user's
+    message and the reply so far (none before its first words). The one place where streamed
+    text becomes what the page shows."""
+    turn = [user] if reply is None else [user, StoredMessage(0, "assistant", reply, 0.0)]
+    return display(turn, lang)
 
 
 def meta_line(message: StoredMessage, lang: str) -> str:
