@@ -170,3 +170,34 @@ def test_auto_scroll_follows_at_the_bottom_and_stays_when_scrolled_up(
     assert abs(after - before) < 5 and bottom - after > 500, (before, after, bottom)
     page.locator("#stop").click()
     assert wait_until(lambda: long_engine.num_unfinished_requests() == 0, timeout=10)
+
+
+def test_a_long_chat_opens_on_its_last_messages_and_shows_the_rest_on_a_click(open_page: Any, app: App) -> None:
+    conv = app.conversations.create("Long")
+    for i in range(15):
+        app.conversations.add_message(conv.id, "user", f"Question {i}")
+        app.conversations.add_message(conv.id, "assistant", f"Answer {i}")
+    page = open_page(app)
+    chat = page.locator("#chatbot")
+    # The last 20 messages: from question 5 on; the rest a click away.
+    expect(chat.get_by_text("Question 5", exact=True)).to_be_visible()
+    expect(chat.get_by_text("Question 4", exact=True)).to_have_count(0)
+    earlier = page.get_by_role("button", name="Show the 10 earlier messages")
+    earlier.click()
+    expect(chat.get_by_text("Question 0", exact=True)).to_be_visible()
+    expect(earlier).to_be_hidden()
+
+    # Opened again: editing the first message shown edits that one, not the chat's first.
+    page.reload()
+    expect(chat.get_by_text("Question 4", exact=True)).to_have_count(0)
+    chat.get_by_role("button", name="Edit").first.click()
+    chat.locator("textarea").first.fill("Question 5, edited")
+    chat.get_by_role("button", name="Submit").first.click()
+
+    def shown() -> list[str]:
+        return [m.content for m in app.conversations.messages(conv.id)]
+
+    assert wait_until(lambda: len(shown()) == 12 and shown()[10] == "Question 5, edited"), shown()
+    assert shown()[:10] == [f"{kind} {i}" for i in range(5) for kind in ("Question", "Answer")]
+    expect(chat.get_by_text("Question 5, edited")).to_be_visible()
+    shot(page, "18-long-chat-edited")

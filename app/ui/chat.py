@@ -47,6 +47,7 @@ class Sidebar:
 class Pane:
     notice: gr.Markdown
     system_prompt: gr.Textbox
+    earlier: gr.Button
     chatbot: gr.Chatbot
     live: gr.Chatbot
     box: gr.Textbox
@@ -62,6 +63,8 @@ class Pane:
 def chat_tab(app: App, i18n: gr.I18n, timer: gr.Timer) -> None:
     """Render the chat tab's content inside an open gr.Tab."""
     conversation_id = gr.State(None)
+    # Whether the chat shows all its messages, or its last ones (see `window_start`).
+    whole = gr.State(False)
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=240, elem_classes="conversation-sidebar"):
             side = _sidebar(i18n)
@@ -74,6 +77,8 @@ def chat_tab(app: App, i18n: gr.I18n, timer: gr.Timer) -> None:
     opened = [
         pane.chatbot,
         pane.live,
+        whole,
+        pane.earlier,
         conversation_id,
         side.conversations,
         pane.system_prompt,
@@ -84,8 +89,9 @@ def chat_tab(app: App, i18n: gr.I18n, timer: gr.Timer) -> None:
     # No triggers: runs when the page loads.
     gr.on(None, panel.open_latest, inputs=None, outputs=[*opened, pane.box, pane.send], api_visibility="private")
     timer.tick(panel.refresh_notice, None, pane.notice, show_progress="hidden", api_visibility="private")
-    _wire_replies(panel, pane, conversation_id, opened)
-    _wire_versions(panel, pane, conversation_id, bar)
+    _wire_replies(panel, pane, [conversation_id, whole], opened)
+    _wire_versions(panel, pane, [conversation_id, whole], bar)
+    pane.earlier.click(panel.open_whole, [conversation_id], opened, api_visibility="private")
     _wire_sidebar(panel, side, pane, conversation_id, opened)
     gr.api(panel.history, api_name="history")
     gr.api(panel.conversations, api_name="conversations")
@@ -151,6 +157,8 @@ def _pane(app: App, i18n: gr.I18n) -> Pane:
             max_lines=8,
         )
     with gr.Column(elem_id="chat-scroll"):
+        # A long chat opens on its last messages; this shows the rest.
+        earlier = gr.Button(visible=False, size="sm", variant="secondary", elem_id="show-earlier")
         chatbot = gr.Chatbot(
             label=i18n("chat.title"),
             editable="user",
@@ -186,6 +194,7 @@ def _pane(app: App, i18n: gr.I18n) -> Pane:
     return Pane(
         notice,
         system_prompt,
+        earlier,
         chatbot,
         live,
         box,
@@ -199,7 +208,9 @@ def _pane(app: App, i18n: gr.I18n) -> Pane:
     )
 
 
-def _wire_replies(panel: ChatPanel, pane: Pane, conversation_id: gr.State, opened: list) -> None:
+def _wire_replies(panel: ChatPanel, pane: Pane, shown: list[gr.State], opened: list) -> None:
+    """`shown`: the conversation id and whether the whole chat shows."""
+    conversation_id = shown[0]
     # The message being sent: the box is emptied in the browser at once, and the message goes
     # to the server from here (a hidden field, so that `/send` still takes the message as text).
     sending = gr.Textbox(visible=False)
@@ -229,23 +240,23 @@ def _wire_replies(panel: ChatPanel, pane: Pane, conversation_id: gr.State, opene
     sent.failure(panel.unsent, [sending, pane.box, conversation_id], [pane.box], queue=False, api_visibility="private")
     replies = [
         sent,
-        pane.regenerate.click(panel.regenerate, inputs, restreamed, api_name="regenerate", **shown_on),
-        pane.chatbot.edit(panel.edit, inputs, restreamed, api_name="edit", **shown_on),
+        pane.regenerate.click(panel.regenerate, [*inputs, shown[1]], restreamed, api_name="regenerate", **shown_on),
+        pane.chatbot.edit(panel.edit, [*inputs, shown[1]], restreamed, api_name="edit", **shown_on),
     ]
     pane.stop.click(None, cancels=replies)
     for event in replies:
         # After a reply ends, is stopped or is refused: show what was saved, speed line included.
         # Gradio's page runs `.then` listeners only when the event did not fail, hence `.failure` too.
         for after in (event.then, event.failure):
-            after(panel.open, [conversation_id], opened, show_progress="hidden", api_visibility="private")
+            after(panel.open, shown, opened, show_progress="hidden", api_visibility="private")
 
 
-def _wire_versions(panel: ChatPanel, pane: Pane, conversation_id: gr.State, bar: list) -> None:
+def _wire_versions(panel: ChatPanel, pane: Pane, shown: list[gr.State], bar: list) -> None:
     focus = bar[0]
-    shown = {"show_progress": "hidden", "api_visibility": "private"}
-    pane.previous_version.click(panel.previous_version, [focus, conversation_id], [pane.chatbot, *bar], **shown)
-    pane.next_version.click(panel.next_version, [focus, conversation_id], [pane.chatbot, *bar], **shown)
-    pane.chatbot.select(panel.pick_version, [conversation_id], bar, **shown)
+    quiet = {"show_progress": "hidden", "api_visibility": "private"}
+    pane.previous_version.click(panel.previous_version, [focus, *shown], [pane.chatbot, *bar], **quiet)
+    pane.next_version.click(panel.next_version, [focus, *shown], [pane.chatbot, *bar], **quiet)
+    pane.chatbot.select(panel.pick_version, shown, bar, **quiet)
 
 
 def _wire_sidebar(panel: ChatPanel, side: Sidebar, pane: Pane, conversation_id: gr.State, opened: list) -> None:

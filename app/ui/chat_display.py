@@ -16,6 +16,10 @@ from typing import Any
 
 from app.conversations import StoredMessage, stats_line
 
+# A long chat opens on its last messages: the page draws every message it is given (Markdown,
+# code, math), which for a 500-message chat takes many seconds; the rest is a click away.
+OPEN_WITH_MESSAGES = 20
+
 # The joiner inside inline math's `$`; assets/chat.js removes exactly these pairs when copying.
 JOINER = "\u2060"
 LATEX_DELIMITERS = [
@@ -76,6 +80,17 @@ def meta_line(message: StoredMessage, lang: str) -> str:
     if message.stats is not None:
         parts.append(f'<span class="reply-stats">{html.escape(stats_line(message.stats, lang))}</span>')
     return f'<div class="turn-meta">{" ".join(parts)}</div>' if parts else ""
+
+
+def window_start(messages: list[StoredMessage], whole: bool) -> int:
+    """Where the shown part of a path starts: its first message when `whole` or short, else the
+    start of the turn that holds the OPEN_WITH_MESSAGES-th message from the end."""
+    if whole or len(messages) <= OPEN_WITH_MESSAGES:
+        return 0
+    start = len(messages) - OPEN_WITH_MESSAGES
+    while start > 0 and messages[start].role != "user":
+        start -= 1
+    return start
 
 
 def version_target(messages: list[StoredMessage], focus: int | None) -> int | None:

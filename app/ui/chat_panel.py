@@ -35,7 +35,7 @@ from app.errors import UserError
 from app.files import private_dir, write_private
 from app.i18n import translate
 from app.settings import SamplingSettings
-from app.ui.chat_display import display, live_turn, version_target
+from app.ui.chat_display import display, live_turn, version_target, window_start
 from app.ui.chat_stream import Pacer, chained, close_stream
 from app.ui.i18n import request_language, shown_error
 
@@ -73,18 +73,26 @@ class ChatPanel:
         conv = latest[0] if latest else None
         return (*self._opened(conv, lang), gr.update(interactive=True), gr.update(interactive=True))
 
-    def open(self, conversation_id: int | None, request: gr.Request) -> tuple:
+    def open(self, conversation_id: int | None, request: gr.Request, whole: bool = False) -> tuple:
+        """A saved chat, on its last messages (`whole`: all of them)."""
         lang = request_language(request)
         if conversation_id is None:
             return self._opened(None, lang)
-        return self._opened(self._get(conversation_id, lang), lang)
+        return self._opened(self._get(conversation_id, lang), lang, whole)
 
-    def _opened(self, conv: Conversation | None, lang: str) -> tuple:
+    def open_whole(self, conversation_id: int | None, request: gr.Request) -> tuple:
+        return self.open(conversation_id, request, whole=True)
+
+    def _opened(self, conv: Conversation | None, lang: str, whole: bool = False) -> tuple:
         messages = self.app.conversations.messages(conv.id) if conv else []
         system_prompt = conv.system_prompt if conv else self.app.settings.system_prompt
+        start = window_start(messages, whole)
+        earlier = translate("chat.show_earlier", lang, count=start)
         return (
-            display(messages, lang),
+            display(messages[start:], lang),
             [],
+            whole,
+            gr.update(value=earlier, visible=start > 0),
             conv.id if conv else None,
             self.conversation_list(conv.id if conv else None),
             system_prompt,
@@ -169,25 +177,25 @@ class ChatPanel:
         return gr.skip() if saved and saved[-1] == message else message
 
     async def regenerate(
-        self, conversation_id: int | None, system_prompt: str, request: gr.Request
+        self, conversation_id: int | None, system_prompt: str, whole: bool, request: gr.Request
     ) -> AsyncIterator[tuple]:
         """Another version of the last reply shown; the earlier ones stay, a ‹ › away."""
         lang = request_language(request)
         conv = self._find(conversation_id)
         turn = self._turn(regenerate_turn, lang, conv.id if conv else None)
-        async for update in self._restream(turn, system_prompt, lang):
+        async for update in self._restream(turn, system_prompt, whole, lang):
             yield update
 
     async def edit(
-        self, conversation_id: int | None, system_prompt: str, edit: gr.EditData, request: gr.Request
+        self, conversation_id: int | None, system_prompt: str, whole: bool, edit: gr.EditData, request: gr.Request
     ) -> AsyncIterator[tuple]:
         """A user message was edited in place: a new branch from there, the old one kept."""
         lang = request_language(request)
         conv = self._require_conversation(conversation_id, lang)
         messages = self.app.conversations.messages(conv.id)
-        message = messages[self._stored_position(messages, edit.index, lang)]
+        message = messages[self._stored_position(messages, whole, edit.index, lang)]
         turn = self._turn(edit_turn, lang, conv.id, message.id, content_text(edit.value))
-        async for update in self._restream(turn, system_prompt, lang):
+        async for update in self._restream(turn, system_prompt, whole, lang):
             yield update
 
     def _turn(self, make: Any, lang: str, *args: Any) -> Turn:
@@ -244,10 +252,10 @@ class ChatPanel:
             saved = self.app.conversations.messages(turn.conversation_id)
             yield display(saved[len(turn.prior) :], lang), turn.conversation_id
 
-    async def _restream(self, turn: Turn, system_prompt: str, lang: str) -> AsyncIterator[tuple]:
+    async def _restream(self, turn: Turn, system_prompt: str, whole: bool, lang: str) -> AsyncIterator[tuple]:
         """`_stream`, with the saved chat above cut back once to where the turn starts (the old
         reply or branch stays saved, a version away)."""
-        cut = display(turn.prior, lang)
+        cut = display(turn.prior[window_start(turn.prior, whole) :], lang)
         async for live, conversation_id in self._stream(turn, system_prompt, lang):
             yield live, conversation_id, cut
             cut = gr.skip()
@@ -265,11 +273,13 @@ class ChatPanel:
         except UserError as exc:
             raise shown_error(exc.message(lang)) from None
 
-    def _stored_position(self, messages: list[StoredMessage], index: Any, lang: str) -> int:
-        """Map a chatbot message index to a stored message (a message can show as several bubbles)."""
+    def _stored_position(self, messages: list[StoredMessage], whole: bool, index: Any, lang: str) -> int:
+        """Map a chatbot message index to a stored message (a message can show as several bubbles,
+        and a long chat shows its last ones only)."""
         shown_index = index[0] if isinstance(index, (list, tuple)) else index
+        start = window_start(messages, whole)
         position = 0
-        for stored_index, item in enumerate(display(messages, lang)):
+        for stored_index, item in enumerate(display(messages[start:], lang), start):
             position += len(self.chatbot.postprocess([item]).root)
             if shown_index < position:
                 return stored_index
@@ -296,29 +306,36 @@ class ChatPanel:
 
     # ---- versions ------------------------------------------------------------------------
 
-    def previous_version(self, focus: int | None, conversation_id: int | None, request: gr.Request) -> tuple:
-        return self._switch_version(focus, conversation_id, -1, request_language(request))
+    def previous_version(
+        self, focus: int | None, conversation_id: int | None, whole: bool, request: gr.Request
+    ) -> tuple:
+        return self._switch_version(focus, conversation_id, whole, -1, request_language(request))
 
-    def next_version(self, focus: int | None, conversation_id: int | None, request: gr.Request) -> tuple:
-        return self._switch_version(focus, conversation_id, 1, request_language(request))
+    def next_version(self, focus: int | None, conversation_id: int | None, whole: bool, request: gr.Request) -> tuple:
+        return self._switch_version(focus, conversation_id, whole, 1, request_language(request))
 
-    def pick_version(self, conversation_id: int | None, selected: gr.SelectData, request: gr.Request) -> tuple:
+    def pick_version(
+        self, conversation_id: int | None, whole: bool, selected: gr.SelectData, request: gr.Request
+    ) -> tuple:
         """A message clicked: the version buttons act on its turn, if it has several versions."""
         lang = request_language(request)
         conv = self._find(conversation_id)
         path = self.app.conversations.messages(conv.id) if conv else []
         if not path:
             return self._version_bar(path, None, lang)
-        return self._version_bar(path, path[self._stored_position(path, selected.index, lang)].id, lang)
+        return self._version_bar(path, path[self._stored_position(path, whole, selected.index, lang)].id, lang)
 
-    def _switch_version(self, focus: int | None, conversation_id: int | None, step: int, lang: str) -> tuple:
+    def _switch_version(
+        self, focus: int | None, conversation_id: int | None, whole: bool, step: int, lang: str
+    ) -> tuple:
         """The chat with the version `step` away of the turn the buttons act on; they then act on it."""
         conv = self._require_conversation(conversation_id, lang)
         path = self.app.conversations.messages(conv.id)
         at = version_target(path, focus)
         if at is not None:
             path = self.app.conversations.show_version(conv.id, path[at].id, step)
-        return display(path, lang), *self._version_bar(path, path[at].id if at is not None else None, lang)
+        shown = display(path[window_start(path, whole) :], lang)
+        return shown, *self._version_bar(path, path[at].id if at is not None else None, lang)
 
     def _version_bar(self, path: list[StoredMessage], focus: int | None, lang: str) -> tuple:
         """(focus, row, ‹ button, "Reply 2/3", › button) for the turn `version_target` picks;
