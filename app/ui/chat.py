@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 import gradio as gr
 
@@ -132,18 +133,20 @@ def _sidebar(i18n: gr.I18n) -> Sidebar:
     )
 
 
-_CHATBOT = {
-    # No fixed height: both chatbots grow, and #chat-scroll scrolls them (assets/chat.js follows).
-    "height": None,
-    "autoscroll": False,
-    "buttons": ["copy", "copy_all"],
-    "latex_delimiters": LATEX_DELIMITERS,
-    "reasoning_tags": [("<think>", "</think>")],
-    "feedback_options": None,
-    # The version switch and speed line are a message of their own: apart from the reply, so
-    # that copying the reply copies the reply only.
-    "group_consecutive_messages": False,
-}
+_CHATBOT = MappingProxyType(
+    {
+        # No fixed height: both chatbots grow, and #chat-scroll scrolls them (assets/chat.js follows).
+        "height": None,
+        "autoscroll": False,
+        "buttons": ["copy", "copy_all"],
+        "latex_delimiters": LATEX_DELIMITERS,
+        "reasoning_tags": [("<think>", "</think>")],
+        "feedback_options": None,
+        # The version switch and speed line are a message of their own: apart from the reply, so
+        # that copying the reply copies the reply only.
+        "group_consecutive_messages": False,
+    }
+)
 
 
 def _pane(app: App, i18n: gr.I18n) -> Pane:

@@ -17,8 +17,11 @@ from typing import Any
 from app.conversations import StoredMessage, stats_line
 
 # A long chat opens on its last messages: the page draws every message it is given (Markdown,
-# code, math), which for a 500-message chat takes many seconds; the rest is a click away.
+# code, math), at a cost that grows with their text; a 500-message chat took it many seconds.
+# It opens on the last 20 messages or about 24,000 characters (six pages), whichever is less,
+# and always on a whole turn; the rest is a click away.
 OPEN_WITH_MESSAGES = 20
+OPEN_WITH_CHARS = 24_000
 
 # The joiner inside inline math's `$`; assets/chat.js removes exactly these pairs when copying.
 JOINER = "\u2060"
@@ -83,11 +86,17 @@ def meta_line(message: StoredMessage, lang: str) -> str:
 
 
 def window_start(messages: list[StoredMessage], whole: bool) -> int:
-    """Where the shown part of a path starts: its first message when `whole` or short, else the
-    start of the turn that holds the OPEN_WITH_MESSAGES-th message from the end."""
-    if whole or len(messages) <= OPEN_WITH_MESSAGES:
+    """Where the shown part of a path starts: its first message when `whole`, else the start of
+    the turn that holds the first of the last messages within OPEN_WITH_MESSAGES and OPEN_WITH_CHARS
+    (the last message at least)."""
+    if whole or not messages:
         return 0
-    start = len(messages) - OPEN_WITH_MESSAGES
+    start, chars = len(messages) - 1, len(messages[-1].content)
+    while start > 0 and len(messages) - start < OPEN_WITH_MESSAGES:
+        chars += len(messages[start - 1].content)
+        if chars > OPEN_WITH_CHARS:
+            break
+        start -= 1
     while start > 0 and messages[start].role != "user":
         start -= 1
     return start
