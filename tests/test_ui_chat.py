@@ -86,8 +86,11 @@ def test_editing_a_message_continues_from_the_new_text(server: Any) -> None:
     session = QueueSession(server.url)
     session.run("send", ["First question", None, ""])
     session.run("send", ["Second question", None, ""])
-    # Bubble 0 is the first question; edit it: a new branch from there, with a new reply.
-    messages = session.run("edit", [None, ""], {"index": 0, "value": "大海和星星", "previous_value": "First question"})
+    # Bubble 0 is the first question; edit it: a new branch from there, with a new reply. (Inputs:
+    # the conversation, the system prompt, and whether the whole chat shows.)
+    messages = session.run(
+        "edit", [None, "", False], {"index": 0, "value": "大海和星星", "previous_value": "First question"}
+    )
     final = messages[-1][1]
     assert final["success"], final
     shown = texts(final["output"]["data"][0])
