@@ -2,10 +2,12 @@
 stand-in engine at a fixed token rate (benchmarks/page_engine.py), so only the page is measured.
 
 For each number of earlier messages (half questions, half long Markdown answers): the time from
-opening the page to a chat ready to type in, then one reply streamed into it while a key is
-pressed in the message box every 400 ms. Long tasks come from PerformanceObserver('longtask'),
-frame gaps from requestAnimationFrame, input delay from Event Timing (key events; the browser
-reports only those of 16 ms or more, so "16" means "16 or less").
+opening the page to a chat ready to type in (the box open and the messages a long chat opens
+on drawn: "shown"), then one reply streamed into it while a key is pressed in the message box
+every 400 ms, until the reply has joined the saved chat with its speed line. Long tasks come
+from PerformanceObserver('longtask'), frame gaps from requestAnimationFrame, input delay from
+Event Timing (key events; the browser reports only those of 16 ms or more, so "16" means "16 or
+less").
 
     .venv/bin/python -m benchmarks.page_bench                      # 0, 30, 100, 500 messages
     .venv/bin/python -m benchmarks.page_bench --counts 0,100 --rate 120 --tokens 2000
