@@ -12,12 +12,12 @@ from playwright.sync_api import expect
 
 from app.application import App
 from tests.attachment_files import pdf_bytes
-from tests.test_browser import app, browser, open_page, shot  # noqa: F401 (fixtures)
+from tests.browser_pages import app_fixture, browser_fixture, open_page_fixture, shot  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.browser
 
 
-def test_attach_a_pdf_send_it_and_find_it_after_a_reload(open_page: Any, app: App, tmp_path: Path) -> None:  # noqa: F811
+def test_attach_a_pdf_send_it_and_find_it_after_a_reload(open_page: Any, app: App, tmp_path: Path) -> None:
     pdf = tmp_path / "report.pdf"
     pdf.write_bytes(pdf_bytes())
     page = open_page(app)

@@ -22,8 +22,8 @@ from app.hardware import Hardware
 from app.models.fit import ModelShape, check_fit
 from app.models.memory import CPU_BLOCK_TOKENS
 from app.settings import AppPaths, AppSettings, EngineSettings, SamplingSettings
+from tests.browser_pages import browser_fixture  # noqa: F401 (Chromium, as a fixture)
 from tests.hub_server import HubRepo, HubServer
-from tests.test_browser import browser  # noqa: F401 (the suite's one Chromium, as a fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.engine]
 
@@ -57,7 +57,7 @@ def hub(tiny_model: Path) -> Iterator[HubServer]:
         yield server
 
 
-def test_search_download_and_load_then_chat(hub, browser, app_home, start_server, engine_loop, tmp_path, monkeypatch):  # noqa: F811
+def test_search_download_and_load_then_chat(hub, browser, app_home, start_server, engine_loop, tmp_path, monkeypatch):
     from app.application import App
 
     monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
