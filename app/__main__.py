@@ -37,22 +37,46 @@ def serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--tensor-parallel-size", type=int)
     p.add_argument("--enforce-eager", action="store_true", default=None)
     p.add_argument("--max-num-seqs", type=int)
-    p.add_argument("--load-format", choices=LOAD_FORMATS,
-                   help="dummy: random weights of the model's shape, for benchmarks (replies are noise)")
-    p.add_argument("--trust-remote-code", action="store_true", default=None,
-                   help="run Python code shipped with the model (only for models you trust)")
+    p.add_argument(
+        "--load-format",
+        choices=LOAD_FORMATS,
+        help="dummy: random weights of the model's shape, for benchmarks (replies are noise)",
+    )
+    p.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        default=None,
+        help="run Python code shipped with the model (only for models you trust)",
+    )
+    p.add_argument(
+        "--tool-call-parser",
+        help="vLLM's tool-call parser, as for vllm serve (default: auto, from the model; none: no tool calls)",
+    )
+    p.add_argument(
+        "--reasoning-parser",
+        help="vLLM's reasoning parser, as for vllm serve (default: auto, from "
+        "the model; none: reasoning stays in the text)",
+    )
     p.add_argument("--host", help="address to listen on (default 127.0.0.1: this computer only)")
     p.add_argument("--port", type=int, help="port (default 7860)")
     p.add_argument("--no-browser", action="store_true", help="do not open the browser")
     p.add_argument("--api-key", help="require this key (Authorization: Bearer KEY) on /v1 and /api")
     p.add_argument("--auth", help="UI login as USER:PASSWORD (needed with a non-loopback --host)")
-    p.add_argument("--allowed-origins",
-                   help="comma-separated web origins that may call /v1 and /api from a browser (default: none)")
-    p.add_argument("--allowed-hosts",
-                   help="comma-separated extra host names the app answers to, e.g. my-pc.local (default: "
-                        "localhost, 127.0.0.1, [::1] and the --host address)")
-    p.add_argument("--engine", choices=("local", "remote"), default="local",
-                   help="local: vLLM in this process; remote: an OpenAI-compatible server at --base-url")
+    p.add_argument(
+        "--allowed-origins",
+        help="comma-separated web origins that may call /v1 and /api from a browser (default: none)",
+    )
+    p.add_argument(
+        "--allowed-hosts",
+        help="comma-separated extra host names the app answers to, e.g. my-pc.local (default: "
+        "localhost, 127.0.0.1, [::1] and the --host address)",
+    )
+    p.add_argument(
+        "--engine",
+        choices=("local", "remote"),
+        default="local",
+        help="local: vLLM in this process; remote: an OpenAI-compatible server at --base-url",
+    )
     p.add_argument("--base-url", help="remote engine URL, e.g. http://gpu-box:8000/v1")
     p.add_argument("--remote-api-key", help="API key of the remote engine")
     return p
@@ -63,10 +87,22 @@ def settings_from_args(args: argparse.Namespace, saved: AppSettings) -> AppSetti
     engine = apply_preset(args.preset, saved.engine) if args.preset else saved.engine
     overrides = {
         name: getattr(args, name)
-        for name in ("dtype", "gpu_memory_utilization", "max_model_len", "quantization",
-                     "tensor_parallel_size", "enforce_eager", "max_num_seqs", "trust_remote_code", "load_format")
+        for name in (
+            "dtype",
+            "gpu_memory_utilization",
+            "max_model_len",
+            "quantization",
+            "tensor_parallel_size",
+            "enforce_eager",
+            "max_num_seqs",
+            "trust_remote_code",
+            "load_format",
+        )
         if getattr(args, name) is not None
     }
+    for name in ("tool_call_parser", "reasoning_parser"):
+        if (value := getattr(args, name)) is not None:
+            overrides[name] = "" if value.lower() == "none" else value
     engine = dataclasses.replace(engine, **overrides)
     settings = dataclasses.replace(saved, engine=engine, preset=args.preset or saved.preset)
     settings.validate()
@@ -74,8 +110,14 @@ def settings_from_args(args: argparse.Namespace, saved: AppSettings) -> AppSetti
 
 
 def access_from_args(args: argparse.Namespace) -> Access:
-    return Access.from_flags(host=args.host, port=args.port, api_key=args.api_key, auth=args.auth,
-                             allowed_origins=args.allowed_origins, allowed_hosts=args.allowed_hosts)
+    return Access.from_flags(
+        host=args.host,
+        port=args.port,
+        api_key=args.api_key,
+        auth=args.auth,
+        allowed_origins=args.allowed_origins,
+        allowed_hosts=args.allowed_hosts,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -103,17 +145,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{exc.message('en')}\n{exc.message('zh-CN')}", file=sys.stderr)
         return 2
     if settings.engine.trust_remote_code:
-        print("WARNING: --trust-remote-code runs Python code shipped with the model. Use it only for models "
-              "whose authors you trust.\n警告：--trust-remote-code 会运行模型附带的 Python 代码，仅对可信的模型使用。",
-              file=sys.stderr)
+        print(
+            "WARNING: --trust-remote-code runs Python code shipped with the model. Use it only for models "
+            "whose authors you trust.\n警告：--trust-remote-code 会运行模型附带的 Python 代码，仅对可信的模型使用。",
+            file=sys.stderr,
+        )
     from app.application import App
     from app.server import serve
 
     engine, autoload = None, args.model
     if args.engine == "remote":
         if not args.base_url:
-            print("--engine remote needs --base-url URL (e.g. http://gpu-box:8000/v1).\n"
-                  "--engine remote 需要 --base-url 地址（例如 http://gpu-box:8000/v1）。", file=sys.stderr)
+            print(
+                "--engine remote needs --base-url URL (e.g. http://gpu-box:8000/v1).\n"
+                "--engine remote 需要 --base-url 地址（例如 http://gpu-box:8000/v1）。",
+                file=sys.stderr,
+            )
             return 2
         # In remote mode --model picks one of the server's models; nothing loads here.
         engine, autoload = connect_remote(args.base_url, args.remote_api_key, args.model), None
@@ -131,8 +178,7 @@ def connect_remote(base_url: str, api_key: str | None, model: str | None) -> Rem
     engine = RemoteEngine(base_url, api_key=api_key, model=model)
     try:
         models = asyncio.run(engine.refresh())
-        print(f"vllm-chat: remote engine {base_url}: {', '.join(models)} (using {engine.model_name})",
-              flush=True)
+        print(f"vllm-chat: remote engine {base_url}: {', '.join(models)} (using {engine.model_name})", flush=True)
     except UserError as exc:
         print(f"{exc.message('en')}\n{exc.message('zh-CN')}", file=sys.stderr)
     return engine

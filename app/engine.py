@@ -44,7 +44,8 @@ from app.engine_types import (
 from app.errors import EngineError, UserError
 from app.logs import log_size, read_since
 from app.models.catalog import load_catalog
-from app.models.parsers import with_parsers
+from app.models.parsers import check_parser_names, with_parsers
+from app.reasoning import ReplySplit, parser_class
 from app.settings import EngineSettings, SamplingSettings
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ class Engine:
         self._settings: EngineSettings | None = None
         self._source: str | None = None
         self._model_defaults: dict[str, Any] = {}
+        self._reply_parser: Any = None
 
     # ---- state -------------------------------------------------------------------------
 
@@ -122,6 +124,7 @@ class Engine:
             log_offset = log_size(self._log_file)
             try:
                 settings.validate()
+                await asyncio.to_thread(check_parser_names, settings)
                 _check_model_files(model, weights=settings.load_format != "dummy")
                 folder = Path(model).expanduser()
                 settings = with_parsers(settings, name, folder if folder.is_dir() else None, load_catalog())
@@ -143,6 +146,9 @@ class Engine:
                 finally:
                     self._children = _new_vllm_children(before)
                 self._llm = llm
+                self._reply_parser = parser_class(
+                    settings.reasoning_parser, llm.renderer.tokenizer, llm.model_config.model
+                )
                 self._settings = settings
                 self._source = model
                 self._model_defaults = llm.model_config.get_diff_sampling_param()
@@ -175,9 +181,10 @@ class Engine:
             await self._unload_locked()
             self._set(EngineState.EMPTY)
 
-    async def check_alive(self) -> bool:
+    async def check_alive(self, reason: str = "engine.died") -> bool:
         """False if the loaded engine died (its process gone, or vLLM saw it fail): it is then
-        shut down and the engine is FAILED with the reason. True otherwise, loaded or not."""
+        FAILED with the message `reason` (a key, given the model) and shut down. True otherwise,
+        loaded or not."""
         llm = self._llm
         if llm is None or self._status.state != EngineState.READY:
             return True
@@ -189,14 +196,11 @@ class Engine:
                 return True
             model = self._status.model
             log.warning("the engine of %s died (processes gone: %s)", model, [p.pid for p in gone])
+            # Said first: shutting down what is left can take seconds, and no request may
+            # reach the dead engine meanwhile.
+            self._set(EngineState.FAILED, model=model, error=EngineError(reason, model=model))
             await self._unload_locked()
-            self._set(EngineState.FAILED, model=model, error=EngineError("engine.died", model=model))
         return False
-
-    def mark_failed(self, error: UserError) -> None:
-        """Say why nothing is loaded (the supervisor giving up); ignored while a model is."""
-        if self._llm is None and self._status.state != EngineState.LOADING:
-            self._set(EngineState.FAILED, model=self._status.model, error=error)
 
     async def _drain(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -208,6 +212,7 @@ class Engine:
         self._settings = None
         self._source = None
         self._model_defaults = {}
+        self._reply_parser = None
         if llm is not None:
             llm.shutdown()
         # Wait for the EngineCore process to be gone: only then is the device memory free
@@ -256,8 +261,13 @@ class Engine:
             _, prompts = await llm.renderer.render_chat_async([conversation], ChatParams(chat_template_kwargs=kwargs))
         except Exception as exc:
             raise explain_render_error(exc, llm) from exc
-        generate = self._generate(llm, prompts[0], sampling, request_id, options)
         # Close the inner stream now, not at garbage collection: closing it aborts the request.
+        split = None
+        if self._reply_parser is not None:
+            split = ReplySplit(
+                self._reply_parser, llm.renderer.tokenizer, llm.model_config, _prompt_token_ids(prompts[0])
+            )
+        generate = self._generate(llm, prompts[0], sampling, request_id, options, split)
         async with contextlib.aclosing(generate) as deltas:
             async for delta in deltas:
                 yield delta
@@ -283,6 +293,16 @@ class Engine:
     def count_prompt_tokens(self, engine_input: Any) -> int:
         return len(_prompt_token_ids(engine_input))
 
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` in the loaded model's own tokenizer (as part of a prompt: no special tokens)."""
+        return len(self._require_ready().get_tokenizer().encode(text, add_special_tokens=False))
+
+    @property
+    def images_per_prompt(self) -> int:
+        """How many pictures one prompt may carry: 0 for a text-only model (or none loaded)."""
+        mm_config = self._llm.model_config.multimodal_config if self._llm is not None else None
+        return mm_config.get_limit_per_prompt("image") if mm_config is not None else 0
+
     async def abort(self, request_id: str) -> None:
         if self._llm is not None:
             await self._llm.abort(request_id)
@@ -301,6 +321,7 @@ class Engine:
         sampling: SamplingSettings,
         request_id: str | None,
         options: ChatOptions | None = None,
+        split: ReplySplit | None = None,
     ) -> AsyncIterator[ChatDelta]:
         from vllm.sampling_params import RequestOutputKind
 
@@ -324,8 +345,9 @@ class Engine:
                 if ttft is None and completion.token_ids:
                     ttft = now
                 finished = out.finished
+                text = completion.text if split is None else split.feed(completion.text, completion.token_ids, finished)
                 yield ChatDelta(
-                    text=completion.text,
+                    text=text,
                     prompt_tokens=prompt_tokens,
                     completion_tokens=completion_tokens,
                     finish_reason=completion.finish_reason if out.finished else None,

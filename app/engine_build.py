@@ -71,7 +71,15 @@ def _engine_args(model: str, name: str, settings: EngineSettings) -> Any:
         load_format=settings.load_format,
         disable_log_stats=False,
         enable_log_requests=False,
+        # No cache of processed pictures: vLLM's front-end copy of it assumes every rendered prompt
+        # reached the engine, so a picture rendered once without being run fails the next request
+        # that carries it (finish reason "error", "multimodal_cache_miss"). It would keep 4 GiB too.
+        mm_processor_cache_gb=0,
     )
+    if settings.reasoning_parser:
+        # As `vllm serve --reasoning-parser` does: a JSON schema then applies to the answer,
+        # after the thinking, instead of forcing JSON from the first token.
+        kwargs["reasoning_parser"] = settings.reasoning_parser
     for key in ("max_num_seqs", "max_num_batched_tokens", "enable_chunked_prefill"):
         if getattr(settings, key) is not None:
             kwargs[key] = getattr(settings, key)

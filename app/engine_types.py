@@ -83,9 +83,7 @@ class ChatEngine(Protocol):
 
     def model_sampling_defaults(self) -> dict[str, Any]: ...
 
-    async def check_alive(self) -> bool: ...
-
-    def mark_failed(self, error: UserError) -> None: ...
+    async def check_alive(self, reason: str = "engine.died") -> bool: ...
 
     def stream_chat(
         self,
@@ -113,7 +111,16 @@ def as_message_dict(message: Message | Mapping[str, Any]) -> dict[str, Any]:
     if role not in ("system", "user", "assistant", "tool"):
         raise EngineError("engine.bad_role", role=role)
     extra = {k: message[k] for k in ("tool_calls", "tool_call_id") if isinstance(message, Mapping) and k in message}
+    if isinstance(content, list) and any(_is_picture(part) for part in content):
+        # Pictures stay parts for the renderer (app.attachments.prompt); only the app's own PIL
+        # images count, never a URL, which vLLM would fetch.
+        parts = [p if _is_picture(p) else {"type": "text", "text": content_text(p)} for p in content]
+        return {"role": role, "content": parts, **extra}
     return {"role": role, "content": content_text(content), **extra}
+
+
+def _is_picture(part: Any) -> bool:
+    return isinstance(part, Mapping) and part.get("type") == "image_pil"
 
 
 def content_text(content: Any) -> str:

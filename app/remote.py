@@ -21,7 +21,8 @@ import httpx
 
 from app.engine import ChatDelta, EngineState, EngineStatus, Message, as_message_dict
 from app.engine_types import ChatOptions
-from app.errors import EngineError, UserError
+from app.errors import EngineError
+from app.reasoning import ThinkingTags
 from app.settings import FALLBACK_SAMPLING, EngineSettings, SamplingSettings
 
 # Between two streamed chunks: a long prompt on a busy server can take minutes to prefill.
@@ -155,12 +156,9 @@ class RemoteEngine:
         """Unknown here: the server applies its model's defaults itself."""
         return {}
 
-    async def check_alive(self) -> bool:
+    async def check_alive(self, reason: str = "engine.died") -> bool:
         """The remote server's health is its own: requests say when it is unreachable."""
         return True
-
-    def mark_failed(self, error: UserError) -> None:
-        """Nothing to mark: this side never loads a model."""
 
     async def stream_chat(
         self,
@@ -342,7 +340,7 @@ class _ChunkReader:
         self.completion_tokens = 0
         self.finish_reason: str | None = None
         self.held_text = ""
-        self.thinking = False
+        self.tags = ThinkingTags()
         self.done = False
 
     def feed(self, line: str) -> list[ChatDelta]:
@@ -374,23 +372,14 @@ class _ChunkReader:
     def final(self) -> ChatDelta | None:
         if self.finish_reason is None and not self.held_text:
             return None
-        closing = "</think>" if self.thinking else ""
-        return self._delta(self.held_text + closing, self.finish_reason or "stop")
+        return self._delta(self.held_text + self.tags.close(), self.finish_reason or "stop")
 
     def _text(self, choice: dict[str, Any]) -> str:
         if "text" in choice:
             return choice["text"] or ""
         delta = choice.get("delta") or {}
         thought = delta.get("reasoning") or delta.get("reasoning_content") or ""
-        content = delta.get("content") or ""
-        text = ""
-        if thought:
-            text += ("" if self.thinking else "<think>") + thought
-            self.thinking = True
-        if content:
-            text += ("</think>" if self.thinking else "") + content
-            self.thinking = False
-        return text
+        return self.tags.add(thought, delta.get("content") or "")
 
     def _delta(self, text: str, finish_reason: str | None) -> ChatDelta:
         now = time.perf_counter() - self.start

@@ -94,6 +94,12 @@ def build_http_app(app: App, unload_on_exit: bool = True, access: Access | None 
     return http
 
 
+# Longer than the idle time after which common clients drop a pooled connection (httpx and the
+# OpenAI SDK: 5 s, the same as uvicorn's default). With equal times the server can close a
+# connection just as a client sends its next request on it, which fails with an empty read.
+KEEP_ALIVE_S = 65
+
+
 def serve(app: App, autoload: str | None = None, open_browser: bool = True) -> None:
     import uvicorn
 
@@ -125,7 +131,8 @@ def serve(app: App, autoload: str | None = None, open_browser: bool = True) -> N
                 await _engine_starting(app, loading)
             http = build_http_app(app)
             server = uvicorn.Server(
-                uvicorn.Config(http, host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
+                uvicorn.Config(http, host=host, port=port, log_level="info", timeout_graceful_shutdown=5,
+                               timeout_keep_alive=KEEP_ALIVE_S)
             )
             if open_browser:
                 threading.Thread(target=_open_when_up, args=(server, url), daemon=True).start()

@@ -207,10 +207,13 @@ class AppSettings:
     send_token_to_mirror: bool = False
     # Models whose own Python code the user agreed to run, asked per model in the page.
     trusted_models: list[str] = field(default_factory=list)
+    # The largest file (or picture) a message may carry, in MB: bigger ones are refused unread.
+    max_attachment_mb: float = 50.0
 
     def validate(self) -> None:
         self.engine.validate()
         self.sampling.validate()
+        _check_range("max_attachment_mb", self.max_attachment_mb, 0.01, 1024.0)
         if self.preset not in PRESETS:
             raise SettingsError("settings.bad_choice", name="preset", value=self.preset, choices=", ".join(PRESETS))
         if self.download_source not in DOWNLOAD_SOURCES:
@@ -239,6 +242,9 @@ class AppPaths:
     data_dir: Path
     cache_dir: Path
     log_dir: Path
+    # The Hugging Face cache models are downloaded to; None is huggingface_hub's own (HF_HUB_CACHE,
+    # HF_HOME, default), shared with other programs as users expect.
+    hf_cache: Path | None = None
 
     @classmethod
     def default(cls) -> AppPaths:

@@ -11,7 +11,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from app.errors import EngineError, UserError
+from app.errors import UserError
 
 if TYPE_CHECKING:
     from app.application import App
@@ -28,16 +28,19 @@ async def supervise(app: App, poll_s: float = POLL_S, retry_window_s: float = RE
     last_death: float | None = None
     while True:
         await asyncio.sleep(poll_s)
-        if await app.engine.check_alive():
+        # Decided before looking, so that the status says at once whether a restart follows.
+        retrying = last_death is None or time.monotonic() - last_death >= retry_window_s
+        if await app.engine.check_alive("engine.died" if retrying else "engine.died_twice"):
             continue
-        model = app.engine.status.model
-        now = time.monotonic()
-        if last_death is not None and now - last_death < retry_window_s:
-            app.engine.mark_failed(EngineError("engine.died_twice", model=model))
-            log.warning("the engine of %s died again within %.0f s: not restarting", model, now - last_death)
+        if not retrying:
+            log.warning(
+                "the engine of %s died again within %.0f s: not restarting",
+                app.engine.status.model,
+                time.monotonic() - last_death,
+            )
             continue
-        last_death = now
+        last_death = time.monotonic()
         try:
             await app.reload_last_model()
         except UserError as exc:
-            log.warning("restarting %s failed: %s", model, exc)
+            log.warning("restarting %s failed: %s", app.engine.status.model, exc)

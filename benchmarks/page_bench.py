@@ -2,10 +2,12 @@
 stand-in engine at a fixed token rate (benchmarks/page_engine.py), so only the page is measured.
 
 For each number of earlier messages (half questions, half long Markdown answers): the time from
-opening the page to a chat ready to type in, then one reply streamed into it while a key is
-pressed in the message box every 400 ms. Long tasks come from PerformanceObserver('longtask'),
-frame gaps from requestAnimationFrame, input delay from Event Timing (key events; the browser
-reports only those of 16 ms or more, so "16" means "16 or less").
+opening the page to a chat ready to type in (the box open and the messages a long chat opens
+on drawn: "shown"), then one reply streamed into it while a key is pressed in the message box
+every 400 ms, until the reply has joined the saved chat with its speed line. Long tasks come
+from PerformanceObserver('longtask'), frame gaps from requestAnimationFrame, input delay from
+Event Timing (key events; the browser reports only those of 16 ms or more, so "16" means "16 or
+less").
 
     .venv/bin/python -m benchmarks.page_bench                      # 0, 30, 100, 500 messages
     .venv/bin/python -m benchmarks.page_bench --counts 0,100 --rate 120 --tokens 2000
@@ -26,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from app.ui.chat_display import window_start
 from benchmarks.page_engine import PageEngine, reply_text
 from tests.chromium import ARGS, CHROMIUM
 
@@ -43,19 +46,23 @@ new PerformanceObserver(l => l.getEntries().forEach(e => {
 const frame = t => { bench.frames.push(t); requestAnimationFrame(frame); };
 requestAnimationFrame(frame);
 """
+# Ready to type in: the box open, and the chat's messages drawn (a long chat opens on its last ones).
 READY = """n => { const box = document.querySelector('#chat-input textarea');
   return box && !box.disabled && document.querySelectorAll('#chatbot .message-row').length >= n; }"""
 
 
-def seed(app: Any, messages: int, tokens: int) -> None:
-    """One conversation of `messages` earlier messages: questions and answers as long as the reply."""
+def seed(app: Any, messages: int, tokens: int) -> int:
+    """One conversation of `messages` earlier messages: questions and answers as long as the reply.
+    Returns how many of them the page shows on opening it (a long chat opens on its last ones)."""
     if not messages:
-        return
+        return 0
     conv = app.conversations.create("Earlier questions")
     answer = reply_text(tokens)
     for i in range(messages // 2):
         app.conversations.add_message(conv.id, "user", f"Question {i + 1}: explain gradient descent again?")
         app.conversations.add_message(conv.id, "assistant", answer)
+    path = app.conversations.messages(conv.id)
+    return len(path) - window_start(path, whole=False)
 
 
 class Server:
@@ -85,8 +92,9 @@ class Server:
         self.thread.join(30)
 
 
-def measure(browser: Any, url: str, messages: int, tokens: int, rate: float) -> dict[str, Any]:
-    """One page: open it on a chat of `messages` earlier messages, then stream one reply."""
+def measure(browser: Any, url: str, messages: int, shown: int, tokens: int, rate: float) -> dict[str, Any]:
+    """One page: open it on a chat of `messages` earlier messages (`shown` of them drawn), then
+    stream one reply."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     context = browser.new_context(viewport={"width": 1280, "height": 900})
@@ -94,11 +102,11 @@ def measure(browser: Any, url: str, messages: int, tokens: int, rate: float) -> 
         page = context.new_page()
         page.add_init_script(OBSERVERS)
         page.goto(url)
-        page.wait_for_function(READY, arg=messages, timeout=120_000, polling=50)
+        page.wait_for_function(READY, arg=shown, timeout=120_000, polling=50)
         first_ms = page.evaluate("performance.now()")
         # Opened again, as a returning user does: the page's own files are cached by now.
         page.reload()
-        page.wait_for_function(READY, arg=messages, timeout=120_000, polling=50)
+        page.wait_for_function(READY, arg=shown, timeout=120_000, polling=50)
         ready_ms = page.evaluate("performance.now()")
         page.wait_for_timeout(1000)  # let the opening settle before the streaming window
         box = page.locator("#chat-input textarea")
@@ -156,10 +164,11 @@ def run(counts: list[int], tokens: int, rate: float) -> list[dict[str, Any]]:
             with tempfile.TemporaryDirectory(prefix="page-bench-") as home:
                 os.environ["VLLM_CHAT_HOME"] = home
                 app = App.build(AppSettings(), AppPaths.default(), engine=PageEngine(tokens, rate))
-                seed(app, messages, tokens)
+                shown = seed(app, messages, tokens)
                 server = Server(app)
                 try:
-                    results.append(measure(browser, f"http://127.0.0.1:{server.port}", messages, tokens, rate))
+                    url = f"http://127.0.0.1:{server.port}"
+                    results.append({**measure(browser, url, messages, shown, tokens, rate), "shown": shown})
                 finally:
                     server.stop()
                     app.conversations.close()

@@ -1,7 +1,8 @@
 """A real HTTP server on loopback that speaks the Hugging Face Hub protocol, for the endpoints the
 huggingface_hub client uses to inspect and download a model:
 
-  GET  /api/models/{repo}[/revision/{rev}]        model info (sha, siblings with sizes, gated)
+  GET  /api/models?search=&pipeline_tag=&sort=&limit=   the search list_models sends (id, downloads, likes, ...)
+  GET  /api/models/{repo}[/revision/{rev}]        model info (sha, siblings with sizes, gated, cardData)
   GET  /api/models/{repo}/tree/{rev}[/{path}]     file tree with sizes, blob ids, LFS info
   POST /api/models/{repo}/paths-info/{rev}        the same for named paths
   HEAD /{repo}/resolve/{rev}/{path}               ETag, X-Repo-Commit, Content-Length (X-Linked-* for LFS)
@@ -38,6 +39,11 @@ class HubRepo:
     gated: bool = False
     # Tokens granted access to this gated repo.
     allowed_tokens: set[str] = field(default_factory=set)
+    downloads: int = 0
+    likes: int = 0
+    pipeline_tag: str = "text-generation"
+    # The model card's metadata (base_model points a GGUF or quantized repo to its original).
+    card_data: dict | None = None
 
     @property
     def commit(self) -> str:
@@ -112,8 +118,10 @@ class HubServer:
             self.active_transfers += delta
 
 
-_API = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)(?:/(?P<kind>revision|tree|paths-info)/(?P<rev>[^/]+)"
-                  r"(?:/(?P<path>.*))?)?$")
+_API = re.compile(
+    r"^/api/models/(?P<repo>[^/]+/[^/]+)(?:/(?P<kind>revision|tree|paths-info)/(?P<rev>[^/]+)"
+    r"(?:/(?P<path>.*))?)?$"
+)
 _RESOLVE = re.compile(r"^/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")
 
 
@@ -126,8 +134,13 @@ def _handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
 
         # ---- plumbing ----
 
-        def _send(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None,
-                  content_type: str = "application/json") -> None:
+        def _send(
+            self,
+            status: int,
+            body: bytes = b"",
+            headers: dict[str, str] | None = None,
+            content_type: str = "application/json",
+        ) -> None:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
@@ -172,12 +185,20 @@ def _handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
                 return True
             token = self._token()
             if token is None:
-                self._error(401, "GatedRepo", f"Access to model {repo.repo_id} is restricted. You must have access "
-                            "to it and be authenticated to access it. Please log in.")
+                self._error(
+                    401,
+                    "GatedRepo",
+                    f"Access to model {repo.repo_id} is restricted. You must have access "
+                    "to it and be authenticated to access it. Please log in.",
+                )
                 return False
             if token not in repo.allowed_tokens:
-                self._error(403, "GatedRepo", f"Access to model {repo.repo_id} is restricted and you are not in "
-                            f"the authorized list. Visit https://huggingface.co/{repo.repo_id} to ask for access.")
+                self._error(
+                    403,
+                    "GatedRepo",
+                    f"Access to model {repo.repo_id} is restricted and you are not in "
+                    f"the authorized list. Visit https://huggingface.co/{repo.repo_id} to ask for access.",
+                )
                 return False
             return True
 
@@ -195,6 +216,8 @@ def _handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
         def _dispatch(self) -> None:
             url = urlparse(self.path)
             hub.record(self.command, url.path, self.headers.get("Authorization"))
+            if url.path == "/api/models" and self.command == "GET":
+                return self._search(parse_qs(url.query))
             if m := _RESOLVE.match(url.path):
                 return self._resolve(m["repo"], m["rev"], unquote(m["path"]))
             if m := _API.match(url.path):
@@ -218,18 +241,59 @@ def _handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
                     return self._json([e for e in self._entries(repo, "", True) if e["path"] in wanted])
             return self._error(404, None, "Not found")
 
+        def _search(self, query: dict[str, list[str]]) -> None:
+            """The Hub's model search: case-insensitive substring of the id, one pipeline tag, by downloads."""
+            words = query.get("search", [""])[0].lower().split()
+            tag = query.get("pipeline_tag", [None])[0]
+            found = [
+                r
+                for r in hub.repos.values()
+                if all(w in r.repo_id.lower() for w in words) and (tag is None or r.pipeline_tag == tag)
+            ]
+            if query.get("sort", [""])[0] == "downloads":
+                found.sort(key=lambda r: -r.downloads)
+            found = found[: int(query.get("limit", ["1000"])[0])]
+            self._json(
+                [
+                    {
+                        "_id": r.commit[:24],
+                        "id": r.repo_id,
+                        "modelId": r.repo_id,
+                        "downloads": r.downloads,
+                        "likes": r.likes,
+                        "lastModified": "2025-01-01T00:00:00.000Z",
+                        "gated": "manual" if r.gated else False,
+                        "pipeline_tag": r.pipeline_tag,
+                        "private": False,
+                    }
+                    for r in found
+                ]
+            )
+
         def _json(self, value: object) -> None:
             self._send(200, json.dumps(value).encode())
 
         def _info(self, repo: HubRepo, with_sizes: bool) -> None:
-            siblings = [{"rfilename": name, **({"size": len(data)} if with_sizes else {})}
-                        for name, data in sorted(repo.files.items())]
-            self._json({
-                "_id": repo.commit[:24], "id": repo.repo_id, "modelId": repo.repo_id, "sha": repo.commit,
-                "private": False, "gated": "manual" if repo.gated else False, "disabled": False,
-                "lastModified": "2025-01-01T00:00:00.000Z", "tags": ["safetensors"], "library_name": "transformers",
-                "siblings": siblings,
-            })
+            siblings = [
+                {"rfilename": name, **({"size": len(data)} if with_sizes else {})}
+                for name, data in sorted(repo.files.items())
+            ]
+            self._json(
+                {
+                    "_id": repo.commit[:24],
+                    "id": repo.repo_id,
+                    "modelId": repo.repo_id,
+                    "sha": repo.commit,
+                    "private": False,
+                    "gated": "manual" if repo.gated else False,
+                    "disabled": False,
+                    "lastModified": "2025-01-01T00:00:00.000Z",
+                    "tags": ["safetensors"],
+                    "library_name": "transformers",
+                    "siblings": siblings,
+                    **({"cardData": repo.card_data} if repo.card_data else {}),
+                }
+            )
 
         def _entries(self, repo: HubRepo, prefix: str, recursive: bool) -> list[dict]:
             entries: list[dict] = []
@@ -237,13 +301,14 @@ def _handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
             for name, data in sorted(repo.files.items()):
                 if prefix and not name.startswith(prefix.rstrip("/") + "/"):
                     continue
-                rest = name[len(prefix.rstrip("/") + "/"):] if prefix else name
+                rest = name[len(prefix.rstrip("/") + "/") :] if prefix else name
                 if "/" in rest:
                     folder = (prefix.rstrip("/") + "/" if prefix else "") + rest.split("/", 1)[0]
                     if folder not in folders:
                         folders.add(folder)
-                        entries.append({"type": "directory", "oid": _git_blob_id(folder.encode()), "size": 0,
-                                        "path": folder})
+                        entries.append(
+                            {"type": "directory", "oid": _git_blob_id(folder.encode()), "size": 0, "path": folder}
+                        )
                     if not recursive:
                         continue
                 entry = {"type": "file", "oid": _git_blob_id(data), "size": len(data), "path": name}
@@ -263,8 +328,7 @@ def _handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
                 return
             data = repo.files.get(name)
             if data is None:
-                return self._error(404, "EntryNotFound", f"{name} does not exist on \"{rev}\"",
-                                   {"X-Repo-Commit": commit})
+                return self._error(404, "EntryNotFound", f'{name} does not exist on "{rev}"', {"X-Repo-Commit": commit})
             if _is_lfs(name):
                 etag = hashlib.sha256(data).hexdigest()
                 headers = {"X-Linked-Etag": f'"{etag}"', "X-Linked-Size": str(len(data))}
@@ -283,7 +347,7 @@ def _handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
                 start = int(m[1])
                 end = int(m[2]) if m[2] else len(data) - 1
                 headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
-                body = data[start:end + 1]
+                body = data[start : end + 1]
                 status = 206
             else:
                 body, status = data, 200
@@ -309,7 +373,7 @@ def _handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
                     self.connection.shutdown(socket.SHUT_RDWR)
                     self.close_connection = True
                     return
-                piece = body[sent:sent + (chunk if drop_at is None else min(chunk, drop_at - sent))]
+                piece = body[sent : sent + (chunk if drop_at is None else min(chunk, drop_at - sent))]
                 try:
                     self.wfile.write(piece)
                 except (BrokenPipeError, ConnectionResetError):

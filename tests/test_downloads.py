@@ -19,7 +19,9 @@ import pytest
 from app.engine import Engine
 from app.errors import UserError
 from app.models.cache import ModelStore, delete_cached, list_cached, partial_files, remove_orphans, resolve_snapshot
-from app.models.downloads import Downloads, Source, TokenStore, plan_download, source_from_settings
+from app.models.downloads import Downloads
+from app.models.plans import plan_download
+from app.models.sources import Source, TokenStore, source_from_settings
 from app.settings import AppSettings
 from app.settings_file import load_settings
 from tests.conftest import collect, tiny_engine_settings
@@ -318,11 +320,19 @@ def test_the_token_goes_to_a_mirror_only_when_allowed(hub: HubServer, store: Mod
 
 
 def _cli(tmp_path: Path, hub: HubServer, *args: str) -> subprocess.Popen:
-    env = {**os.environ, "VLLM_CHAT_HOME": str(tmp_path / "home"), "HF_HUB_CACHE": str(tmp_path / "hf-cache"),
-           "LANG": "en_US.UTF-8"}
-    return subprocess.Popen([sys.executable, "-m", "app", "download", *args, "--source", "mirror",
-                             "--mirror", hub.url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env)
+    env = {
+        **os.environ,
+        "VLLM_CHAT_HOME": str(tmp_path / "home"),
+        "HF_HUB_CACHE": str(tmp_path / "hf-cache"),
+        "LANG": "en_US.UTF-8",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "app", "download", *args, "--source", "mirror", "--mirror", hub.url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
 
 
 def test_cli_downloads_with_a_progress_bar(hub: HubServer, tmp_path: Path):
@@ -381,7 +391,12 @@ def test_models_tab_functions(hub: HubServer, make_app, tmp_path: Path):
 
 
 @pytest.mark.engine
-def test_a_downloaded_model_loads_offline_into_the_real_engine_and_answers(hub, make_app, engine_loop, tmp_path):
+def test_download_and_load_in_one_step_loads_offline_into_the_real_engine_and_answers(
+    hub, make_app, engine_loop, tmp_path
+):
+    """The browser's "Download and load": progress while downloading, then a load that needs no
+    network (the Hub is stopped before it starts), then a reply."""
+    from app.ui.model_browser import BrowserPanel
     from app.ui.models import ModelsPanel
 
     app = make_app(Engine())
@@ -389,25 +404,39 @@ def test_a_downloaded_model_loads_offline_into_the_real_engine_and_answers(hub, 
     panel = ModelsPanel(app)
     panel.set_source("mirror", hub.url, False)
     panel.store = ModelStore(tmp_path / "hf-cache", tmp_path / "modelscope")
-    panel.download("org/tiny", "", "en")
-    assert app.downloads.find("org/tiny").wait(120).status == "done"
+    browser = BrowserPanel(panel)
+    assert browser.describe("org/tiny", "en")[1] is False  # not here yet: "Download and load"
+    hub.throttle = 400_000  # slow enough to see the download's progress
 
-    hub.stop()  # the Hub is gone: loading must not need it
-    assert os.environ["HF_HUB_OFFLINE"] == "1"
-    message = engine_loop.run(panel.load("org/tiny", None, "en"))
+    async def run() -> list[tuple[str, bool]]:
+        seen = []
+        async for line, loaded in browser.download_and_load("org/tiny", "en"):
+            seen.append((line, loaded))
+            if line.startswith("Loading"):
+                hub.stop()  # the Hub is gone: loading must not need it
+        return seen
+
     try:
-        assert message == "Loaded org/tiny.", message
+        seen = engine_loop.run(run())
+        assert any("%" in line and "/s" in line for line, _ in seen[:-2]), seen
+        assert seen[-1][1] is True and "Loaded org/tiny." in seen[-1][0], seen[-1]
+        assert os.environ["HF_HUB_OFFLINE"] == "1"
         assert app.engine.model_name == "org/tiny"
+        assert browser.describe("org/tiny", "en")[1] is True  # cached now: "Load"
         # Remembered by its repo id, once, with the engine settings the user chose.
         saved = load_settings(app.paths)
         assert saved.model == "org/tiny" and saved.engine == tiny_engine_settings()
-        deltas = engine_loop.run(collect(app.engine.stream_chat(
-            [{"role": "user", "content": "Hello"}], app.engine.resolve_sampling({"max_tokens": 8, "seed": 1}))))
+        deltas = engine_loop.run(
+            collect(
+                app.engine.stream_chat(
+                    [{"role": "user", "content": "Hello"}], app.engine.resolve_sampling({"max_tokens": 8, "seed": 1})
+                )
+            )
+        )
         assert deltas[-1].completion_tokens > 0 and deltas[-1].finish_reason in ("length", "stop")
         assert "".join(d.text for d in deltas)
     finally:
         engine_loop.run(app.engine.unload())
-
 
 
 def test_modelscope_without_its_package_says_how_to_install_it(store: ModelStore):

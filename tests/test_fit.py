@@ -198,8 +198,9 @@ def test_without_a_gpu_it_runs_on_cpu_and_says_how_slowly():
     assert report.cpu_tokens_per_second == pytest.approx(0.98, abs=0.01)
     assert "1.0 tokens per second" in report.lines("en")[0]
     assert "每秒 1.0 个 token" in report.lines("zh-CN")[0]
-    # 4 GiB of KV cache / 57,344 bytes = 74,898 tokens → the full 32,768 fit.
-    assert report.max_fit_len == 74_896 and report.recommended_max_len == 32768
+    # 4 GiB of KV cache / 57,344 bytes = 74,898 tokens, in the CPU backend's 128-token blocks
+    # 74,880 → the full 32,768 fit.
+    assert report.max_fit_len == 74_880 and report.recommended_max_len == 32768
 
     small = Hardware(gpus=[], ram_total=16 * GIB)
     assert check_fit(ModelShape.from_config(LLAMA31_8B), LLAMA31_8B_BYTES, small, settings).verdict == "cpu_too_big"

@@ -230,3 +230,22 @@ def test_run_flags_stay_with_their_run(app_home, make_app) -> None:
     assert not next_day.engine.trust_remote_code and not next_day.trusts("some/model")
     # What the user chose to keep is kept.
     assert next_day.model == "some/model" and next_day.engine.max_model_len == 2048
+
+
+def test_parsers_are_chosen_as_for_vllm_serve_and_a_wrong_name_is_one_sentence(engine_loop, tiny_model) -> None:
+    from app.__main__ import serve_parser, settings_from_args
+    from app.engine import Engine, EngineState
+
+    args = serve_parser().parse_args(["--tool-call-parser", "llama3_json", "--reasoning-parser", "none"])
+    chosen = settings_from_args(args, AppSettings()).engine
+    assert (chosen.tool_call_parser, chosen.reasoning_parser) == ("llama3_json", "")
+    assert (AppSettings().engine.tool_call_parser, AppSettings().engine.reasoning_parser) == ("auto", "auto")
+
+    # Refused before any engine starts, with the names vLLM has.
+    typo = dataclasses.replace(EngineSettings(), reasoning_parser="deepseek-r1")
+    fresh = Engine()
+    with pytest.raises(SettingsError) as refused:
+        engine_loop.run(fresh.load(str(tiny_model), typo))
+    assert "deepseek-r1" in refused.value.message("en") and "deepseek_r1" in refused.value.message("en")
+    assert "deepseek-r1" in refused.value.message("zh-CN")
+    assert fresh.status.state == EngineState.FAILED and fresh.vllm is None

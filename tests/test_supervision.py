@@ -15,8 +15,11 @@ from typing import Any
 import httpx
 import psutil
 import pytest
+from gradio_client import Client
+from gradio_client.exceptions import AppError
 
 from app.engine import Engine, EngineState
+from app.settings import SamplingSettings
 from tests.conftest import tiny_engine_settings, vllm_processes, wait_until
 
 pytestmark = pytest.mark.engine
@@ -74,9 +77,13 @@ def engine_core(app: Any) -> psutil.Process:
 def test_a_killed_engine_is_noticed_and_restarted_once(own: Any) -> None:
     app, server = own
     model = app.engine.model_name
+    # A chat in the page streams a long reply beside an API client.
+    app.update_settings(sampling=SamplingSettings(max_tokens=480, ignore_eos=True))
+    page = Client(server.url, verbose=False)
+    chatting = page.submit("Write a long story about the sea.", "", api_name="/send")
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         streaming = pool.submit(stream_reply, server.url, model, 480)
-        assert wait_until(lambda: app.engine.num_unfinished_requests() > 0, 10)
+        assert wait_until(lambda: app.engine.num_unfinished_requests() == 2 and len(chatting.outputs()) >= 3, 20)
         killed_at = time.monotonic()
         os.kill(engine_core(app).pid, signal.SIGKILL)
         status, text = streaming.result(timeout=60)
@@ -86,9 +93,16 @@ def test_a_killed_engine_is_noticed_and_restarted_once(own: Any) -> None:
     def health() -> dict:
         return httpx.get(f"{server.url}/healthz").json()
 
-    assert wait_until(lambda: health()["state"] != "ready", 5), health()
+    assert wait_until(lambda: health()["state"] != "ready", 5), (health(), time.monotonic() - killed_at)
     noticed = time.monotonic() - killed_at
     assert noticed < 5
+    # The chat says so in a sentence and keeps its partial reply, saved.
+    with pytest.raises(AppError, match="engine"):
+        chatting.result(timeout=60)
+    saved = page.predict(api_name="/history")["messages"]
+    page.close()
+    assert [m["role"] for m in saved] == ["user", "assistant"] and saved[1]["content"]
+    assert saved[1]["stats"]["finish_reason"] == "error"
     # It says what happened, then comes back by itself with the same model.
     assert wait_until(lambda: health()["state"] == "ready", 120), health()
     assert health()["model"] == model

@@ -10,14 +10,14 @@ from playwright.sync_api import expect
 from app.engine import Engine
 from app.settings import AppSettings
 from app.tools.host import ToolHost
-from tests.test_browser import browser, open_page, shot  # noqa: F401 (fixtures)
+from tests.browser_pages import browser_fixture, open_page_fixture, shot  # noqa: F401 (fixtures)
 from tests.test_tools import SAMPLING, host, only  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.browser
 
 
 def test_the_user_allows_a_call_in_the_page_and_sees_it_collapsed_after_a_reload(
-    open_page: Any,  # noqa: F811
+    open_page: Any,
     engine: Engine,
     make_app: Any,
     host: ToolHost,  # noqa: F811
@@ -27,7 +27,8 @@ def test_the_user_allows_a_call_in_the_page_and_sees_it_collapsed_after_a_reload
     host.first_choice = "required"
     only(host, "echo")
     page = open_page(app)
-    chat = page.locator("#chatbot")
+    # The saved chat and, under it while a reply streams, the live one.
+    chat = page.locator("#chat-scroll")
     box = page.locator("#chat-input textarea")
     box.fill("Say a word")
     box.press("Enter")

@@ -199,6 +199,9 @@ def serve_args(source: str, name: str, settings: EngineSettings | None) -> argpa
     if settings is not None and settings.reasoning_parser:
         argv += ["--reasoning-parser", settings.reasoning_parser]
     args = make_arg_parser(FlexibleArgumentParser()).parse_args(argv)
+    # The serving classes read the reasoning parser from here; `vllm serve` puts it here as a side
+    # effect of building its engine config from these args, which the app does not do.
+    args.structured_outputs_config.reasoning_parser = args.reasoning_parser or ""
     # CORS and the API key are the app's own, outside this server.
     args.allowed_origins = []
     args.api_key = None

@@ -15,18 +15,10 @@ from app.hardware import detect
 from app.i18n import normalize_language, translate
 from app.models.cache import ModelStore
 from app.models.catalog import load_catalog, repo_for_source
-from app.models.downloads import (
-    SOURCES,
-    DownloadProgress,
-    Downloads,
-    TokenStore,
-    check_plan_fit,
-    format_eta,
-    plan_download,
-    plan_lines,
-    source_from_settings,
-)
+from app.models.downloads import DownloadProgress, Downloads, format_eta
 from app.models.fit import format_bytes
+from app.models.plans import check_plan_fit, plan_download, plan_lines
+from app.models.sources import SOURCES, TokenStore, source_from_settings
 from app.settings import AppPaths
 from app.settings_file import load_settings
 
@@ -50,10 +42,12 @@ def main(argv: list[str]) -> int:
     catalog = load_catalog()
     try:
         source = source_from_settings(settings, TokenStore(paths.config_dir / "hf_token").token())
-        plan = plan_download(repo_for_source(catalog, args.repo, source.kind), args.revision, source,
-                             ModelStore.for_app(paths))
+        plan = plan_download(
+            repo_for_source(catalog, args.repo, source.kind), args.revision, source, ModelStore.for_app(paths)
+        )
         for line in plan_lines(plan, lang):
             print(line.replace("**", ""))
+        plan.require_supported()
         try:
             for line in check_plan_fit(plan, detect(), settings.engine, catalog).lines(lang):
                 print(line)
@@ -85,10 +79,15 @@ def main(argv: list[str]) -> int:
 def _draw(progress: DownloadProgress, lang: str, width: int = 30) -> None:
     filled = int(progress.fraction * width)
     bar = "█" * filled + "·" * (width - filled)
-    retrying = ("  " + translate("models.status_retrying", lang, attempt=progress.attempt)
-                if progress.status == "retrying" else "")
+    retrying = (
+        "  " + translate("models.status_retrying", lang, attempt=progress.attempt)
+        if progress.status == "retrying"
+        else ""
+    )
     eta = format_eta(progress.eta) if progress.eta is not None else "--"
-    line = (f"\r{bar} {progress.fraction * 100:5.1f}%  {format_bytes(progress.done_bytes)} / "
-            f"{format_bytes(progress.total_bytes)}  {format_bytes(progress.speed)}/s  ETA {eta}{retrying}")
+    line = (
+        f"\r{bar} {progress.fraction * 100:5.1f}%  {format_bytes(progress.done_bytes)} / "
+        f"{format_bytes(progress.total_bytes)}  {format_bytes(progress.speed)}/s  ETA {eta}{retrying}"
+    )
     sys.stdout.write(line.ljust(100))
     sys.stdout.flush()

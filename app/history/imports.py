@@ -8,6 +8,8 @@ which the page shows instead of breaking.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import math
 from dataclasses import dataclass
@@ -97,6 +99,20 @@ class _Call(_Strict):
     server: Name = ""
 
 
+def _base64(text: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("not base64") from None
+
+
+class _Attachment(_Strict):
+    # Its kind, type and text are read again from the bytes (app.history.exports): only these count.
+    name: Name
+    data: Annotated[str, Field(max_length=MAX_IMPORT_BYTES * 2), AfterValidator(_base64)]
+    tokens: Count = 0
+
+
 class _Message(_Strict):
     role: Role
     content: Annotated[Text, BeforeValidator(_joined)]
@@ -106,6 +122,7 @@ class _Message(_Strict):
     # message before it in the list (version 1 and plain message lists are one path).
     parent: Annotated[int, Field(ge=0, le=MAX_MESSAGES)] | None = None
     tool_calls: Annotated[list[_Call], Field(max_length=100)] = []
+    attachments: Annotated[list[_Attachment], Field(max_length=100)] = []
 
 
 class _File(_Strict):
@@ -116,6 +133,15 @@ class _File(_Strict):
 
 
 @dataclass(frozen=True)
+class ImportedFile:
+    """An attached file as the export listed it: to be read and checked again before it is kept."""
+
+    name: str
+    data: bytes
+    tokens: int
+
+
+@dataclass(frozen=True)
 class ImportedMessage:
     role: str
     content: str
@@ -123,6 +149,7 @@ class ImportedMessage:
     stats: ReplyStats | None
     parent: int | None  # index in `ImportedConversation.messages` of the one it follows
     tool_calls: tuple[ToolCallRecord, ...] = ()
+    attachments: tuple[ImportedFile, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -178,7 +205,8 @@ def _conversation(parsed: _File) -> ImportedConversation:
         calls = tuple(
             ToolCallRecord(c.id, c.name, c.arguments, CallState(c.state), c.result, c.server) for c in m.tool_calls
         )
-        messages.append(ImportedMessage(m.role, m.content, m.created, stats, _parent(m, i, kept), calls))
+        files = tuple(ImportedFile(a.name, a.data, a.tokens) for a in m.attachments)
+        messages.append(ImportedMessage(m.role, m.content, m.created, stats, _parent(m, i, kept), calls, files))
         kept[i] = len(messages) - 1
     if not messages:
         raise UserError("conversations.bad_import", reason="no messages")

@@ -106,7 +106,36 @@ def _m004_tool_calls(db: sqlite3.Connection) -> None:
     _run(db, "ALTER TABLE messages ADD COLUMN tool_calls TEXT")
 
 
-MIGRATIONS: tuple[Migration, ...] = (_m001_tables, _m002_search, _m003_branches, _m004_tool_calls)
+def _m005_attachments(db: sqlite3.Connection) -> None:
+    """Files and pictures given to a user message, in the order they were attached.
+
+    The bytes live in the attachments folder beside the database, named by their SHA-256
+    (app.attachments.store); a row holds what the page and the prompt need without reading them:
+    the extracted text of a document and its token count when attached.
+    """
+    _run(
+        db,
+        """CREATE TABLE attachments (
+            id INTEGER PRIMARY KEY,
+            message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+            position INTEGER NOT NULL,
+            name TEXT NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('text', 'image')),
+            mime TEXT NOT NULL,
+            sha256 TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            text TEXT NOT NULL DEFAULT '',
+            tokens INTEGER NOT NULL DEFAULT 0
+        )""",
+        "CREATE INDEX attachments_by_message ON attachments(message_id, position)",
+        # Which files are still used, when a deleted chat's files are pruned.
+        "CREATE INDEX attachments_by_file ON attachments(sha256)",
+    )
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    _m001_tables, _m002_search, _m003_branches, _m004_tool_calls, _m005_attachments
+)
 LATEST = len(MIGRATIONS)
 
 

@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
+from app.attachments.store import Attachment
 from app.history.stats import ReplyStats
 
 Role = Literal["system", "user", "assistant"]
@@ -83,6 +84,7 @@ class StoredMessage:
     versions: int = 1
     # A reply that called tools: the calls and their results, in order (the next reply follows).
     tool_calls: tuple[ToolCallRecord, ...] = ()
+    attachments: tuple[Attachment, ...] = ()  # files and pictures given with a user message
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ their owner only, whatever the umask.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import sqlite3
@@ -22,7 +23,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from app.attachments.store import Attachment, AttachmentFiles
 from app.errors import UserError
+from app.history.attachments import attachments_of, files_in_use, insert_attachments
+from app.history.exports import attachment_entries, attachments_markdown, imported_attachments
 from app.history.imports import parse_import
 from app.history.migrations import migrate
 from app.history.records import (
@@ -42,7 +46,8 @@ from app.i18n import translate
 
 EXPORT_FORMAT = "vllm-chat/conversation"
 # 2: messages form a tree (`parent`, `shown`); files of version 1 are one path and still import.
-EXPORT_VERSION = 2
+# 3: user messages may list `attachments` (name, kind, text, the bytes in base64).
+EXPORT_VERSION = 3
 _ALL_MESSAGES = (
     f"SELECT {MESSAGE_COLUMNS}, {VERSION_COLUMNS} FROM {WITH_STATS} WHERE m.conversation_id = ? ORDER BY m.id"
 )
@@ -54,6 +59,8 @@ class Conversations:
     def __init__(self, path: Path) -> None:
         _make_private(path)
         self.path = path
+        # Attached files, beside the database (app.attachments.store).
+        self.files = AttachmentFiles(path.with_name("attachments"))
         self._lock = threading.Lock()
         # Autocommit mode: every write below opens its own explicit transaction.
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -132,13 +139,15 @@ class Conversations:
     def delete(self, conversation_id: int) -> None:
         with self._write() as db:
             db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
+            # Under the write lock: no other message can take up a file between the two steps.
+            self.files.prune(files_in_use(db))
 
     # ---- messages ----------------------------------------------------------------------
 
     def messages(self, conversation_id: int) -> list[StoredMessage]:
         """The shown path: from the first message to the end of the branch last shown."""
         with self._lock:
-            return [_message(r) for r in path_rows(self._db, conversation_id)]
+            return _with_attachments(self._db, [_message(r) for r in path_rows(self._db, conversation_id)])
 
     def add_message(
         self, conversation_id: int, role: str, content: str, stats: ReplyStats | None = None
@@ -155,9 +164,11 @@ class Conversations:
         content: str,
         stats: ReplyStats | None = None,
         tool_calls: tuple[ToolCallRecord, ...] = (),
+        attachments: Sequence[Attachment] = (),
     ) -> StoredMessage:
         """Add a message after `parent_id` (None: a first message), beside any already there, and
-        show it: a regenerated reply (a new version of that turn) or an edited message (a new branch)."""
+        show it: a regenerated reply (a new version of that turn) or an edited message (a new branch).
+        `attachments` must be in `files` already (`AttachmentFiles.save`)."""
         with self._write() as db:
             if (
                 parent_id is not None
@@ -166,7 +177,9 @@ class Conversations:
                 ).fetchone()
             ):
                 raise UserError("conversations.message_not_found", id=parent_id)
-            return _insert(db, conversation_id, parent_id, role, content, stats, tool_calls=tool_calls)
+            return _insert(
+                db, conversation_id, parent_id, role, content, stats, tool_calls=tool_calls, attachments=attachments
+            )
 
     def show_version(self, conversation_id: int, message_id: int, step: int) -> list[StoredMessage]:
         """Show the version `step` places away from a message on the path (with its newest
@@ -186,12 +199,14 @@ class Conversations:
         with self._lock:
             rows = self._db.execute(_ALL_MESSAGES, (conversation_id,)).fetchall()
             leaf = shown_leaf(self._db, conversation_id)
+            all_messages = _with_attachments(self._db, [_message(r) for r in rows])
         index = {row["id"]: i for i, row in enumerate(rows)}
         messages = []
-        for m in map(_message, rows):
+        for m in all_messages:
             entry = {"role": m.role, "content": m.content, "created": m.created, "parent": index.get(m.parent_id)}
             entry |= {"stats": asdict(m.stats)} if m.stats else {}
-            messages.append(entry | ({"tool_calls": [c.as_dict() for c in m.tool_calls]} if m.tool_calls else {}))
+            entry |= {"tool_calls": [c.as_dict() for c in m.tool_calls]} if m.tool_calls else {}
+            messages.append(entry | attachment_entries(m.attachments, self.files))
         return {
             "format": EXPORT_FORMAT,
             "version": EXPORT_VERSION,
@@ -212,6 +227,7 @@ class Conversations:
             parts.append(f"## {translate('conversations.role_' + m.role, lang)}\n\n{m.content}\n")
             for call in m.tool_calls:
                 parts.append(f"> 🔧 `{call.name}` {call.arguments} · {call.state.value}\n>\n> {call.result[:1000]}\n")
+            parts += attachments_markdown(m.attachments, lang)
             if m.stats:
                 parts.append(f"*{stats_line(m.stats, lang)}*\n")
         return "\n".join(parts)
@@ -223,6 +239,8 @@ class Conversations:
         JSON. Any problem raises the `conversations.bad_import` UserError and stores nothing.
         """
         imported = parse_import(data)
+        # Every file is read and checked again (a file from anywhere) and saved before any row.
+        files = [imported_attachments(m.attachments, self.files) for m in imported.messages]
         first_user = next((m.content for m in imported.messages if m.role == "user"), "")
         title = imported.title or title_from(first_user)
         now = time.time()
@@ -234,11 +252,11 @@ class Conversations:
                 )
                 conversation_id = cur.lastrowid
                 ids: list[int] = []
-                for m in imported.messages:
+                for m, attached in zip(imported.messages, files, strict=True):
                     parent = None if m.parent is None else ids[m.parent]
                     created = now if m.created is None else m.created
-                    calls = m.tool_calls
-                    ids.append(_insert(db, conversation_id, parent, m.role, m.content, m.stats, created, calls).id)
+                    row = (m.role, m.content, m.stats, created, m.tool_calls, attached)
+                    ids.append(_insert(db, conversation_id, parent, *row).id)
                 show_below(db, conversation_id, ids[imported.shown])
         except sqlite3.IntegrityError as exc:
             raise UserError("conversations.bad_import", reason=str(exc)) from None
@@ -306,6 +324,7 @@ def _insert(
     stats: ReplyStats | None,
     created: float | None = None,
     tool_calls: tuple[ToolCallRecord, ...] = (),
+    attachments: Sequence[Attachment] = (),
 ) -> StoredMessage:
     """Write a message as the end of the shown path."""
     if role not in ROLES:
@@ -319,11 +338,19 @@ def _insert(
     )
     if stats is not None:
         _insert_stats(db, cur.lastrowid, stats)
+    insert_attachments(db, cur.lastrowid, attachments)
     db.execute("UPDATE conversations SET shown_leaf = ? WHERE id = ?", (cur.lastrowid, conversation_id))
     versions = db.execute(
         "SELECT COUNT(*) FROM messages WHERE conversation_id = ? AND parent_id IS ?", (conversation_id, parent_id)
     ).fetchone()[0]
-    return StoredMessage(cur.lastrowid, role, content, created, stats, parent_id, versions, versions, tool_calls)
+    return StoredMessage(
+        cur.lastrowid, role, content, created, stats, parent_id, versions, versions, tool_calls, tuple(attachments)
+    )
+
+
+def _with_attachments(db: sqlite3.Connection, messages: list[StoredMessage]) -> list[StoredMessage]:
+    found = attachments_of(db, [m.id for m in messages])
+    return [dataclasses.replace(m, attachments=found[m.id]) if m.id in found else m for m in messages]
 
 
 def _conversation(row: sqlite3.Row) -> Conversation:

@@ -11,9 +11,12 @@ of the old reply (a new version of the turn): what was there before stays reacha
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from app.attachments.prompt import message_content
+from app.attachments.store import Attachment, AttachmentFiles
 from app.errors import UserError
 from app.history.records import StoredMessage, ToolCallRecord
 from app.history.stats import ReplyStats
@@ -34,23 +37,28 @@ class Turn:
     user: StoredMessage | None = None
     # Replies of this turn that called tools, saved so far (the next reply follows the last).
     rounds: tuple[StoredMessage, ...] = ()
+    # Files and pictures given with the user's message (saved in the store's `files` already).
+    attachments: tuple[Attachment, ...] = ()
 
-    def prompt(self, system_prompt: str) -> list[dict[str, Any]]:
-        """What the model is sent: the system prompt, the shown path only, the user's message, and
-        this turn's tool rounds so far (each call with the result that went back for it)."""
+    def prompt(self, system_prompt: str, store: Conversations | None = None) -> list[dict[str, Any]]:
+        """What the model is sent: the system prompt, the shown path only, the user's message (each
+        with its files; `store` holds the pictures' bytes), and this turn's tool rounds so far
+        (each call with the result that went back for it)."""
+        files = store.files if store is not None else None
         prompt = [{"role": "system", "content": system_prompt}] if system_prompt.strip() else []
         for m in self.prior:
-            prompt += as_chat_messages(m)
-        prompt.append({"role": "user", "content": self.user_text})
+            prompt += as_chat_messages(m, files)
+        prompt.append({"role": "user", "content": message_content(self.user_text, self.attachments, files)})
         for m in self.rounds:
-            prompt += as_chat_messages(m)
+            prompt += as_chat_messages(m, files)
         return prompt
 
 
-def as_chat_messages(message: StoredMessage) -> list[dict[str, Any]]:
-    """A saved message as the model saw it: a reply that called tools is followed by the results."""
+def as_chat_messages(message: StoredMessage, files: AttachmentFiles | None = None) -> list[dict[str, Any]]:
+    """A saved message as the model saw it: with its files, and a reply that called tools is
+    followed by the results."""
     if not message.tool_calls:
-        return [{"role": message.role, "content": message.content}]
+        return [{"role": message.role, "content": message_content(message.content, message.attachments, files)}]
     return tool_round_messages(answer_text(message.content), message.tool_calls)
 
 
@@ -68,22 +76,33 @@ def answer_text(text: str) -> str:
     return text.rpartition("</think>")[2] if "</think>" in text else text
 
 
-def new_turn(store: Conversations, conversation_id: int | None, text: str) -> Turn:
+def new_turn(
+    store: Conversations, conversation_id: int | None, text: str, attachments: Sequence[Attachment] = ()
+) -> Turn:
     """A message sent at the end of the shown path (None: in a new conversation)."""
-    _require_text(text)
-    return Turn(conversation_id, store.messages(conversation_id) if conversation_id is not None else [], text)
+    _require_text(text, attachments)
+    prior = store.messages(conversation_id) if conversation_id is not None else []
+    return Turn(conversation_id, prior, text, attachments=tuple(attachments))
 
 
-def edit_turn(store: Conversations, conversation_id: int, message_id: int, text: str) -> Turn:
-    """A user message on the shown path rewritten: the new text starts a branch beside it."""
-    _require_text(text)
+def edit_turn(
+    store: Conversations,
+    conversation_id: int,
+    message_id: int,
+    text: str,
+    attachments: Sequence[Attachment] | None = None,
+) -> Turn:
+    """A user message on the shown path rewritten: the new text starts a branch beside it, with
+    the edited message's files unless `attachments` replaces them."""
     path = store.messages(conversation_id)
     position = next((i for i, m in enumerate(path) if m.id == message_id), None)
     if position is None:
         raise UserError("conversations.message_not_found", id=message_id)
     if path[position].role != "user":
         raise UserError("chat.edit_not_user")
-    return Turn(conversation_id, path[:position], text)
+    files = path[position].attachments if attachments is None else tuple(attachments)
+    _require_text(text, files)
+    return Turn(conversation_id, path[:position], text, attachments=files)
 
 
 def regenerate_turn(store: Conversations, conversation_id: int | None) -> Turn:
@@ -92,14 +111,15 @@ def regenerate_turn(store: Conversations, conversation_id: int | None) -> Turn:
     last = max((i for i, m in enumerate(path) if m.role == "user"), default=None)
     if last is None:
         raise UserError("chat.nothing_to_regenerate")
-    return Turn(conversation_id, path[:last], path[last].content, path[last])
+    return Turn(conversation_id, path[:last], path[last].content, path[last], path[last].attachments)
 
 
 def begin(store: Conversations, turn: Turn, system_prompt: str) -> Turn:
     """The engine accepted the prompt: save the conversation (with the system prompt it was sent)
     and the user's message; returns the turn with both."""
     if turn.conversation_id is None:
-        conversation_id = store.create(turn.user_text, system_prompt).id
+        title_text = turn.user_text if turn.user_text.strip() else ", ".join(a.name for a in turn.attachments)
+        conversation_id = store.create(title_text, system_prompt).id
     else:
         conversation_id = turn.conversation_id
         if store.get(conversation_id).system_prompt != system_prompt:
@@ -107,7 +127,7 @@ def begin(store: Conversations, turn: Turn, system_prompt: str) -> Turn:
     user = turn.user
     if user is None:
         parent = turn.prior[-1].id if turn.prior else None
-        user = store.add_child(conversation_id, parent, "user", turn.user_text)
+        user = store.add_child(conversation_id, parent, "user", turn.user_text, attachments=turn.attachments)
     return dataclasses.replace(turn, conversation_id=conversation_id, user=user)
 
 
@@ -161,6 +181,7 @@ def _last_id(turn: Turn) -> int:
     return turn.rounds[-1].id if turn.rounds else turn.user.id
 
 
-def _require_text(text: str) -> None:
-    if not text or not text.strip():
+def _require_text(text: str, attachments: Sequence[Attachment] = ()) -> None:
+    # A file alone is a message ("summarise this" is often left unsaid).
+    if (not text or not text.strip()) and not attachments:
         raise UserError("chat.empty_message")

@@ -31,7 +31,7 @@ class ModelStore:
 
     @classmethod
     def for_app(cls, paths: AppPaths) -> ModelStore:
-        return cls(hf_cache=hf_cache_dir(), modelscope=paths.cache_dir / "modelscope")
+        return cls(hf_cache=paths.hf_cache or hf_cache_dir(), modelscope=paths.cache_dir / "modelscope")
 
     def root(self, source: str) -> Path:
         """The folder a download source writes into."""

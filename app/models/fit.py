@@ -19,6 +19,7 @@ from app.errors import UserError
 from app.hardware import Hardware
 from app.i18n import translate
 from app.models import memory
+from app.models.catalog import CatalogEntry
 from app.models.memory import CUDA_CONTEXT_BYTES, GIB, MIN_USEFUL_TOKENS, Gpus
 from app.settings import EngineSettings
 
@@ -64,6 +65,11 @@ class ModelShape:
             dtype=text.get("torch_dtype") or text.get("dtype") or config.get("torch_dtype"),
             quantization=quant,
         )
+
+    @classmethod
+    def from_entry(cls, entry: CatalogEntry) -> ModelShape:
+        """The shape the catalog ships for an entry (read from its config.json, checked against vLLM)."""
+        return cls(entry.layers, entry.kv_heads, entry.head_dim, entry.max_position, entry.dtype, entry.quantization)
 
     @property
     def kv_bytes_per_token(self) -> int:
@@ -250,7 +256,7 @@ def _check_cpu(
     weights: int, per_token: int, asked: int | None, hardware: Hardware, engine: EngineSettings
 ) -> FitReport:
     kv_budget = cpu_kv_cache_bytes(engine)
-    max_fit = memory.tokens_that_fit(kv_budget, per_token)
+    max_fit = memory.tokens_that_fit(kv_budget, per_token, memory.CPU_BLOCK_TOKENS)
     need = memory.cpu_need_bytes(weights, kv_budget)
     # Small models are bound by compute and overheads, not by reading the weights.
     tokens_per_second = min(CPU_BYTES_PER_SECOND / max(weights, 1), CPU_MAX_TOKENS_PER_SECOND)

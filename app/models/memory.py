@@ -22,8 +22,11 @@ from dataclasses import dataclass
 from app.hardware import Gpu
 
 GIB = 2**30
-# vLLM allocates the KV cache in blocks of 16 tokens.
+# vLLM allocates the KV cache in blocks of 16 tokens on GPUs; its CPU backend makes them 128
+# (vllm/platforms/cpu.py, when the user sets no block size): seen on the CPU engine in
+# tests/test_fit_vllm.py, where 16-token rounding overstated the cache by 3 blocks of 16.
 BLOCK_TOKENS = 16
+CPU_BLOCK_TOKENS = 128
 # The KV cache follows the model dtype, and vLLM runs float32 checkpoints in 16 bits.
 KV_BYTES_PER_ELEMENT = 2
 # Per GPU, what vLLM's profile takes from the budget beside weights and KV cache: the
@@ -56,9 +59,9 @@ def weights_in_memory(file_bytes: int, dtype: str | None, quantization: str | No
     return file_bytes
 
 
-def tokens_that_fit(kv_bytes: int, per_token: int) -> int:
+def tokens_that_fit(kv_bytes: int, per_token: int, block_tokens: int = BLOCK_TOKENS) -> int:
     """Tokens of one request that fit in `kv_bytes`, in whole blocks (vLLM's estimated max length)."""
-    return max(kv_bytes, 0) // per_token // BLOCK_TOKENS * BLOCK_TOKENS
+    return max(kv_bytes, 0) // (per_token * block_tokens) * block_tokens
 
 
 def kv_bytes_for(tokens: int, per_token: int) -> int:

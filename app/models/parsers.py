@@ -9,6 +9,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.errors import SettingsError
 from app.models.catalog import CatalogEntry, find_entry
 from app.settings import AUTO, EngineSettings
 
@@ -49,6 +50,32 @@ def with_parsers(
         tool_call_parser=found.tool_call if settings.tool_call_parser == AUTO else settings.tool_call_parser,
         reasoning_parser=found.reasoning if settings.reasoning_parser == AUTO else settings.reasoning_parser,
     )
+
+
+def tool_call_parser_names() -> list[str]:
+    """The tool-call parsers this vLLM has, as `--tool-call-parser` takes them."""
+    from vllm.tool_parsers import ToolParserManager
+
+    return ToolParserManager.list_registered()
+
+
+def reasoning_parser_names() -> list[str]:
+    """The reasoning parsers this vLLM has, as `--reasoning-parser` takes them."""
+    from vllm.reasoning import ReasoningParserManager
+
+    return ReasoningParserManager.list_registered()
+
+
+def check_parser_names(settings: EngineSettings) -> None:
+    """A parser the user named must be one vLLM has: said before the engine starts, not after."""
+    for name, value, known in (
+        ("tool_call_parser", settings.tool_call_parser, tool_call_parser_names),
+        ("reasoning_parser", settings.reasoning_parser, reasoning_parser_names),
+    ):
+        if value not in (AUTO, "") and value not in (choices := known()):
+            raise SettingsError(
+                "settings.bad_choice", name=name, value=value, choices=", ".join([AUTO, "none", *choices])
+            )
 
 
 def _architectures(folder: Path | None) -> list[str]:

@@ -6,10 +6,13 @@ What each event does is in `chat_panel`, how messages are drawn in `chat_display
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
 
 import gradio as gr
 
 from app.application import App
+from app.ui.chat_attachments import Tray
 from app.ui.chat_display import LATEX_DELIMITERS
 from app.ui.chat_panel import ChatPanel
 from app.ui.chat_tools import tool_controls, wire_tool_controls
@@ -22,6 +25,8 @@ TAKE_MESSAGE_JS = """(message) => {
   return ["", message];
 }"""
 SENT_JS = "() => { window.vllmChatSending = false; }"
+# Following the reply as it grows, and copying what the model wrote (see the file).
+PAGE_JS = (Path(__file__).resolve().parent.parent.parent / "assets" / "chat.js").read_text(encoding="utf-8")
 
 
 @dataclass
@@ -45,7 +50,9 @@ class Sidebar:
 class Pane:
     notice: gr.Markdown
     system_prompt: gr.Textbox
+    earlier: gr.Button
     chatbot: gr.Chatbot
+    live: gr.Chatbot
     box: gr.Textbox
     send: gr.Button
     stop: gr.Button
@@ -59,30 +66,45 @@ class Pane:
 def chat_tab(app: App, i18n: gr.I18n, timer: gr.Timer) -> None:
     """Render the chat tab's content inside an open gr.Tab."""
     conversation_id = gr.State(None)
+    # Whether the chat shows all its messages, or its last ones (see `window_start`).
+    whole = gr.State(False)
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=240, elem_classes="conversation-sidebar"):
             side = _sidebar(i18n)
         with gr.Column(scale=4):
             pane = _pane(app, i18n)
             tools = tool_controls(i18n)
+            tray = Tray(app, i18n)
     # The message the version buttons act on (see `version_target`).
     focus = gr.State(None)
     panel = ChatPanel(app, pane.chatbot)
     bar = [focus, pane.versions, pane.previous_version, pane.version_label, pane.next_version]
-    opened = [pane.chatbot, conversation_id, side.conversations, pane.system_prompt, side.title, pane.notice, *bar]
+    opened = [
+        pane.chatbot,
+        pane.live,
+        whole,
+        pane.earlier,
+        conversation_id,
+        side.conversations,
+        pane.system_prompt,
+        side.title,
+        pane.notice,
+        *bar,
+    ]
     # No triggers: runs when the page loads.
     gr.on(None, panel.open_latest, inputs=None, outputs=[*opened, pane.box, pane.send], api_visibility="private")
     timer.tick(panel.refresh_notice, None, pane.notice, show_progress="hidden", api_visibility="private")
-    _wire_replies(panel, pane, conversation_id, opened)
+    _wire_replies(panel, pane, [conversation_id, whole], opened, tray)
     wire_tool_controls(panel.tools, tools, timer)
-    _wire_versions(panel, pane, conversation_id, bar)
+    _wire_versions(panel, pane, [conversation_id, whole], bar)
+    pane.earlier.click(panel.open_whole, [conversation_id], opened, api_visibility="private")
     _wire_sidebar(panel, side, pane, conversation_id, opened)
     gr.api(panel.history, api_name="history")
     gr.api(panel.conversations, api_name="conversations")
 
 
 def _sidebar(i18n: gr.I18n) -> Sidebar:
-    new_chat = gr.Button(i18n("chat.new_chat"), variant="secondary", size="sm")
+    new_chat = gr.Button(i18n("chat.new_chat"), variant="secondary", size="sm", elem_id="new-chat")
     search = gr.Textbox(placeholder=i18n("chat.search"), show_label=False, container=False, max_lines=1)
     conversations = gr.Radio(choices=[], label=i18n("chat.conversations"), elem_classes="conversation-list")
     with gr.Accordion(i18n("chat.manage"), open=False):
@@ -116,6 +138,22 @@ def _sidebar(i18n: gr.I18n) -> Sidebar:
     )
 
 
+_CHATBOT = MappingProxyType(
+    {
+        # No fixed height: both chatbots grow, and #chat-scroll scrolls them (assets/chat.js follows).
+        "height": None,
+        "autoscroll": False,
+        "buttons": ["copy", "copy_all"],
+        "latex_delimiters": LATEX_DELIMITERS,
+        "reasoning_tags": [("<think>", "</think>")],
+        "feedback_options": None,
+        # The version switch and speed line are a message of their own: apart from the reply, so
+        # that copying the reply copies the reply only.
+        "group_consecutive_messages": False,
+    }
+)
+
+
 def _pane(app: App, i18n: gr.I18n) -> Pane:
     notice = gr.Markdown(visible=False, elem_classes="chat-notice")
     with gr.Accordion(i18n("chat.system_prompt"), open=False):
@@ -126,20 +164,20 @@ def _pane(app: App, i18n: gr.I18n) -> Pane:
             lines=2,
             max_lines=8,
         )
-    chatbot = gr.Chatbot(
-        label=i18n("chat.title"),
-        height="62vh",
-        editable="user",
-        buttons=["copy", "copy_all"],
-        latex_delimiters=LATEX_DELIMITERS,
-        reasoning_tags=[("<think>", "</think>")],
-        feedback_options=None,
-        # The version switch and speed line are a message of their own: apart from the reply, so
-        # that copying the reply copies the reply only.
-        group_consecutive_messages=False,
-        placeholder=i18n("chat.empty_placeholder"),
-        elem_id="chatbot",
-    )
+    with gr.Column(elem_id="chat-scroll"):
+        # A long chat opens on its last messages; this shows the rest.
+        earlier = gr.Button(visible=False, size="sm", variant="secondary", elem_id="show-earlier")
+        chatbot = gr.Chatbot(
+            label=i18n("chat.title"),
+            editable="user",
+            placeholder=i18n("chat.empty_placeholder"),
+            elem_id="chatbot",
+            **_CHATBOT,
+        )
+        # The turn being answered, under the saved chat: a reply streams here, so that an update
+        # costs the page what it costs in an empty chat, and joins the chat above when it ends.
+        live = gr.Chatbot(show_label=False, container=False, elem_id="live-chat", **_CHATBOT)
+        gr.HTML(js_on_load=PAGE_JS, elem_id="chat-follow")
     # Which version of a turn is shown: the last turn with several, or the one the user clicked.
     with gr.Row(visible=False, elem_id="version-bar") as versions:
         previous_version = gr.Button(i18n("chat.version_previous"), size="sm", elem_id="version-previous", scale=0)
@@ -164,7 +202,9 @@ def _pane(app: App, i18n: gr.I18n) -> Pane:
     return Pane(
         notice,
         system_prompt,
+        earlier,
         chatbot,
+        live,
         box,
         send,
         stop,
@@ -176,11 +216,16 @@ def _pane(app: App, i18n: gr.I18n) -> Pane:
     )
 
 
-def _wire_replies(panel: ChatPanel, pane: Pane, conversation_id: gr.State, opened: list) -> None:
+def _wire_replies(panel: ChatPanel, pane: Pane, shown: list[gr.State], opened: list, tray: Tray) -> None:
+    """`shown`: the conversation id and whether the whole chat shows."""
+    conversation_id = shown[0]
     # The message being sent: the box is emptied in the browser at once, and the message goes
     # to the server from here (a hidden field, so that `/send` still takes the message as text).
     sending = gr.Textbox(visible=False)
-    streamed = [pane.chatbot, conversation_id]
+    # A reply streams into the live chat only; regenerate and edit also cut the saved chat
+    # above it back to where the turn starts, once.
+    streamed = [pane.live, conversation_id]
+    restreamed = [*streamed, pane.chatbot]
     inputs = [conversation_id, pane.system_prompt]
     # The growing reply is the progress indicator.
     shown_on = {"show_progress": "hidden"}
@@ -195,7 +240,8 @@ def _wire_replies(panel: ChatPanel, pane: Pane, conversation_id: gr.State, opene
         queue=False,
         api_visibility="private",
     )
-    sent = taken.then(panel.send, [sending, *inputs], streamed, api_name="send", **shown_on)
+    sent = taken.then(panel.send, [sending, *inputs, tray.pending], streamed, api_name="send", **shown_on)
+    tray.sent(sent)
     for after in (sent.then, sent.failure):
         after(None, js=SENT_JS, queue=False, api_visibility="private")
     # A message that was never saved (refused, or stopped before the reply began) goes back
@@ -203,23 +249,23 @@ def _wire_replies(panel: ChatPanel, pane: Pane, conversation_id: gr.State, opene
     sent.failure(panel.unsent, [sending, pane.box, conversation_id], [pane.box], queue=False, api_visibility="private")
     replies = [
         sent,
-        pane.regenerate.click(panel.regenerate, inputs, streamed, api_name="regenerate", **shown_on),
-        pane.chatbot.edit(panel.edit, inputs, streamed, api_name="edit", **shown_on),
+        pane.regenerate.click(panel.regenerate, [*inputs, shown[1]], restreamed, api_name="regenerate", **shown_on),
+        pane.chatbot.edit(panel.edit, [*inputs, shown[1]], restreamed, api_name="edit", **shown_on),
     ]
     pane.stop.click(None, cancels=replies)
     for event in replies:
         # After a reply ends, is stopped or is refused: show what was saved, speed line included.
         # Gradio's page runs `.then` listeners only when the event did not fail, hence `.failure` too.
         for after in (event.then, event.failure):
-            after(panel.open, [conversation_id], opened, show_progress="hidden", api_visibility="private")
+            after(panel.open, shown, opened, show_progress="hidden", api_visibility="private")
 
 
-def _wire_versions(panel: ChatPanel, pane: Pane, conversation_id: gr.State, bar: list) -> None:
+def _wire_versions(panel: ChatPanel, pane: Pane, shown: list[gr.State], bar: list) -> None:
     focus = bar[0]
-    shown = {"show_progress": "hidden", "api_visibility": "private"}
-    pane.previous_version.click(panel.previous_version, [focus, conversation_id], [pane.chatbot, *bar], **shown)
-    pane.next_version.click(panel.next_version, [focus, conversation_id], [pane.chatbot, *bar], **shown)
-    pane.chatbot.select(panel.pick_version, [conversation_id], bar, **shown)
+    quiet = {"show_progress": "hidden", "api_visibility": "private"}
+    pane.previous_version.click(panel.previous_version, [focus, *shown], [pane.chatbot, *bar], **quiet)
+    pane.next_version.click(panel.next_version, [focus, *shown], [pane.chatbot, *bar], **quiet)
+    pane.chatbot.select(panel.pick_version, shown, bar, **quiet)
 
 
 def _wire_sidebar(panel: ChatPanel, side: Sidebar, pane: Pane, conversation_id: gr.State, opened: list) -> None:

@@ -3,7 +3,9 @@ message the line with its version count (2/3) and, for a reply, its speed.
 
 The chatbot's own Markdown renders `$$`, `\\[` and `\\(`. Models also write inline math as
 `$...$`, but so do prices ("$5 and $10"): a lone `$` is not a delimiter there. Inline math
-follows Pandoc's rule instead, decided here, and is handed to the chatbot as `\\(...\\)`.
+follows Pandoc's rule instead, decided here, and is handed to the chatbot with a word joiner
+(U+2060, invisible) inside each `$`: a delimiter pair no price makes. The page's copy buttons
+drop the joiners again (assets/chat.js), so that what is copied is what the model wrote.
 """
 
 from __future__ import annotations
@@ -12,13 +14,25 @@ import html
 import re
 from typing import Any
 
+from app.attachments import AttachmentFiles
 from app.conversations import StoredMessage, stats_line
+from app.ui.chat_attachments import history_block
 from app.ui.tool_blocks import call_block
 
+# A long chat opens on its last messages: the page draws every message it is given (Markdown,
+# code, math), at a cost that grows with their text; a 500-message chat took it many seconds.
+# It opens on the last 20 messages or about 24,000 characters (six pages), whichever is less,
+# and always on a whole turn; the rest is a click away.
+OPEN_WITH_MESSAGES = 20
+OPEN_WITH_CHARS = 24_000
+
+# The joiner inside inline math's `$`; assets/chat.js removes exactly these pairs when copying.
+JOINER = "\u2060"
 LATEX_DELIMITERS = [
     {"left": "$$", "right": "$$", "display": True},
     {"left": "\\[", "right": "\\]", "display": True},
     {"left": "\\(", "right": "\\)", "display": False},
+    {"left": "$" + JOINER, "right": JOINER + "$", "display": False},
 ]
 
 # Code is left exactly as written: fenced blocks (to their closing fence or the end of a reply
@@ -30,35 +44,51 @@ _INLINE_MATH = re.compile(r"(?<![\\$])\$(?![\s$])((?:\\.|[^\\$\n])+?)(?<![\s\\])
 
 
 def with_inline_math(text: str) -> str:
-    """`text` with each inline `$...$` written as `\\(...\\)`, outside code."""
+    """`text` with each inline `$...$` marked as math (a joiner inside each `$`), outside code."""
+    marked = f"${JOINER}\\1{JOINER}$"
     parts, end = [], 0
     for code in _CODE.finditer(text):
-        parts.append(_INLINE_MATH.sub(r"\\(\1\\)", text[end : code.start()]))
+        parts.append(_INLINE_MATH.sub(marked, text[end : code.start()]))
         parts.append(code.group())
         end = code.end()
-    parts.append(_INLINE_MATH.sub(r"\\(\1\\)", text[end:]))
+    parts.append(_INLINE_MATH.sub(marked, text[end:]))
     return "".join(parts)
 
 
-def display(messages: list[StoredMessage], lang: str) -> list[dict[str, Any]]:
-    """Chatbot messages: text blocks (kept verbatim, no dedenting), then a line of their own (so
-    that copying a reply copies the reply only) with the version count and the speed."""
-    return [item for group in display_groups(messages, lang) for item in group]
+def display(messages: list[StoredMessage], lang: str, files: AttachmentFiles | None = None) -> list[dict[str, Any]]:
+    """Chatbot messages: their files (thumbnails of pictures from `files`), text blocks (kept
+    verbatim, no dedenting), then a line of their own (so that copying a reply copies the reply
+    only) with the version count and the speed."""
+    return [item for group in display_groups(messages, lang, files) for item in group]
 
 
-def display_groups(messages: list[StoredMessage], lang: str) -> list[list[dict[str, Any]]]:
+def display_groups(
+    messages: list[StoredMessage], lang: str, files: AttachmentFiles | None = None
+) -> list[list[dict[str, Any]]]:
     """`display`, as the chatbot messages of each saved message (a reply's tool calls follow it)."""
     groups = []
     for m in messages:
         # A user's text is what the edit box shows: left exactly as typed.
         text = with_inline_math(m.content) if m.role == "assistant" else m.content
-        content = [{"type": "text", "text": text}]
+        attached = history_block(m.attachments, files, lang)
+        content = [attached] if attached else []
+        content.append({"type": "text", "text": text})
         line = meta_line(m, lang)
         if line:
             content.append({"type": "text", "text": line})
         calls = [call_block(c.name, c.arguments, c.state.value, c.result, lang) for c in m.tool_calls]
         groups.append([{"role": m.role, "content": content}, *calls])
     return groups
+
+
+def live_turn(
+    user: StoredMessage, reply: str | None, lang: str, files: AttachmentFiles | None = None
+) -> list[dict[str, Any]]:
+    """The turn being answered, as the live chat under the saved one shows it: the user's
+    message (with its files) and the reply so far (none before its first words). The one place
+    where streamed text becomes what the page shows."""
+    turn = [user] if reply is None else [user, StoredMessage(0, "assistant", reply, 0.0)]
+    return display(turn, lang, files)
 
 
 def meta_line(message: StoredMessage, lang: str) -> str:
@@ -69,6 +99,23 @@ def meta_line(message: StoredMessage, lang: str) -> str:
     if message.stats is not None:
         parts.append(f'<span class="reply-stats">{html.escape(stats_line(message.stats, lang))}</span>')
     return f'<div class="turn-meta">{" ".join(parts)}</div>' if parts else ""
+
+
+def window_start(messages: list[StoredMessage], whole: bool) -> int:
+    """Where the shown part of a path starts: its first message when `whole`, else the start of
+    the turn that holds the first of the last messages within OPEN_WITH_MESSAGES and OPEN_WITH_CHARS
+    (the last message at least)."""
+    if whole or not messages:
+        return 0
+    start, chars = len(messages) - 1, len(messages[-1].content)
+    while start > 0 and len(messages) - start < OPEN_WITH_MESSAGES:
+        chars += len(messages[start - 1].content)
+        if chars > OPEN_WITH_CHARS:
+            break
+        start -= 1
+    while start > 0 and messages[start].role != "user":
+        start -= 1
+    return start
 
 
 def version_target(messages: list[StoredMessage], focus: int | None) -> int | None:

@@ -12,7 +12,6 @@ import asyncio
 import dataclasses
 import json
 import re
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -31,22 +30,16 @@ from app.conversations import (
     regenerate_turn,
     save_reply,
 )
-from app.engine import ChatDelta, EngineState, content_text, wait_through_cancellation
+from app.engine import EngineState, content_text
 from app.errors import UserError
 from app.files import private_dir, write_private
 from app.i18n import translate
 from app.settings import SamplingSettings
-from app.ui.chat_display import display, display_groups, version_target
+from app.ui.chat_attachments import AttachmentTray
+from app.ui.chat_display import display, display_groups, live_turn, version_target, window_start
+from app.ui.chat_stream import Pacer, chained, close_stream
 from app.ui.chat_tools import ChatTools
 from app.ui.i18n import request_language, shown_error
-
-# The browser re-renders the whole growing message (Markdown, code, math) on every update, so
-# its work per update grows with the reply: updates are spaced out in proportion to the reply's
-# length, keeping the page's work per second flat (20 updates/s up to 500 characters, 5/s
-# from 2,000 on). The bytes per update stay flat anyway: Gradio sends only the new text.
-MIN_UPDATE_INTERVAL_S = 0.05
-MAX_UPDATE_INTERVAL_S = 0.2
-UPDATE_INTERVAL_PER_CHAR_S = 0.0001
 
 
 class ChatPanel:
@@ -83,17 +76,26 @@ class ChatPanel:
         conv = latest[0] if latest else None
         return (*self._opened(conv, lang), gr.update(interactive=True), gr.update(interactive=True))
 
-    def open(self, conversation_id: int | None, request: gr.Request) -> tuple:
+    def open(self, conversation_id: int | None, request: gr.Request, whole: bool = False) -> tuple:
+        """A saved chat, on its last messages (`whole`: all of them)."""
         lang = request_language(request)
         if conversation_id is None:
             return self._opened(None, lang)
-        return self._opened(self._get(conversation_id, lang), lang)
+        return self._opened(self._get(conversation_id, lang), lang, whole)
 
-    def _opened(self, conv: Conversation | None, lang: str) -> tuple:
+    def open_whole(self, conversation_id: int | None, request: gr.Request) -> tuple:
+        return self.open(conversation_id, request, whole=True)
+
+    def _opened(self, conv: Conversation | None, lang: str, whole: bool = False) -> tuple:
         messages = self.app.conversations.messages(conv.id) if conv else []
         system_prompt = conv.system_prompt if conv else self.app.settings.system_prompt
+        start = window_start(messages, whole)
+        earlier = translate("chat.show_earlier", lang, count=start)
         return (
-            display(messages, lang),
+            display(messages[start:], lang, self.app.conversations.files),
+            [],
+            whole,
+            gr.update(value=earlier, visible=start > 0),
             conv.id if conv else None,
             self.conversation_list(conv.id if conv else None),
             system_prompt,
@@ -160,11 +162,18 @@ class ChatPanel:
     # ---- replies -----------------------------------------------------------------------
 
     async def send(
-        self, message: str, conversation_id: int | None, system_prompt: str, request: gr.Request
+        self,
+        message: str,
+        conversation_id: int | None,
+        system_prompt: str,
+        request: gr.Request,
+        attached: list | None = None,
     ) -> AsyncIterator[tuple]:
+        """`attached`: the files waiting in the page (app.ui.chat_attachments), not part of the API."""
         lang = request_language(request)
         conv = self._find(conversation_id)
-        turn = self._turn(new_turn, lang, conv.id if conv else None, message)
+        files = AttachmentTray(self.app).check(message, attached, lang)
+        turn = self._turn(new_turn, lang, conv.id if conv else None, message, files)
         async for update in self._stream(turn, system_prompt, lang, request.session_hash):
             yield update
 
@@ -178,25 +187,25 @@ class ChatPanel:
         return gr.skip() if saved and saved[-1] == message else message
 
     async def regenerate(
-        self, conversation_id: int | None, system_prompt: str, request: gr.Request
+        self, conversation_id: int | None, system_prompt: str, whole: bool, request: gr.Request
     ) -> AsyncIterator[tuple]:
         """Another version of the last reply shown; the earlier ones stay, a ‹ › away."""
         lang = request_language(request)
         conv = self._find(conversation_id)
         turn = self._turn(regenerate_turn, lang, conv.id if conv else None)
-        async for update in self._stream(turn, system_prompt, lang, request.session_hash):
+        async for update in self._restream(turn, system_prompt, whole, lang, request.session_hash):
             yield update
 
     async def edit(
-        self, conversation_id: int | None, system_prompt: str, edit: gr.EditData, request: gr.Request
+        self, conversation_id: int | None, system_prompt: str, whole: bool, edit: gr.EditData, request: gr.Request
     ) -> AsyncIterator[tuple]:
         """A user message was edited in place: a new branch from there, the old one kept."""
         lang = request_language(request)
         conv = self._require_conversation(conversation_id, lang)
         messages = self.app.conversations.messages(conv.id)
-        message = messages[self._stored_position(messages, edit.index, lang)]
+        message = messages[self._stored_position(messages, whole, edit.index, lang)]
         turn = self._turn(edit_turn, lang, conv.id, message.id, content_text(edit.value))
-        async for update in self._stream(turn, system_prompt, lang, request.session_hash):
+        async for update in self._restream(turn, system_prompt, whole, lang, request.session_hash):
             yield update
 
     def _turn(self, make: Any, lang: str, *args: Any) -> Turn:
@@ -208,54 +217,68 @@ class ChatPanel:
     async def _stream(
         self, turn: Turn, system_prompt: str, lang: str, session: str | None = None
     ) -> AsyncIterator[tuple]:
-        """Yields (chatbot, conversation id) while the reply grows.
+        """Yields (live chat, conversation id) while the reply grows: the turn alone, its user's
+        message and the reply so far, under the saved chat, which is left alone (redrawing it on
+        every update is what made long chats slow). When the reply ends the turn shows as saved,
+        speed line included; the `.then` after the event moves it into the saved chat.
 
         Nothing else: Gradio rebuilds every other output component on every update, even one
-        sent as gr.skip() (a quarter of the tab's CPU per reply). The box is emptied in the
-        browser when the message is sent, the sidebar refreshed when the reply ends. With tools
+        sent as gr.skip(). The box is emptied in the browser when the message is sent. With tools
         set up, the reply goes through the tool loop (`chat_tools`) instead."""
         if self.tools.active():
             async for update in self.tools.stream(self, turn, system_prompt, lang, session or ""):
                 yield update
             return
         sampling = self._sampling(lang)
-        stream = self.tools.plain_stream(turn.prompt(system_prompt), sampling)
+        files = self.app.conversations.files
+        stream = self.tools.plain_stream(turn.prompt(system_prompt, self.app.conversations), sampling)
         # The request starts now, so the engine reads the prompt while the page shows the message.
         first = asyncio.ensure_future(anext(stream, None))
-        deltas = _chained(first, stream)
+        deltas = chained(first, stream)
         model = self.app.engine.model_name
         text, last, outcome = "", None, "abort"
-        shown = [*turn.prior, turn.user or StoredMessage(0, "user", turn.user_text, 0.0)]
-        pacer = _Pacer()
+        user = turn.user or StoredMessage(0, "user", turn.user_text, 0.0, attachments=turn.attachments)
+        pacer = Pacer()
         try:
             # Show the message at once, before the prompt is processed; it is saved only when the
             # engine accepts it.
-            yield display(shown, lang), gr.skip()
+            yield live_turn(user, None, lang, files), gr.skip()
             async for delta in deltas:
                 if last is None:
                     # The engine accepted the prompt: only now is the user's message saved, so a
                     # refused one (too long, no model) leaves the history untouched.
                     turn = self._begin(turn, system_prompt)
-                    shown = [*turn.prior, turn.user]
+                    user = turn.user
                 text += delta.text
                 last = delta
                 # The last words wait for the saved reply below, a moment later with its speed
                 # line: one update less per reply.
                 if pacer.due(text) and not delta.finish_reason:
-                    yield display([*shown, StoredMessage(0, "assistant", text, 0.0)], lang), turn.conversation_id
+                    yield live_turn(user, text, lang, files), turn.conversation_id
             outcome = "finished"
         except UserError as exc:
             outcome = "error"
             raise shown_error(exc.message(lang)) from None
         finally:
-            stopped_meanwhile = await _close(first, deltas, stream)
+            stopped_meanwhile = await close_stream(first, deltas, stream)
             if last is not None and (text or outcome == "finished"):
                 ending = "abort" if outcome != "error" else "error"
                 save_reply(self.app.conversations, turn, text, model, dataclasses.asdict(sampling), last, ending)
             if stopped_meanwhile:
                 raise asyncio.CancelledError
         if last is not None:
-            yield display(self.app.conversations.messages(turn.conversation_id), lang), turn.conversation_id
+            saved = self.app.conversations.messages(turn.conversation_id)
+            yield display(saved[len(turn.prior) :], lang, files), turn.conversation_id
+
+    async def _restream(
+        self, turn: Turn, system_prompt: str, whole: bool, lang: str, session: str | None = None
+    ) -> AsyncIterator[tuple]:
+        """`_stream`, with the saved chat above cut back once to where the turn starts (the old
+        reply or branch stays saved, a version away)."""
+        cut = display(turn.prior[window_start(turn.prior, whole) :], lang, self.app.conversations.files)
+        async for live, conversation_id in self._stream(turn, system_prompt, lang, session):
+            yield live, conversation_id, cut
+            cut = gr.skip()
 
     def _begin(self, turn: Turn, system_prompt: str) -> Turn:
         if system_prompt != self.app.settings.system_prompt:
@@ -270,11 +293,13 @@ class ChatPanel:
         except UserError as exc:
             raise shown_error(exc.message(lang)) from None
 
-    def _stored_position(self, messages: list[StoredMessage], index: Any, lang: str) -> int:
-        """Map a chatbot message index to a stored message (a message can show as several bubbles)."""
+    def _stored_position(self, messages: list[StoredMessage], whole: bool, index: Any, lang: str) -> int:
+        """Map a chatbot message index to a stored message (a message can show as several bubbles,
+        and a long chat shows its last ones only)."""
         shown_index = index[0] if isinstance(index, (list, tuple)) else index
+        start = window_start(messages, whole)
         position = 0
-        for stored_index, group in enumerate(display_groups(messages, lang)):
+        for stored_index, group in enumerate(display_groups(messages[start:], lang), start):
             position += len(self.chatbot.postprocess(group).root)
             if shown_index < position:
                 return stored_index
@@ -301,29 +326,36 @@ class ChatPanel:
 
     # ---- versions ------------------------------------------------------------------------
 
-    def previous_version(self, focus: int | None, conversation_id: int | None, request: gr.Request) -> tuple:
-        return self._switch_version(focus, conversation_id, -1, request_language(request))
+    def previous_version(
+        self, focus: int | None, conversation_id: int | None, whole: bool, request: gr.Request
+    ) -> tuple:
+        return self._switch_version(focus, conversation_id, whole, -1, request_language(request))
 
-    def next_version(self, focus: int | None, conversation_id: int | None, request: gr.Request) -> tuple:
-        return self._switch_version(focus, conversation_id, 1, request_language(request))
+    def next_version(self, focus: int | None, conversation_id: int | None, whole: bool, request: gr.Request) -> tuple:
+        return self._switch_version(focus, conversation_id, whole, 1, request_language(request))
 
-    def pick_version(self, conversation_id: int | None, selected: gr.SelectData, request: gr.Request) -> tuple:
+    def pick_version(
+        self, conversation_id: int | None, whole: bool, selected: gr.SelectData, request: gr.Request
+    ) -> tuple:
         """A message clicked: the version buttons act on its turn, if it has several versions."""
         lang = request_language(request)
         conv = self._find(conversation_id)
         path = self.app.conversations.messages(conv.id) if conv else []
         if not path:
             return self._version_bar(path, None, lang)
-        return self._version_bar(path, path[self._stored_position(path, selected.index, lang)].id, lang)
+        return self._version_bar(path, path[self._stored_position(path, whole, selected.index, lang)].id, lang)
 
-    def _switch_version(self, focus: int | None, conversation_id: int | None, step: int, lang: str) -> tuple:
+    def _switch_version(
+        self, focus: int | None, conversation_id: int | None, whole: bool, step: int, lang: str
+    ) -> tuple:
         """The chat with the version `step` away of the turn the buttons act on; they then act on it."""
         conv = self._require_conversation(conversation_id, lang)
         path = self.app.conversations.messages(conv.id)
         at = version_target(path, focus)
         if at is not None:
             path = self.app.conversations.show_version(conv.id, path[at].id, step)
-        return display(path, lang), *self._version_bar(path, path[at].id if at is not None else None, lang)
+        shown = display(path[window_start(path, whole) :], lang, self.app.conversations.files)
+        return shown, *self._version_bar(path, path[at].id if at is not None else None, lang)
 
     def _version_bar(self, path: list[StoredMessage], focus: int | None, lang: str) -> tuple:
         """(focus, row, ‹ button, "Reply 2/3", › button) for the turn `version_target` picks;
@@ -355,53 +387,6 @@ class ChatPanel:
     def conversations(self, search: str = "") -> list[dict]:
         """Saved conversations, newest first: id, title, updated."""
         return [{"id": c.id, "title": c.title, "updated": c.updated} for c in self.app.conversations.list(search)]
-
-
-async def _chained(first: asyncio.Future, rest: AsyncIterator[ChatDelta]) -> AsyncIterator[ChatDelta]:
-    """The stream's first delta (already requested) and then the rest of it."""
-    delta = await first
-    if delta is None:
-        return
-    yield delta
-    async for delta in rest:
-        yield delta
-
-
-async def _close(first: asyncio.Future, deltas: AsyncIterator[ChatDelta], stream: AsyncIterator[ChatDelta]) -> bool:
-    """Stop button, closed tab or error: closing the stream aborts the request in the engine.
-    A first delta nobody read (the tab went away during the preview) is dropped: the stream can
-    only be closed once that read has ended. Returns whether a Stop landed meanwhile, for the
-    caller to pass on after its cleanup."""
-    first.cancel()
-    stopped_meanwhile = await wait_through_cancellation(first)
-    if not first.cancelled():
-        first.exception()  # read (and shown through `deltas`) or dropped, never logged as lost
-    await deltas.aclose()
-    await stream.aclose()
-    return stopped_meanwhile
-
-
-class _Pacer:
-    """When the growing reply is next shown: its first delta at once, then at `update_interval`
-    from the first visible text (a first token that decodes to nothing holds nothing back)."""
-
-    def __init__(self) -> None:
-        self.started = False
-        self.last_update: float | None = None
-
-    def due(self, text: str) -> bool:
-        now = time.monotonic()
-        if text and (self.last_update is None or now - self.last_update >= update_interval(len(text))):
-            self.last_update = now
-        elif self.started:
-            return False
-        self.started = True
-        return True
-
-
-def update_interval(reply_chars: int) -> float:
-    """Seconds between two updates of a reply that is this long."""
-    return min(MAX_UPDATE_INTERVAL_S, max(MIN_UPDATE_INTERVAL_S, reply_chars * UPDATE_INTERVAL_PER_CHAR_S))
 
 
 def export_dir(app: App) -> Path:

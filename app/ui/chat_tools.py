@@ -83,18 +83,19 @@ class ChatTools:
     async def stream(
         self, panel: ChatPanel, turn: Turn, system_prompt: str, lang: str, session: str
     ) -> AsyncIterator[tuple]:
-        """Yields (chatbot, conversation id) like `ChatPanel._stream`, through the tool rounds.
+        """Yields (live chat, conversation id) like `ChatPanel._stream`, through the tool rounds.
         Each round is saved when its calls have their results; on Stop or an error the round in
         progress is saved as far as it got (calls not finished marked stopped)."""
         sampling = panel._sampling(lang)
         loop = ToolLoop(self.app.engine, self.host, session, lang, self._template_kwargs(), self.host.first_choice)
-        steps = loop.run(turn.prompt(system_prompt), sampling)
+        steps = loop.run(turn.prompt(system_prompt, self.app.conversations), sampling)
+        files = self.app.conversations.files
         model = self.app.engine.model_name
         text, last, calls, outcome = "", None, (), "abort"
-        shown = [*turn.prior, turn.user or StoredMessage(0, "user", turn.user_text, 0.0)]
+        user = turn.user or StoredMessage(0, "user", turn.user_text, 0.0, attachments=turn.attachments)
         begun, next_update = False, 0.0
         try:
-            yield display(shown, lang), gr.skip()
+            yield display([user], lang, files), gr.skip()
             async for step in steps:
                 if not begun:
                     turn, begun = panel._begin(turn, system_prompt), True
@@ -109,9 +110,9 @@ class ChatTools:
                     stats = reply_stats(model, dataclasses.asdict(sampling), step.last, "tool_calls")
                     turn = save_round(self.app.conversations, turn, step.text, step.calls, stats)
                     text, last, calls = "", None, ()
-                shown = [*turn.prior, turn.user, *turn.rounds]
+                shown = [turn.user, *turn.rounds, StoredMessage(0, "assistant", text, 0.0)]
                 live = [call_block(c.name, c.arguments, c.state, c.result, lang) for c in calls]
-                yield [*display([*shown, StoredMessage(0, "assistant", text, 0.0)], lang), *live], turn.conversation_id
+                yield [*display(shown, lang, files), *live], turn.conversation_id
             outcome = "finished"
         except UserError as exc:
             outcome = "error"
@@ -121,7 +122,8 @@ class ChatTools:
             if begun and last is not None:
                 self._save_partial(turn, loop, text, model, dataclasses.asdict(sampling), last, outcome)
         if begun:
-            yield display(self.app.conversations.messages(turn.conversation_id), lang), turn.conversation_id
+            saved = self.app.conversations.messages(turn.conversation_id)
+            yield display(saved[len(turn.prior) :], lang, files), turn.conversation_id
 
     def _save_partial(
         self, turn: Turn, loop: ToolLoop, text: str, model: str | None, sampling: dict, last: Any, outcome: str

@@ -1,5 +1,6 @@
-"""The Models tab: pick a model (catalog, any Hugging Face repo, a local folder), see its size and
-whether it fits before downloading, follow downloads, manage the models on this computer, load one.
+"""The Models tab: the browser on top (app/ui/model_browser.py: the catalog with what runs here,
+Hub search, "Download and load"), then any Hugging Face repo or a local folder, the token, and the
+models on this computer. Sizes and fit are shown before anything downloads.
 
 All the work is in app/models/*; `ModelsPanel` turns it into Markdown in the browser's language
 and is what the Gradio events call (tests call it directly, without a browser).
@@ -20,19 +21,14 @@ from app.hardware import detect
 from app.i18n import translate
 from app.models.cache import ModelStore, delete_cached, list_cached, remove_orphans, resolve_snapshot
 from app.models.catalog import CatalogEntry, find_entry, load_catalog, repo_for_source
-from app.models.downloads import (
-    DownloadPlan,
-    Source,
-    TokenStore,
-    check_plan_fit,
-    plan_download,
-    plan_lines,
-    progress_line,
-    source_from_settings,
-)
+from app.models.downloads import progress_line
 from app.models.fit import format_bytes, read_config, settings_that_fit, weight_file_bytes
+from app.models.hub_search import suggestions
+from app.models.plans import DownloadPlan, check_plan_fit, plan_download, plan_lines
+from app.models.sources import Source, TokenStore, source_from_settings
 from app.settings import AppSettings
 from app.ui.i18n import gradio_i18n, request_language
+from app.ui.model_browser import BrowserPanel, browser_section
 
 # How often the download progress refreshes while something downloads.
 PROGRESS_REFRESH_S = 1.0
@@ -63,9 +59,11 @@ class ModelsPanel:
 
     def set_source(self, kind: str, mirror: str, send_token: bool, lang: str = "en") -> str:
         """Save the source choice; an unusable one is refused with a sentence, the old one kept."""
+
         def change(settings: AppSettings) -> AppSettings:
-            settings = dataclasses.replace(settings, download_source=kind, mirror_endpoint=mirror.strip(),
-                                           send_token_to_mirror=bool(send_token))
+            settings = dataclasses.replace(
+                settings, download_source=kind, mirror_endpoint=mirror.strip(), send_token_to_mirror=bool(send_token)
+            )
             source_from_settings(settings, None)
             return settings
 
@@ -98,12 +96,24 @@ class ModelsPanel:
                 return self._check_folder(Path(name).expanduser(), lang)
             plan = self.plan(name, revision)
         except UserError as exc:
-            return "⚠️ " + exc.message(lang)
+            return "⚠️ " + self.explain(exc, name, lang)
         lines = plan_lines(plan, lang)
-        if not plan.disk_ok:
-            lines.append("❌ " + _message(plan.require_disk, lang))
+        for refusal in (_message(plan.require_supported, lang), _message(plan.require_disk, lang)):
+            if refusal:
+                lines.append("❌ " + refusal)
         lines += self._fit_lines(plan, lang)
         return "\n\n".join(lines)
+
+    def explain(self, error: UserError, name: str, lang: str) -> str:
+        """The error's sentence; for a repo id that does not exist, the closest ones that do."""
+        if error.key in ("models.err_repo_not_found", "models.err_repo_not_found_anonymous"):
+            repo = self.repo_id(name)
+            hits = suggestions(repo, self.source(), self.store)
+            if hits:
+                return translate(
+                    "browser.did_you_mean", lang, repo=repo, source=self.source().describe(), hits=", ".join(hits)
+                )
+        return error.message(lang)
 
     def _fit_lines(self, plan: DownloadPlan, lang: str) -> list[str]:
         try:
@@ -128,11 +138,12 @@ class ModelsPanel:
     def download(self, name: str, revision: str | None, lang: str = "en") -> str:
         try:
             plan = self.plan(name, revision)
+            plan.require_supported()
             if not plan.download_bytes:
                 return "\n\n".join(plan_lines(plan, lang))  # already here: nothing to start
             self.app.downloads.start(plan)
         except UserError as exc:
-            return "⚠️ " + exc.message(lang)
+            return "⚠️ " + self.explain(exc, name, lang)
         return "\n\n".join([*plan_lines(plan, lang), translate("models.download_started", lang, repo=plan.repo_id)])
 
     def cancel(self, name: str, lang: str = "en") -> str:
@@ -164,8 +175,10 @@ class ModelsPanel:
         for m in models:
             used = datetime.datetime.fromtimestamp(m.last_used).strftime("%Y-%m-%d %H:%M") if m.last_used else "-"
             state = translate("models.state_ready" if m.path else "models.state_incomplete", lang)
-            rows.append(f"| {m.repo_id} | {translate('models.source_' + m.source, lang)} | "
-                        f"{format_bytes(m.size_bytes)} | {used} | {state} |")
+            rows.append(
+                f"| {m.repo_id} | {translate('models.source_' + m.source, lang)} | "
+                f"{format_bytes(m.size_bytes)} | {used} | {state} |"
+            )
             choices.append((f"{m.repo_id} ({format_bytes(m.size_bytes)})", f"{m.source}:{m.repo_id}"))
         return "\n".join(rows), choices
 
@@ -210,17 +223,21 @@ class ModelsPanel:
     async def load(self, name: str, revision: str | None = None, lang: str = "en", trust: bool = False) -> str:
         """Load a model into the engine with the saved engine settings (and a max length that fits).
         It is remembered by its repo id (or folder); `trust` lets its own code run, for it alone."""
-        chosen = self.app.settings.engine
         try:
-            folder = self.local_folder(name, revision)
-            model = str(folder) if looks_like_folder(name.strip()) else self.repo_id(_without_source(name))
-            if trust:
-                self.app.trust_model(model)
-            settings, _ = settings_that_fit(folder, detect(), chosen)
-            # The shorter length is for this model only: the user's own choice stays for the next one.
-            await self.app.load_model(model, settings, folder=folder, remember=chosen)
+            return await self.load_or_raise(name, revision, lang, trust)
         except UserError as exc:
             return "⚠️ " + exc.message(lang)
+
+    async def load_or_raise(self, name: str, revision: str | None = None, lang: str = "en", trust: bool = False) -> str:
+        """`load`, raising UserError when the model cannot load."""
+        chosen = self.app.settings.engine
+        folder = self.local_folder(name, revision)
+        model = str(folder) if looks_like_folder(name.strip()) else self.repo_id(_without_source(name))
+        if trust:
+            self.app.trust_model(model)
+        settings, _ = settings_that_fit(folder, detect(), chosen)
+        # The shorter length is for this model only: the user's own choice stays for the next one.
+        await self.app.load_model(model, settings, folder=folder, remember=chosen)
         shown = self.app.engine.status.model or name
         if settings == chosen:
             return translate("models.loaded", lang, model=shown)
@@ -241,34 +258,42 @@ def _message(raise_it: Any, lang: str) -> str:
     return ""
 
 
-def models_tab(app: App, i18n: gr.I18n | None = None) -> None:
-    """Render the Models tab inside an open gr.Tab."""
+def models_tab(app: App, i18n: gr.I18n | None = None, tabs: gr.Tabs | None = None) -> None:
+    """Render the Models tab inside an open gr.Tab; `tabs` is switched to the chat once a model is ready."""
     i18n = i18n or gradio_i18n()
     panel = ModelsPanel(app)
     settings = app.settings
     with gr.Row():
         source = gr.Radio(
             [(i18n(f"models.source_{k}"), k) for k in ("huggingface", "mirror", "modelscope")],
-            value=settings.download_source, label=i18n("models.source"),
+            value=settings.download_source,
+            label=i18n("models.source"),
         )
-        mirror = gr.Textbox(settings.mirror_endpoint, label=i18n("models.mirror_endpoint"),
-                            visible=settings.download_source == "mirror")
-        send_token = gr.Checkbox(settings.send_token_to_mirror, label=i18n("models.send_token_to_mirror"),
-                                 visible=settings.download_source == "mirror")
+        mirror = gr.Textbox(
+            settings.mirror_endpoint, label=i18n("models.mirror_endpoint"), visible=settings.download_source == "mirror"
+        )
+        send_token = gr.Checkbox(
+            settings.send_token_to_mirror,
+            label=i18n("models.send_token_to_mirror"),
+            visible=settings.download_source == "mirror",
+        )
     source_note = gr.Markdown()
-    with gr.Row():
-        catalog = gr.Dropdown([(catalog_label(e), e.key) for e in panel.catalog], value=None,
-                              label=i18n("models.catalog"), scale=2)
-        name = gr.Textbox(label=i18n("models.repo_or_folder"), placeholder=i18n("models.repo_placeholder"), scale=2)
-        revision = gr.Textbox(label=i18n("models.revision"), placeholder="main")
-    with gr.Row():
-        check = gr.Button(i18n("models.check"))
-        download = gr.Button(i18n("models.download"), variant="primary")
-        cancel = gr.Button(i18n("models.cancel"), variant="stop")
-        load = gr.Button(i18n("models.load"), variant="primary")
-    trust = gr.Checkbox(False, label=i18n("models.trust_code"), info=i18n("models.trust_code_info"))
-    report = gr.Markdown()
-    progress = gr.Markdown()
+    browser_section(BrowserPanel(panel), i18n, tabs)
+    with gr.Accordion(i18n("browser.any_repo"), open=False):
+        with gr.Row():
+            catalog = gr.Dropdown(
+                [(catalog_label(e), e.key) for e in panel.catalog], value=None, label=i18n("models.catalog"), scale=2
+            )
+            name = gr.Textbox(label=i18n("models.repo_or_folder"), placeholder=i18n("models.repo_placeholder"), scale=2)
+            revision = gr.Textbox(label=i18n("models.revision"), placeholder="main")
+        with gr.Row():
+            check = gr.Button(i18n("models.check"))
+            download = gr.Button(i18n("models.download"), variant="primary")
+            cancel = gr.Button(i18n("models.cancel"), variant="stop")
+            load = gr.Button(i18n("models.load"), variant="primary")
+        trust = gr.Checkbox(False, label=i18n("models.trust_code"), info=i18n("models.trust_code_info"))
+        report = gr.Markdown()
+        progress = gr.Markdown()
     timer = gr.Timer(PROGRESS_REFRESH_S, active=False)
     with gr.Accordion(i18n("models.token_title"), open=False):
         with gr.Row():

@@ -18,7 +18,9 @@ from app.application import App
 from app.engine import EngineState
 from app.errors import UserError
 from app.i18n import translate
+from app.models.parsers import reasoning_parser_names, tool_call_parser_names
 from app.settings import (
+    AUTO,
     DTYPES,
     FALLBACK_SAMPLING,
     PRESETS,
@@ -31,10 +33,22 @@ from app.ui.i18n import request_language, shown_error
 
 RELOAD_POLL_S = 0.5
 NO_QUANTIZATION = "none"
+# How the panel shows "no parser" (stored as "").
+NO_PARSER = "none"
 
 
-SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "min_p", "max_tokens", "repetition_penalty",
-                   "presence_penalty", "frequency_penalty", "seed", "stop")
+SAMPLING_FIELDS = (
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "max_tokens",
+    "repetition_penalty",
+    "presence_penalty",
+    "frequency_penalty",
+    "seed",
+    "stop",
+)
 # Fields whose label has an explanation below it (settings_ui.<name>_info).
 EXPLAINED = frozenset({"temperature", "top_p", "top_k", "max_tokens", "seed", "stop"})
 
@@ -51,11 +65,14 @@ def engine_values(preset: str, engine: EngineSettings) -> list[Any]:
         engine.max_model_len,
         engine.dtype,
         engine.quantization or NO_QUANTIZATION,
+        engine.tool_call_parser or NO_PARSER,
+        engine.reasoning_parser or NO_PARSER,
     ]
 
 
-def chosen_after_save(previous: SamplingSettings, submitted: SamplingSettings,
-                      defaults: SamplingSettings) -> SamplingSettings:
+def chosen_after_save(
+    previous: SamplingSettings, submitted: SamplingSettings, defaults: SamplingSettings
+) -> SamplingSettings:
     """What the user has set after saving the panel: every field set before that still has a
     value, and every field now different from the default it showed. A field left at its
     default keeps following the model."""
@@ -75,12 +92,14 @@ class SettingsPanel:
         each sampling field with the default it follows when left alone."""
         lang = request_language(request)
         shown = self.app.engine.resolve_sampling(self.app.settings.sampling.chosen())
-        updates = [gr.update(value=value, info=self.default_note(name, lang))
-                   for name, value in zip(SAMPLING_FIELDS, sampling_values(shown), strict=True)]
+        updates = [
+            gr.update(value=value, info=self.default_note(name, lang))
+            for name, value in zip(SAMPLING_FIELDS, sampling_values(shown), strict=True)
+        ]
         return updates + engine_values(self.app.settings.preset, self.app.settings.engine)
 
     def default_note(self, name: str, lang: str) -> str:
-        """"Model default: 0.9" where the model's generation_config sets it, else the app's."""
+        """ "Model default: 0.9" where the model's generation_config sets it, else the app's."""
         model = self.app.engine.model_sampling_defaults()
         if name in model:
             note = translate("settings_ui.model_default", lang, value=_shown(model[name]))
@@ -104,22 +123,26 @@ class SettingsPanel:
         request: gr.Request,
     ) -> str:
         lang = request_language(request)
+        # fmt: off
         fields = (temperature, top_p, top_k, min_p, max_tokens, repetition_penalty, presence_penalty,
                   frequency_penalty, seed, stop or "")
+        # fmt: on
         try:
             submitted = SamplingSettings.from_dict(dict(zip(SAMPLING_FIELDS, fields, strict=True)))
             submitted.validate()
             defaults = self.app.engine.resolve_sampling({})
-            self.app.update_settings(lambda s: dataclasses.replace(
-                s, sampling=chosen_after_save(s.sampling, submitted, defaults)))
+            self.app.update_settings(
+                lambda s: dataclasses.replace(s, sampling=chosen_after_save(s.sampling, submitted, defaults))
+            )
         except UserError as exc:
             raise shown_error(exc.message(lang)) from None
         return translate("settings_ui.sampling_saved", lang)
 
     def reset_sampling(self, request: gr.Request) -> list[Any]:
         """Back to following the model (and the app's fallbacks) in every field."""
-        settings = self.app.update_settings(lambda s: dataclasses.replace(
-            s, sampling=SamplingSettings(ignore_eos=s.sampling.ignore_eos)))
+        settings = self.app.update_settings(
+            lambda s: dataclasses.replace(s, sampling=SamplingSettings(ignore_eos=s.sampling.ignore_eos))
+        )
         shown = self.app.engine.resolve_sampling(settings.sampling.chosen())
         return [
             *sampling_values(shown),
@@ -129,7 +152,7 @@ class SettingsPanel:
     def preset_values(self, preset: str) -> list[Any]:
         """Choosing a preset fills the engine fields; nothing applies until "Apply and reload"."""
         if preset not in PRESETS:
-            return [gr.skip()] * 4
+            return [gr.skip()] * 6
         return engine_values(preset, apply_preset(preset, self.app.settings.engine))[1:]
 
     async def apply_engine(
@@ -139,6 +162,8 @@ class SettingsPanel:
         max_model_len: float | None,
         dtype: str,
         quantization: str,
+        tool_call_parser: str,
+        reasoning_parser: str,
         request: gr.Request,
     ) -> AsyncIterator[str]:
         """Save the engine settings and reload the model with them, reporting each loading stage."""
@@ -151,6 +176,8 @@ class SettingsPanel:
                 max_model_len=int(max_model_len) if max_model_len else None,
                 dtype=dtype,
                 quantization=None if quantization in (None, "", NO_QUANTIZATION) else quantization,
+                tool_call_parser="" if tool_call_parser in (None, NO_PARSER) else tool_call_parser,
+                reasoning_parser="" if reasoning_parser in (None, NO_PARSER) else reasoning_parser,
             )
             self.app.update_settings(preset=preset, engine=engine)
         except UserError as exc:
@@ -187,6 +214,12 @@ def field(kind: type, i18n: gr.I18n, name: str, value: Any, info: bool = False, 
     if info:
         kwargs["info"] = i18n(f"settings_ui.{name}_info")
     return kind(value=value, label=i18n(f"settings_ui.{name}"), **kwargs)
+
+
+def parser_field(i18n: gr.I18n, name: str, value: str, names: list[str]) -> gr.Dropdown:
+    """ "auto" (from the model), "none", or one of vLLM's parsers by the name `vllm serve` takes."""
+    choices = [(i18n("settings_ui.parser_auto"), AUTO), (i18n("settings_ui.parser_none"), NO_PARSER), *names]
+    return field(gr.Dropdown, i18n, name, value or NO_PARSER, True, choices=choices)
 
 
 def settings_tab(app: App, i18n: gr.I18n) -> None:
@@ -257,22 +290,25 @@ def settings_tab(app: App, i18n: gr.I18n) -> None:
                 value=engine.quantization or NO_QUANTIZATION,
                 label=i18n("settings_ui.quantization"),
             )
+        with gr.Row():
+            tool_call_parser = parser_field(i18n, "tool_call_parser", engine.tool_call_parser, tool_call_parser_names())
+            reasoning_parser = parser_field(i18n, "reasoning_parser", engine.reasoning_parser, reasoning_parser_names())
         apply = gr.Button(i18n("settings_ui.apply_reload"), variant="primary", elem_id="apply-reload")
         engine_result = gr.Markdown()
 
-    sampling_fields = [
-        temperature,
-        top_p,
-        top_k,
-        min_p,
-        max_tokens,
-        repetition_penalty,
-        presence_penalty,
-        frequency_penalty,
-        seed,
-        stop,
+    # fmt: off
+    sampling_fields = [temperature, top_p, top_k, min_p, max_tokens, repetition_penalty, presence_penalty,
+                       frequency_penalty, seed, stop]
+    # fmt: on
+    engine_fields = [
+        preset,
+        gpu_memory_utilization,
+        max_model_len,
+        dtype,
+        quantization,
+        tool_call_parser,
+        reasoning_parser,
     ]
-    engine_fields = [preset, gpu_memory_utilization, max_model_len, dtype, quantization]
 
     # No triggers: runs when the page loads.
     gr.on(None, panel.current, None, sampling_fields + engine_fields, api_visibility="private")

@@ -1,0 +1,163 @@
+"""What a file given to a message is, read from its name and bytes: its kind, and its text.
+
+Text, code and Markdown are decoded (UTF-8 first, then what charset-normalizer finds); PDF text
+comes from pypdf, DOCX from python-docx, HTML becomes Markdown through markdownify (headings,
+lists, links and tables survive, scripts and styles do not). Pictures are checked by Pillow
+(app.attachments.images). Every way a file can be unreadable ends in one `UserError` naming it.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import io
+import logging
+from dataclasses import dataclass
+from pathlib import PurePath
+
+from app.errors import UserError
+
+log = logging.getLogger(__name__)
+
+# Suffixes read as plain text: prose, Markdown, data, configuration and the common languages.
+TEXT_SUFFIXES = frozenset(
+    {
+        *(".txt", ".md", ".markdown", ".rst", ".csv", ".tsv", ".json", ".jsonl", ".yaml", ".yml", ".toml"),
+        *(".ini", ".cfg", ".conf", ".log", ".xml", ".tex", ".srt", ".diff", ".patch", ".sql", ".css", ".scss"),
+        *(".py", ".pyi", ".ipynb", ".js", ".mjs", ".ts", ".tsx", ".jsx", ".java", ".kt", ".c", ".h", ".cc"),
+        *(".cpp", ".hpp", ".cs", ".go", ".rs", ".rb", ".php", ".swift", ".scala", ".sh", ".bash", ".zsh"),
+        *(".ps1", ".bat", ".r", ".lua", ".pl", ".m", ".dart", ".vue"),
+    }
+)
+HTML_SUFFIXES = frozenset({".html", ".htm", ".xhtml"})
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp"})
+MAX_NAME_LENGTH = 255
+# Control characters other than tab, newline, carriage return and form feed: a "text" file
+# with more than this share of them is binary data.
+BINARY_SHARE = 0.01
+
+
+class AttachmentKind(enum.StrEnum):
+    TEXT = "text"
+    IMAGE = "image"
+
+
+@dataclass(frozen=True)
+class FileContent:
+    """A file as read: `text` for documents (empty for pictures)."""
+
+    name: str
+    kind: AttachmentKind
+    mime: str
+    data: bytes
+    text: str = ""
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+
+def clean_name(name: str) -> str:
+    """The file's own name, without any folder a browser or an import put before it."""
+    base = PurePath(str(name).replace("\\", "/")).name.strip()
+    return base[:MAX_NAME_LENGTH] or "file"
+
+
+def check_size(name: str, n_bytes: int, limit_mb: float) -> None:
+    """Refuse a file over the size limit before reading it."""
+    if n_bytes > limit_mb * 2**20:
+        raise UserError("attachments.too_big", name=name, size=f"{n_bytes / 2**20:.1f}", limit=f"{limit_mb:g}")
+
+
+def read_file(name: str, data: bytes) -> FileContent:
+    """Read a file given to a message; `UserError` if it is empty, unreadable or of a type not read."""
+    from app.attachments.images import read_image
+
+    name = clean_name(name)
+    suffix = PurePath(name).suffix.lower()
+    if not data:
+        raise UserError("attachments.empty", name=name)
+    if suffix in IMAGE_SUFFIXES:
+        return read_image(name, data)
+    if suffix == ".pdf":
+        text, mime = _pdf_text(name, data), "application/pdf"
+    elif suffix == ".docx":
+        text, mime = _docx_text(name, data), "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+    elif suffix in HTML_SUFFIXES:
+        text, mime = _html_text(_decode(name, data)), "text/html"
+    elif suffix in TEXT_SUFFIXES or not suffix:
+        text, mime = _decode(name, data), "text/plain"
+    else:
+        raise UserError("attachments.unsupported", name=name, suffix=suffix)
+    if not text.strip():
+        raise UserError("attachments.no_text", name=name)
+    return FileContent(name, AttachmentKind.TEXT, mime, data, text)
+
+
+def _decode(name: str, data: bytes) -> str:
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        from charset_normalizer import from_bytes
+
+        best = from_bytes(data).best()
+        if best is None:
+            raise UserError("attachments.binary", name=name) from None
+        text = str(best)
+    controls = sum(1 for c in text if ord(c) < 32 and c not in "\t\n\r\f")
+    if "\x00" in text or controls > BINARY_SHARE * len(text):
+        raise UserError("attachments.binary", name=name)
+    return text
+
+
+def _pdf_text(name: str, data: bytes) -> str:
+    from pypdf import PdfReader
+    from pypdf.errors import PyPdfError
+
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        if reader.is_encrypted and not _unlocks_without_password(reader):
+            raise UserError("attachments.pdf_locked", name=name)
+        pages = [page.extract_text() or "" for page in reader.pages]
+    except UserError:
+        raise
+    except (PyPdfError, ValueError, KeyError, TypeError, OSError, RecursionError) as exc:
+        log.info("could not read the PDF %s: %s", name, exc)
+        raise UserError("attachments.pdf_broken", name=name) from None
+    return "\n\n".join(page.strip() for page in pages if page.strip())
+
+
+def _unlocks_without_password(reader: object) -> bool:
+    """Many PDFs are encrypted with an empty user password (only printing or copying is
+    restricted): those open as they are."""
+    from pypdf.errors import PyPdfError
+
+    try:
+        return bool(reader.decrypt(""))  # type: ignore[attr-defined]
+    except (PyPdfError, NotImplementedError, ValueError):
+        return False
+
+
+def _docx_text(name: str, data: bytes) -> str:
+    import docx
+
+    try:
+        document = docx.Document(io.BytesIO(data))
+    except Exception as exc:  # a damaged file fails in zipfile, lxml or python-docx, each its own way
+        log.info("could not read the DOCX %s: %s", name, exc)
+        raise UserError("attachments.docx_broken", name=name) from None
+    parts = [p.text for p in document.paragraphs]
+    for table in document.tables:
+        parts += [" | ".join(cell.text.strip() for cell in row.cells) for row in table.rows]
+    return "\n".join(parts)
+
+
+def _html_text(html: str) -> str:
+    from bs4 import BeautifulSoup
+    from markdownify import MarkdownConverter
+
+    soup = BeautifulSoup(html, "html.parser")
+    # markdownify keeps the text inside every tag: code and styling are no part of the page's text.
+    for tag in soup(["script", "style", "noscript", "template", "iframe", "svg", "object"]):
+        tag.decompose()
+    return MarkdownConverter(heading_style="ATX").convert_soup(soup).strip()

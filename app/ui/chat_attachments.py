@@ -1,0 +1,156 @@
+"""Files and pictures in the chat tab: the attach button, the chips of the files waiting for
+the next message (name and token count), and the thumbnails of those saved in the history.
+
+The files waiting to be sent are the page's state (a list of `Attachment`s, already saved in
+the app's attachments folder); they go with the next message and stay when it is refused, so
+nothing attached is lost. Reading, counting and checking are the core's (app.attachments).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import gradio as gr
+
+from app.application import App
+from app.attachments import Attachment, AttachmentFiles, AttachmentKind, attach, check_fits, check_images, check_size
+from app.attachments.files import IMAGE_SUFFIXES, clean_name
+from app.errors import UserError
+from app.i18n import translate
+from app.ui.i18n import request_language, shown_error
+
+THUMBNAIL_PX = 160
+
+
+class AttachmentTray:
+    """Handlers for the files waiting for the next message."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    def add(self, uploaded: Any, pending: list[Attachment] | None, request: gr.Request) -> tuple[list, str]:
+        """Read the files the user picked or dropped; each bad one gets its sentence, the good ones stay."""
+        lang = request_language(request)
+        pending = list(pending or [])
+        problems = []
+        for path, name in _uploads(uploaded):
+            try:
+                pending.append(self._read(path, name))
+            except UserError as exc:
+                problems.append(exc.message(lang))
+        for problem in problems:
+            gr.Warning(problem)
+        return pending, chips(pending, lang)
+
+    def _read(self, path: str, name: str) -> Attachment:
+        limit = self.app.settings.max_attachment_mb
+        # Refused by its size on disk, before a byte of it is read.
+        check_size(name, os.path.getsize(path), limit)
+        with open(path, "rb") as f:
+            data = f.read()
+        content, attachment = attach(self.app.engine, name, data, limit)
+        self.app.conversations.files.save(content)
+        return attachment
+
+    def remove_all(self, request: gr.Request) -> tuple[list, str]:
+        return [], chips([], request_language(request))
+
+    def check(self, message: str, pending: list[Attachment] | None, lang: str) -> list[Attachment]:
+        """Before sending: the files must fit in the context with the message, and pictures need a
+        model that sees them (the model may have changed since they were attached)."""
+        pending = list(pending or [])
+        try:
+            check_images(self.app.engine, sum(a.kind == AttachmentKind.IMAGE for a in pending))
+            check_fits(self.app.engine, message, pending)
+        except UserError as exc:
+            raise shown_error(exc.message(lang)) from None
+        return pending
+
+
+def accepted_types() -> list[str]:
+    """What the file picker offers (any file can still be dropped; the core says what it reads)."""
+    from app.attachments.files import HTML_SUFFIXES, TEXT_SUFFIXES
+
+    return sorted({*TEXT_SUFFIXES, *HTML_SUFFIXES, *IMAGE_SUFFIXES, ".pdf", ".docx"})
+
+
+def chips(pending: Sequence[Attachment], lang: str) -> str:
+    """The files waiting to be sent, as chips: the name and the token count (pictures say so)."""
+    return "".join(f'<span class="attachment-chip">{html.escape(_chip_text(a, lang))}</span>' for a in pending)
+
+
+def _chip_text(attachment: Attachment, lang: str) -> str:
+    if attachment.kind == AttachmentKind.IMAGE:
+        return translate("attachments.chip_image", lang, name=attachment.name)
+    return translate("attachments.chip", lang, name=attachment.name, tokens=f"{attachment.tokens:,}")
+
+
+def history_block(attachments: Sequence[Attachment], files: AttachmentFiles | None, lang: str) -> dict | None:
+    """A saved message's files for the chatbot: a chip per document, a thumbnail per picture."""
+    if not attachments:
+        return None
+    parts = []
+    for a in attachments:
+        thumbnail = _thumbnail(files, a) if files is not None and a.kind == AttachmentKind.IMAGE else None
+        if thumbnail:
+            parts.append(f'<img class="attachment-thumb" src="{thumbnail}" alt="{html.escape(a.name)}">')
+        else:
+            parts.append(f'<span class="attachment-chip">{html.escape(_chip_text(a, lang))}</span>')
+    return {"type": "text", "text": f'<div class="attachments">{"".join(parts)}</div>'}
+
+
+def _thumbnail(files: AttachmentFiles, attachment: Attachment) -> str | None:
+    """A small JPEG of the picture, inline: the page never gets a path into the data folder."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(files.read(attachment))) as image:
+            image.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
+            out = io.BytesIO()
+            image.convert("RGB").save(out, format="JPEG", quality=80)
+    except (UserError, OSError, ValueError):
+        return None
+    return "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode("ascii")
+
+
+def _uploads(uploaded: Any) -> list[tuple[str, str]]:
+    """(path, name) of each uploaded file, whatever form Gradio gives them in."""
+    items = uploaded if isinstance(uploaded, list) else [uploaded] if uploaded else []
+    found = []
+    for item in items:
+        path = item if isinstance(item, str) else getattr(item, "path", None) or getattr(item, "name", None)
+        if path:
+            name = getattr(item, "orig_name", None) or os.path.basename(path)
+            found.append((path, clean_name(name)))
+    return found
+
+
+class Tray:
+    """The attach row under the message box: the button, the chips, the files waiting (state)."""
+
+    def __init__(self, app: App, i18n: gr.I18n) -> None:
+        self.handlers = AttachmentTray(app)
+        self.pending = gr.State([])
+        with gr.Row(equal_height=True, elem_id="attachment-tray"):
+            self.button = gr.UploadButton(
+                i18n("attachments.attach"),
+                file_count="multiple",
+                file_types=accepted_types(),
+                size="sm",
+                scale=0,
+                elem_id="attach",
+            )
+            self.chips = gr.HTML(elem_id="attachment-chips")
+            self.clear = gr.Button("✕", size="sm", scale=0, min_width=40, elem_id="attachments-clear")
+        shown = {"show_progress": "hidden", "api_visibility": "private"}
+        self.button.upload(self.handlers.add, [self.button, self.pending], [self.pending, self.chips], **shown)
+        self.clear.click(self.handlers.remove_all, None, [self.pending, self.chips], **shown)
+
+    def sent(self, event: Any) -> None:
+        """After a message was sent with them, the files leave the tray (a refused one keeps them)."""
+        event.then(self.handlers.remove_all, None, [self.pending, self.chips], api_visibility="private")

@@ -1,0 +1,256 @@
+"""The Models tab's browser: the catalog as a table with what runs on this machine, the Hub search,
+and "Download and load" in one step (progress in the row, then load, then the Chat tab).
+
+`BrowserPanel` holds the logic and returns plain values (tests call it without a browser);
+`browser_section` lays it out and wires the events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import gradio as gr
+
+from app.errors import UserError
+from app.hardware import Hardware, detect
+from app.i18n import translate
+from app.models.browser import BrowserFilters, BrowserRow, browse, families
+from app.models.cache import list_cached
+from app.models.catalog import find_entry
+from app.models.downloads import format_eta, progress_line
+from app.models.fit import format_bytes
+from app.models.hub_search import search_hub
+from app.ui.i18n import request_language
+
+if TYPE_CHECKING:
+    from app.ui.models import ModelsPanel
+
+# How often a running "Download and load" updates its row.
+PROGRESS_REFRESH_S = 1.0
+TABLE_COLUMNS = ("name", "params", "quant", "size", "license", "fit", "context", "state")
+SEARCH_COLUMNS = ("repo", "downloads", "likes", "updated", "gated")
+
+
+class BrowserPanel:
+    def __init__(self, models: ModelsPanel, hardware: Hardware | None = None) -> None:
+        self.models = models
+        self.app = models.app
+        self.catalog = models.catalog
+        # Tests pass a fabricated GPU in; the app asks NVML.
+        self.hardware = hardware
+
+    def machine(self) -> Hardware:
+        return self.hardware or detect()
+
+    def cached_repos(self) -> set[str]:
+        return {m.repo_id.lower() for m in list_cached(self.models.store) if m.path}
+
+    # ---- the catalog table ----
+
+    def rows(self, filters: BrowserFilters) -> list[BrowserRow]:
+        return browse(self.catalog, self.machine(), self.app.settings.engine, self.cached_repos(), filters)
+
+    def table(self, filters: BrowserFilters, lang: str) -> tuple[list[list[Any]], list[str]]:
+        """The table's cells and, row by row, the catalog key each row stands for."""
+        rows = self.rows(filters)
+        return [self._cells(r, lang) for r in rows], [r.entry.key for r in rows]
+
+    def headers(self, lang: str) -> list[str]:
+        return [translate(f"browser.col_{c}", lang) for c in TABLE_COLUMNS]
+
+    def _cells(self, row: BrowserRow, lang: str) -> list[Any]:
+        e = row.entry
+        name = ("↳ " if row.is_variant else "") + e.name + (" 👁" if e.vision else "")
+        license_ = e.license + (" · " + translate("browser.gated", lang) if e.gated else "")
+        quant = (e.quantization or "").upper() or translate("browser.quant_none", lang)
+        return [
+            name,
+            f"{e.params_b:g}B",
+            quant,
+            format_bytes(e.download_bytes),
+            license_,
+            row.fit_line(lang, self.catalog),
+            row.context or "-",
+            self._state(row, lang),
+        ]
+
+    def _state(self, row: BrowserRow, lang: str) -> str:
+        download = self.app.downloads.find(row.entry.repo_for(self.app.settings.download_source))
+        if download is not None and download.running:
+            p = download.progress()
+            eta = format_eta(p.eta) if p.eta is not None else "?"
+            return translate(
+                "browser.state_downloading",
+                lang,
+                percent=f"{p.fraction * 100:.0f}",
+                done=format_bytes(p.done_bytes),
+                total=format_bytes(p.total_bytes),
+                speed=format_bytes(p.speed),
+                eta=eta,
+            )
+        return translate("browser.state_downloaded" if row.downloaded else "browser.state_not", lang)
+
+    def describe(self, name: str, lang: str) -> tuple[str, bool]:
+        """A picked catalog row: its fit line, and whether it is already on this computer."""
+        entry = find_entry(self.catalog, name)
+        if entry is None:
+            return self.models.check(name, None, lang), self.is_cached(name)
+        row = next(
+            r
+            for r in browse(self.catalog, self.machine(), self.app.settings.engine, self.cached_repos())
+            if r.entry.key == entry.key
+        )
+        text = translate(
+            "browser.picked",
+            lang,
+            name=entry.name,
+            repo=entry.repo_for(self.app.settings.download_source),
+            fit=row.fit_line(lang, self.catalog),
+        )
+        return text, row.downloaded
+
+    def is_cached(self, name: str) -> bool:
+        return self.models.repo_id(name).lower() in self.cached_repos()
+
+    # ---- the Hub ----
+
+    def search(self, query: str, lang: str) -> tuple[list[list[Any]], str]:
+        """Matching text-generation models as table cells, and a sentence when there is none."""
+        source = self.models.source()
+        try:
+            hits = search_hub(query, source, self.models.store)
+        except UserError as exc:
+            return [], "⚠️ " + exc.message(lang)
+        if not hits:
+            return [], translate("browser.search_none", lang, source=source.describe(), query=query.strip())
+        cells = [[h.repo_id, h.downloads, h.likes, (h.last_modified or "")[:10], "🔒" if h.gated else ""] for h in hits]
+        return cells, ""
+
+    # ---- one step: download, load, chat ----
+
+    async def download_and_load(self, name: str, lang: str) -> AsyncIterator[tuple[str, bool]]:
+        """(what is happening, loaded) as the download runs, then the load; ends loaded or with a sentence."""
+        if not name:
+            yield translate("browser.pick_row", lang), False
+            return
+        try:
+            if not self.is_cached(name):
+                async for line, ok in self._download(name, lang):
+                    yield line, False
+                    if not ok:
+                        return
+            yield translate("browser.loading", lang, model=self.models.repo_id(name)), False
+            text = await self.models.load_or_raise(name, None, lang)
+        except UserError as exc:
+            yield "⚠️ " + self.models.explain(exc, name, lang), False
+            return
+        yield text + "\n\n" + translate("browser.ready", lang, model=self.models.repo_id(name)), True
+
+    async def _download(self, name: str, lang: str) -> AsyncIterator[tuple[str, bool]]:
+        plan = await asyncio.to_thread(self.models.plan, name, None)
+        plan.require_supported()
+        if not plan.download_bytes:
+            return
+        download = self.app.downloads.start(plan)
+        while download.running:
+            yield progress_line(download.progress(), lang), True
+            await asyncio.sleep(PROGRESS_REFRESH_S)
+        final = download.progress()
+        yield progress_line(final, lang), final.status == "done"
+
+    def cancel(self, name: str, lang: str) -> str:
+        return self.models.cancel(name, lang)
+
+
+def _filters(fits: bool, downloaded: bool, family: str | None, max_b: float | None) -> BrowserFilters:
+    return BrowserFilters(
+        fits_only=bool(fits),
+        downloaded_only=bool(downloaded),
+        family=family or None,
+        max_params_b=max_b if max_b else None,
+    )
+
+
+def browser_section(panel: BrowserPanel, i18n: gr.I18n, tabs: gr.Tabs | None) -> None:
+    """Render the browser inside the open Models tab; `tabs` is switched to the chat when a model is ready."""
+    with gr.Row():
+        fits = gr.Checkbox(False, label=i18n("browser.filter_fits"))
+        downloaded = gr.Checkbox(False, label=i18n("browser.filter_downloaded"))
+        family = gr.Dropdown(
+            [(i18n("browser.filter_family_all"), "")] + [(f, f) for f in families(panel.catalog)],
+            value="",
+            label=i18n("browser.filter_family"),
+        )
+        max_b = gr.Slider(0, 10, value=0, step=0.5, label=i18n("browser.filter_size"))
+    table = gr.Dataframe(
+        interactive=False,
+        wrap=True,
+        elem_id="model-browser",
+        column_widths=["20%", "7%", "8%", "8%", "11%", "30%", "7%", "9%"],
+    )
+    keys = gr.State([])
+    picked = gr.State("")
+    with gr.Row():
+        go = gr.Button(i18n("browser.download_and_load"), variant="primary", elem_id="browser-go")
+        cancel = gr.Button(i18n("browser.cancel"), variant="stop")
+    note = gr.Markdown(elem_id="browser-note")
+    with gr.Accordion(i18n("browser.search"), open=False):
+        with gr.Row():
+            query = gr.Textbox(label=i18n("browser.search"), placeholder=i18n("browser.search_placeholder"), scale=4)
+            search = gr.Button(i18n("browser.search_button"))
+        results = gr.Dataframe(interactive=False, elem_id="hub-results")
+        search_note = gr.Markdown()
+
+    filter_inputs = [fits, downloaded, family, max_b]
+
+    def on_table(f: bool, d: bool, fam: str, mb: float, request: gr.Request):
+        lang = request_language(request)
+        cells, row_keys = panel.table(_filters(f, d, fam, mb), lang)
+        return gr.Dataframe(value=cells, headers=panel.headers(lang)), row_keys
+
+    def on_pick(row_keys: list[str], evt: gr.SelectData, request: gr.Request):
+        key = row_keys[evt.index[0]] if evt.index and evt.index[0] < len(row_keys) else ""
+        return _picked(key, request)
+
+    def on_pick_result(evt: gr.SelectData, request: gr.Request):
+        return _picked(str(evt.row_value[0]) if evt.row_value else "", request)
+
+    def _picked(name: str, request: gr.Request):
+        lang = request_language(request)
+        if not name:
+            return "", translate("browser.pick_row", lang), gr.Button()
+        text, cached = panel.describe(name, lang)
+        label = translate("browser.load" if cached else "browser.download_and_load", lang)
+        return name, text, gr.Button(value=label)
+
+    def on_search(text: str, request: gr.Request):
+        lang = request_language(request)
+        cells, message = panel.search(text, lang)
+        headers = [translate(f"browser.search_col_{c}", lang) for c in SEARCH_COLUMNS]
+        return gr.Dataframe(value=cells, headers=headers), message
+
+    async def on_go(name: str, f: bool, d: bool, fam: str, mb: float, request: gr.Request):
+        lang = request_language(request)
+        async for text, loaded in panel.download_and_load(name, lang):
+            table_update, _ = on_table(f, d, fam, mb, request)
+            if tabs is None:
+                yield text, table_update
+            else:
+                yield text, table_update, gr.Tabs(selected="chat") if loaded else gr.update()
+
+    def on_cancel(name: str, request: gr.Request) -> str:
+        return panel.cancel(name, request_language(request))
+
+    private = {"api_visibility": "private"}
+    show_table = (on_table, filter_inputs, [table, keys])
+    gr.on([c.change for c in filter_inputs], *show_table, **private)
+    gr.on(None, *show_table, **private)
+    table.select(on_pick, keys, [picked, note, go], **private)
+    results.select(on_pick_result, None, [picked, note, go], **private)
+    search.click(on_search, query, [results, search_note], **private)
+    query.submit(on_search, query, [results, search_note], **private)
+    tab_output = [tabs] if tabs is not None else []
+    go.click(on_go, [picked, *filter_inputs], [note, table, *tab_output], **private)
+    cancel.click(on_cancel, picked, note, **private)

@@ -1,0 +1,69 @@
+"""Real files for the attachment tests, written with the libraries that read them back."""
+
+from __future__ import annotations
+
+import io
+
+PDF_TEXT = "Quarterly report: revenue grew by forty percent."
+DOCX_PARAGRAPH = "Meeting notes for the launch."
+
+
+def pdf_bytes(text: str = PDF_TEXT, password: str | None = None) -> bytes:
+    """A one-page PDF whose text layer is `text` (Helvetica, ASCII), optionally encrypted."""
+    from pypdf import PdfWriter
+    from pypdf.generic import DecodedStreamObject, DictionaryObject, NameObject
+
+    writer = PdfWriter()
+    page = writer.add_blank_page(width=612, height=792)
+    font = DictionaryObject(
+        {
+            NameObject("/Type"): NameObject("/Font"),
+            NameObject("/Subtype"): NameObject("/Type1"),
+            NameObject("/BaseFont"): NameObject("/Helvetica"),
+        }
+    )
+    page[NameObject("/Resources")] = DictionaryObject(
+        {NameObject("/Font"): DictionaryObject({NameObject("/F1"): writer._add_object(font)})}
+    )
+    stream = DecodedStreamObject()
+    stream.set_data(f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode("latin-1"))
+    page[NameObject("/Contents")] = writer._add_object(stream)
+    if password is not None:
+        writer.encrypt(user_password=password, owner_password=password, algorithm="RC4-128")
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+def docx_bytes() -> bytes:
+    import docx
+
+    document = docx.Document()
+    document.add_heading("Launch", level=1)
+    document.add_paragraph(DOCX_PARAGRAPH)
+    table = document.add_table(rows=2, cols=2)
+    for r, row in enumerate([("Owner", "Date"), ("李雷", "2026-12-01")]):
+        for c, value in enumerate(row):
+            table.cell(r, c).text = value
+    out = io.BytesIO()
+    document.save(out)
+    return out.getvalue()
+
+
+HTML_PAGE = """<!doctype html><html><head><title>Guide</title><style>body { color: red }</style>
+<script>alert("stolen cookies")</script></head>
+<body><h1>Install guide</h1><p>Run <b>start.sh</b> first.</p>
+<ul><li>Step one</li><li>Step two</li></ul>
+<table><tr><th>OS</th><th>Works</th></tr><tr><td>Linux</td><td>yes</td></tr></table></body></html>"""
+
+CHINESE_TEXT = "机器学习笔记\n深度学习是人工智能的分支。\n大语言模型可以在显卡上快速运行。\n"
+
+
+def png_bytes(
+    size: tuple[int, int] = (32, 24), color: tuple[int, int, int] = (200, 30, 30), mode: str = "RGB"
+) -> bytes:
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new(mode, size, color if mode == "RGB" else 0).save(out, format="PNG")
+    return out.getvalue()

@@ -1,0 +1,203 @@
+"""The chat page in a real browser: type, watch the reply stream, stop it, reload and find the
+chat again; edit a message; a refused message and one sent while a reply streams stay in the
+box; the view follows the reply at the bottom and stays where the user scrolled to."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+from playwright.sync_api import expect
+
+from app.application import App
+from app.engine import Engine
+from app.settings import AppSettings
+from tests.browser_pages import MARKDOWN_REPLY, STOP_WHEN_GROWING, app_fixture, browser_fixture, open_page_fixture, shot  # noqa: F401 (fixtures)
+from tests.conftest import wait_until
+from tests.ui_clients import LONGEST
+
+pytestmark = pytest.mark.browser
+
+
+def test_type_stream_stop_reload(open_page: Any, long_engine: Engine, make_app: Any) -> None:
+    app = make_app(long_engine, AppSettings(sampling=dataclasses.replace(LONGEST, max_tokens=8)))
+    page = open_page(app)
+    # With no chat yet, the chat pane invites a first message.
+    expect(page.locator("#chatbot").get_by_text("Ask anything")).to_be_visible()
+
+    box = page.locator("#chat-input textarea")
+    box.fill("Hello, how are you today?")
+    shot(page, "01-typed")
+    box.press("Enter")
+    # A short first reply, with its speed line.
+    expect(page.locator("#chatbot .reply-stats")).to_contain_text("8 tokens")
+
+    # A reply of up to 2,000 tokens from the slow engine (20 s or more): it cannot end before
+    # Stop even if the page freezes for seconds while it renders random text.
+    app.update_settings(sampling=LONGEST)
+    page.evaluate(STOP_WHEN_GROWING)
+    box.fill("Write a short poem about the sea and the stars.")
+    box.press("Enter")
+    # The reply grows on screen, update after update; then Stop.
+    sent = page.evaluate("Math.round(performance.now())")
+    lengths, clicked = page.evaluate("window.stopWhenGrowing")
+    assert lengths == sorted(lengths) and len(set(lengths)) == 3, lengths
+    shot(page, "02-streaming")
+    assert wait_until(lambda: long_engine.num_unfinished_requests() == 0, timeout=10), "Stop did not abort"
+
+    # The stopped reply is saved with what was written, and the speed line says it was stopped.
+    def saved() -> list:
+        convs = app.conversations.list()
+        return app.conversations.messages(convs[0].id) if convs else []
+
+    assert wait_until(lambda: len(saved()) == 4)
+    reply = saved()[3]
+    # Stopped when clicked: far from the 2,000 tokens it was allowed.
+    assert reply.stats.finish_reason == "abort", f"Stop clicked {clicked - sent} ms after sending: {reply.stats}"
+    assert 0 < reply.stats.completion_tokens < 1500, reply.stats
+    expect(page.locator("#chatbot .reply-stats").last).to_contain_text("stopped")
+    shot(page, "03-stopped")
+    assert box.input_value() == ""
+
+    page.reload()
+    expect(page.locator("#chatbot").get_by_text("Write a short poem about the sea and the stars.")).to_be_visible()
+    expect(page.locator("#chatbot .reply-stats").last).to_contain_text("stopped")
+    # The sidebar lists the chat, titled from its first message.
+    expect(page.get_by_role("radio", name="Hello, how are you today?")).to_be_checked()
+    shot(page, "04-reloaded")
+
+
+def test_edit_a_message_and_continue(open_page: Any, app: App) -> None:
+    page = open_page(app)
+    expect(page.locator("#chatbot").get_by_text("Ask anything")).to_be_visible()
+    box = page.locator("#chat-input textarea")
+    box.fill("First question")
+    box.press("Enter")
+    expect(page.locator("#chatbot .reply-stats")).to_contain_text("8 tokens")
+
+    page.locator("#chatbot").get_by_role("button", name="Edit").first.click()
+    editor = page.locator("#chatbot textarea").first
+    editor.fill("Edited question")
+    shot(page, "08-editing")
+    page.locator("#chatbot").get_by_role("button", name="Submit").first.click()
+
+    def saved() -> list[str]:
+        convs = app.conversations.list()
+        return [m.content for m in app.conversations.messages(convs[0].id)] if convs else []
+
+    assert wait_until(lambda: len(saved()) == 2 and saved()[0] == "Edited question"), saved()
+    expect(page.locator("#chatbot .reply-stats")).to_contain_text("8 tokens")
+    expect(page.locator("#chatbot").get_by_text("Edited question")).to_be_visible()
+    expect(page.locator("#chatbot").get_by_text("First question")).to_have_count(0)
+    shot(page, "09-edited")
+
+
+def test_a_refused_message_goes_back_into_the_box(open_page: Any, app: App) -> None:
+    page = open_page(app)
+    box = page.locator("#chat-input textarea")
+    too_long = "hello " * 600
+    box.fill(too_long)
+    box.press("Enter")
+    expect(page.get_by_text("Start a new chat, shorten the message")).to_be_visible()
+    # The box emptied when the message was sent; the refused message is not lost.
+    expect(box).to_have_value(too_long)
+    assert app.conversations.list() == []
+    shot(page, "10-refused")
+
+
+def test_enter_while_a_reply_streams_keeps_the_new_text(open_page: Any, long_engine: Engine, make_app: Any) -> None:
+    app = make_app(long_engine, AppSettings(sampling=LONGEST))
+    page = open_page(app)
+    box = page.locator("#chat-input textarea")
+    box.fill("Write a long story about the sea.")
+    box.press("Enter")
+    expect(box).to_have_value("")
+    assert wait_until(lambda: long_engine.num_unfinished_requests() == 1)
+    # A second message typed and sent while the first is being answered stays in the box.
+    box.fill("And then about the stars.")
+    box.press("Enter")
+    page.get_by_role("button", name="Send").click()
+    page.wait_for_timeout(500)
+    expect(box).to_have_value("And then about the stars.")
+    page.locator("#stop").click()
+    assert wait_until(lambda: long_engine.num_unfinished_requests() == 0, timeout=10), "Stop did not abort"
+    # Stopped: the first message was answered in part and saved; the new text is still there.
+    assert wait_until(lambda: len(app.conversations.list()) == 1)
+    expect(box).to_have_value("And then about the stars.")
+    # The page hears of the stop a moment after the server: until then Enter is still held back.
+    page.wait_for_function("() => !window.vllmChatSending")
+    box.press("Enter")
+    expect(box).to_have_value("")
+    assert wait_until(lambda: long_engine.num_unfinished_requests() == 1)
+    page.locator("#stop").click()
+    assert wait_until(lambda: long_engine.num_unfinished_requests() == 0, timeout=10), "Stop did not abort"
+    shot(page, "11-sent-while-streaming")
+
+
+# Where the chat is scrolled to, and how far it can be: the saved chat and the live turn scroll as one.
+SCROLLER = """() => { const el = document.querySelector('#chat-scroll');
+  return [el.scrollTop, el.scrollHeight - el.clientHeight]; }"""
+
+
+def test_auto_scroll_follows_at_the_bottom_and_stays_when_scrolled_up(
+    open_page: Any, long_engine: Engine, make_app: Any
+) -> None:
+    # Earlier messages and the reply within the slow engine's 2,048 tokens.
+    app = make_app(long_engine, AppSettings(sampling=dataclasses.replace(LONGEST, max_tokens=1000)))
+    conv = app.conversations.create("Long")
+    for i in range(10):
+        app.conversations.add_message(conv.id, "user", f"Question {i}")
+        app.conversations.add_message(conv.id, "assistant", MARKDOWN_REPLY)
+    page = open_page(app)
+    box = page.locator("#chat-input textarea")
+    box.fill("Write a long story about the sea.")
+    box.press("Enter")
+    assert wait_until(lambda: long_engine.num_unfinished_requests() == 1)
+    page.wait_for_timeout(3000)
+    # At the bottom: the view follows the growing reply.
+    top, bottom = page.evaluate(SCROLLER)
+    assert bottom - top < 60, (top, bottom)
+    # Scrolled up with the mouse wheel: it stays where the user put it while the reply goes on.
+    page.locator("#chat-scroll").hover()
+    page.mouse.wheel(0, -3000)
+    page.wait_for_function(f"() => {{ const [top, bottom] = ({SCROLLER})(); return bottom - top > 1000; }}")
+    page.wait_for_timeout(300)
+    before = page.evaluate(SCROLLER)[0]
+    page.wait_for_timeout(3000)
+    after, bottom = page.evaluate(SCROLLER)
+    assert long_engine.num_unfinished_requests() == 1
+    assert abs(after - before) < 5 and bottom - after > 500, (before, after, bottom)
+    page.locator("#stop").click()
+    assert wait_until(lambda: long_engine.num_unfinished_requests() == 0, timeout=10)
+
+
+def test_a_long_chat_opens_on_its_last_messages_and_shows_the_rest_on_a_click(open_page: Any, app: App) -> None:
+    conv = app.conversations.create("Long")
+    for i in range(15):
+        app.conversations.add_message(conv.id, "user", f"Question {i}")
+        app.conversations.add_message(conv.id, "assistant", f"Answer {i}")
+    page = open_page(app)
+    chat = page.locator("#chatbot")
+    # The last 20 messages: from question 5 on; the rest a click away.
+    expect(chat.get_by_text("Question 5", exact=True)).to_be_visible()
+    expect(chat.get_by_text("Question 4", exact=True)).to_have_count(0)
+    earlier = page.get_by_role("button", name="Show the 10 earlier messages")
+    earlier.click()
+    expect(chat.get_by_text("Question 0", exact=True)).to_be_visible()
+    expect(earlier).to_be_hidden()
+
+    # Opened again: editing the first message shown edits that one, not the chat's first.
+    page.reload()
+    expect(chat.get_by_text("Question 4", exact=True)).to_have_count(0)
+    chat.get_by_role("button", name="Edit").first.click()
+    chat.locator("textarea").first.fill("Question 5, edited")
+    chat.get_by_role("button", name="Submit").first.click()
+
+    def shown() -> list[str]:
+        return [m.content for m in app.conversations.messages(conv.id)]
+
+    assert wait_until(lambda: len(shown()) == 12 and shown()[10] == "Question 5, edited"), shown()
+    assert shown()[:10] == [f"{kind} {i}" for i in range(5) for kind in ("Question", "Answer")]
+    expect(chat.get_by_text("Question 5, edited")).to_be_visible()
+    shot(page, "18-long-chat-edited")
