@@ -111,7 +111,7 @@ def regenerate_turn(store: Conversations, conversation_id: int | None) -> Turn:
     last = max((i for i, m in enumerate(path) if m.role == "user"), default=None)
     if last is None:
         raise UserError("chat.nothing_to_regenerate")
-    return Turn(conversation_id, path[:last], path[last].content, path[last], path[last].attachments)
+    return Turn(conversation_id, path[:last], path[last].content, path[last], attachments=path[last].attachments)
 
 
 def begin(store: Conversations, turn: Turn, system_prompt: str) -> Turn:
