@@ -28,6 +28,7 @@ from app.models.cache import ModelStore, resolve_snapshot
 from app.models.downloads import Downloads
 from app.settings import AppPaths, AppSettings, EngineSettings
 from app.settings_file import save_settings
+from app.tools.host import ToolHost
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,8 @@ class App:
     downloads: Downloads = field(default_factory=Downloads)
     # Who may reach this run (address, key, login, hosts, origins): flags, never saved.
     access: Access = field(default_factory=Access)
+    # The chat's MCP servers, their connections and the pending approvals (None: built by `build`).
+    tools: ToolHost | None = None
     # Tasks we started and must not let the garbage collector drop mid-flight.
     _tasks: set[asyncio.Task] = field(default_factory=set, repr=False)
     # The last model loaded and how (for the supervisor's restart after an engine death).
@@ -57,7 +60,7 @@ class App:
         paths.create()
         engine = engine or Engine(log_file=configure_engine_log(paths.log_dir))
         return cls(paths=paths, settings=settings, engine=engine, conversations=Conversations(paths.history_db),
-                   access=access or Access())
+                   access=access or Access(), tools=ToolHost(paths.config_dir))
 
     def update_settings(self, change: Callable[[AppSettings], AppSettings] | None = None,
                         /, **fields: Any) -> AppSettings:

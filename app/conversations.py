@@ -8,7 +8,7 @@ from app.history.imports import MAX_IMPORT_BYTES, check_import_size
 from app.history.records import ROLES, TITLE_LENGTH, Conversation, StoredMessage, title_from
 from app.history.stats import ReplyStats, stats_line
 from app.history.store import EXPORT_FORMAT, EXPORT_VERSION, Conversations
-from app.history.turns import Turn, begin, edit_turn, new_turn, regenerate_turn, save_reply
+from app.history.turns import Turn, begin, edit_turn, new_turn, regenerate_turn, reply_stats, save_reply, save_round
 
 __all__ = [
     "EXPORT_FORMAT",
@@ -26,7 +26,9 @@ __all__ = [
     "edit_turn",
     "new_turn",
     "regenerate_turn",
+    "reply_stats",
     "save_reply",
+    "save_round",
     "stats_line",
     "title_from",
 ]

@@ -32,7 +32,15 @@ from app.engine_build import (
     _new_vllm_children,
 )
 from app.engine_errors import explain_generate_error, explain_load_error, explain_render_error
-from app.engine_types import ChatDelta, EngineState, EngineStatus, Message
+from app.engine_types import (
+    ChatDelta,
+    ChatOptions,
+    EngineState,
+    EngineStatus,
+    Message,
+    as_message_dict,
+    content_text,  # noqa: F401 (the adapters' name for it)
+)
 from app.errors import EngineError, UserError
 from app.logs import log_size, read_since
 from app.models.catalog import load_catalog
@@ -236,8 +244,10 @@ class Engine:
         messages: Sequence[Message | Mapping[str, Any]],
         sampling: SamplingSettings,
         request_id: str | None = None,
+        options: ChatOptions | None = None,
     ) -> AsyncIterator[ChatDelta]:
-        """Stream a reply to `messages` rendered with the model's own chat template."""
+        """Stream a reply to `messages` rendered with the model's own chat template (given the
+        tools and template arguments of `options`, as vLLM's server renders them)."""
         llm = self._require_ready()
         sampling = sampling.filled(self.model_sampling_defaults())
         conversation = [as_message_dict(m) for m in messages]
@@ -245,8 +255,10 @@ class Engine:
             raise EngineError("engine.empty_chat")
         from vllm.renderers import ChatParams
 
+        options = options or ChatOptions()
+        kwargs = dict(options.template_kwargs) | ({"tools": list(options.tools)} if options.tools else {})
         try:
-            _, prompts = await llm.renderer.render_chat_async([conversation], ChatParams())
+            _, prompts = await llm.renderer.render_chat_async([conversation], ChatParams(chat_template_kwargs=kwargs))
         except Exception as exc:
             raise explain_render_error(exc, llm) from exc
         # Close the inner stream now, not at garbage collection: closing it aborts the request.
@@ -255,7 +267,8 @@ class Engine:
             split = ReplySplit(
                 self._reply_parser, llm.renderer.tokenizer, llm.model_config, _prompt_token_ids(prompts[0])
             )
-        async with contextlib.aclosing(self._generate(llm, prompts[0], sampling, request_id, split)) as deltas:
+        generate = self._generate(llm, prompts[0], sampling, request_id, options, split)
+        async with contextlib.aclosing(generate) as deltas:
             async for delta in deltas:
                 yield delta
 
@@ -307,6 +320,7 @@ class Engine:
         engine_input: Any,
         sampling: SamplingSettings,
         request_id: str | None,
+        options: ChatOptions | None = None,
         split: ReplySplit | None = None,
     ) -> AsyncIterator[ChatDelta]:
         from vllm.sampling_params import RequestOutputKind
@@ -317,7 +331,7 @@ class Engine:
             raise EngineError("engine.prompt_too_long", tokens=prompt_tokens, max_len=max_len)
         # Like other chat apps, a reply is cut at the end of the context instead of refused.
         max_tokens = min(sampling.max_tokens, max_len - prompt_tokens)
-        params = _sampling_params(sampling, max_tokens, RequestOutputKind.DELTA)
+        params = _sampling_params(sampling, max_tokens, RequestOutputKind.DELTA, options or ChatOptions())
         request_id = request_id or uuid.uuid4().hex
         start = time.perf_counter()
         ttft: float | None = None
@@ -370,8 +384,9 @@ def _model_defaults_as_settings(defaults: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in defaults.items() if k in names and k != "max_tokens"}
 
 
-def _sampling_params(sampling: SamplingSettings, max_tokens: int, output_kind: Any) -> Any:
+def _sampling_params(sampling: SamplingSettings, max_tokens: int, output_kind: Any, options: ChatOptions) -> Any:
     from vllm import SamplingParams
+    from vllm.sampling_params import StructuredOutputsParams
 
     return SamplingParams(
         temperature=sampling.temperature,
@@ -386,41 +401,9 @@ def _sampling_params(sampling: SamplingSettings, max_tokens: int, output_kind: A
         stop=list(sampling.stop) or None,
         ignore_eos=sampling.ignore_eos,
         output_kind=output_kind,
+        structured_outputs=StructuredOutputsParams(json=options.json_schema) if options.json_schema else None,
+        skip_special_tokens=options.skip_special_tokens,
     )
-
-
-def as_message_dict(message: Message | Mapping[str, Any]) -> dict[str, Any]:
-    if isinstance(message, Message):
-        role, content = message.role, message.content
-    else:
-        role, content = message.get("role"), message.get("content")
-    if role not in ("system", "user", "assistant"):
-        raise EngineError("engine.bad_role", role=role)
-    if isinstance(content, list) and any(_is_picture(part) for part in content):
-        # Pictures stay parts for the renderer (app.attachments.prompt); only the app's own PIL
-        # images count, never a URL, which vLLM would fetch.
-        return {
-            "role": role,
-            "content": [p if _is_picture(p) else {"type": "text", "text": content_text(p)} for p in content],
-        }
-    return {"role": role, "content": content_text(content)}
-
-
-def _is_picture(part: Any) -> bool:
-    return isinstance(part, Mapping) and part.get("type") == "image_pil"
-
-
-def content_text(content: Any) -> str:
-    """Message content as plain text: a string, or a list of text blocks (Gradio, OpenAI)."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, Mapping):
-        return str(content.get("text", ""))
-    if isinstance(content, Sequence):
-        return "".join(content_text(part) for part in content)
-    return str(content)
 
 
 def _prompt_token_ids(engine_input: Any) -> list[int]:

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from app.errors import UserError
+from app.errors import EngineError, UserError
 from app.settings import EngineSettings, SamplingSettings
 
 
@@ -45,6 +45,19 @@ class ChatDelta:
 
 
 @dataclass(frozen=True)
+class ChatOptions:
+    """What a chat request may add to the messages: tools for the chat template (OpenAI's
+    function shape, as `vllm serve` passes them), chat template arguments (`enable_thinking`),
+    and a JSON schema the reply must follow (how vLLM forces a tool call)."""
+
+    tools: tuple[dict[str, Any], ...] = ()
+    template_kwargs: tuple[tuple[str, Any], ...] = ()
+    json_schema: dict[str, Any] | None = None
+    # False where the tool-call parser needs the markup some models write in special tokens.
+    skip_special_tokens: bool = True
+
+
+@dataclass(frozen=True)
 class Message:
     role: str
     content: str
@@ -73,7 +86,11 @@ class ChatEngine(Protocol):
     async def check_alive(self, reason: str = "engine.died") -> bool: ...
 
     def stream_chat(
-        self, messages: Sequence[Message | Mapping[str, str]], sampling: SamplingSettings, request_id: str | None = None
+        self,
+        messages: Sequence[Message | Mapping[str, Any]],
+        sampling: SamplingSettings,
+        request_id: str | None = None,
+        options: ChatOptions | None = None,
     ) -> AsyncIterator[ChatDelta]: ...
 
     def stream_completion(
@@ -83,3 +100,37 @@ class ChatEngine(Protocol):
     async def abort(self, request_id: str) -> None: ...
 
     def num_unfinished_requests(self) -> int: ...
+
+
+def as_message_dict(message: Message | Mapping[str, Any]) -> dict[str, Any]:
+    """A message for the chat template; a tool round's calls and results keep their ids."""
+    if isinstance(message, Message):
+        role, content = message.role, message.content
+    else:
+        role, content = message.get("role"), message.get("content")
+    if role not in ("system", "user", "assistant", "tool"):
+        raise EngineError("engine.bad_role", role=role)
+    extra = {k: message[k] for k in ("tool_calls", "tool_call_id") if isinstance(message, Mapping) and k in message}
+    if isinstance(content, list) and any(_is_picture(part) for part in content):
+        # Pictures stay parts for the renderer (app.attachments.prompt); only the app's own PIL
+        # images count, never a URL, which vLLM would fetch.
+        parts = [p if _is_picture(p) else {"type": "text", "text": content_text(p)} for p in content]
+        return {"role": role, "content": parts, **extra}
+    return {"role": role, "content": content_text(content), **extra}
+
+
+def _is_picture(part: Any) -> bool:
+    return isinstance(part, Mapping) and part.get("type") == "image_pil"
+
+
+def content_text(content: Any) -> str:
+    """Message content as plain text: a string, or a list of text blocks (Gradio, OpenAI)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, Mapping):
+        return str(content.get("text", ""))
+    if isinstance(content, Sequence):
+        return "".join(content_text(part) for part in content)
+    return str(content)

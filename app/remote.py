@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 import httpx
 
 from app.engine import ChatDelta, EngineState, EngineStatus, Message, as_message_dict
+from app.engine_types import ChatOptions
 from app.errors import EngineError
 from app.reasoning import ThinkingTags
 from app.settings import FALLBACK_SAMPLING, EngineSettings, SamplingSettings
@@ -161,15 +162,21 @@ class RemoteEngine:
 
     async def stream_chat(
         self,
-        messages: Sequence[Message | Mapping[str, str]],
+        messages: Sequence[Message | Mapping[str, Any]],
         sampling: SamplingSettings,
         request_id: str | None = None,
+        options: ChatOptions | None = None,
     ) -> AsyncIterator[ChatDelta]:
+        """Tools stay off in remote mode (the server returns calls as `tool_calls`, not text), but
+        chat template arguments (the thinking switch) go to the server as `vllm serve` takes them."""
         sampling.validate()
         conversation = [as_message_dict(m) for m in messages]
         if not conversation:
             raise EngineError("engine.empty_chat")
-        stream = self._stream("/chat/completions", {"messages": conversation}, sampling, request_id)
+        body: dict[str, Any] = {"messages": conversation}
+        if options is not None and options.template_kwargs:
+            body["chat_template_kwargs"] = dict(options.template_kwargs)
+        stream = self._stream("/chat/completions", body, sampling, request_id)
         # Closed explicitly: a consumer that stops must hang up on the server now, not at GC.
         async with contextlib.aclosing(stream):
             async for delta in stream:

@@ -58,6 +58,9 @@ def build_http_app(app: App, unload_on_exit: bool = True, access: Access | None 
                 task.cancel()
             await asyncio.gather(supervision, watching, return_exceptions=True)
             await openai_server.close()
+            if app.tools is not None:
+                # Local MCP servers are the app's children: they end with it.
+                await app.tools.close()
             # Download children also end when we die, but a clean exit should not wait for that.
             await asyncio.to_thread(app.downloads.cancel_all)
             if unload_on_exit:

@@ -13,12 +13,12 @@ import binascii
 import json
 import math
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from app.errors import UserError
-from app.history.records import MAX_TITLE_LENGTH, Role
+from app.history.records import MAX_TITLE_LENGTH, CallState, Role, ToolCallRecord
 from app.history.stats import MAX_COUNT, MAX_SECONDS, ReplyStats
 
 MAX_IMPORT_BYTES = 50 * 1024 * 1024
@@ -90,6 +90,15 @@ class _Stats(_Strict):
     finish_reason: Name | None = None
 
 
+class _Call(_Strict):
+    id: Name
+    name: Name
+    arguments: Text
+    state: Literal["done", "denied", "error", "stopped"]
+    result: Text
+    server: Name = ""
+
+
 def _base64(text: str) -> bytes:
     try:
         return base64.b64decode(text, validate=True)
@@ -112,6 +121,7 @@ class _Message(_Strict):
     # The list index of the message this one follows (export version 2); without the key, the
     # message before it in the list (version 1 and plain message lists are one path).
     parent: Annotated[int, Field(ge=0, le=MAX_MESSAGES)] | None = None
+    tool_calls: Annotated[list[_Call], Field(max_length=100)] = []
     attachments: Annotated[list[_Attachment], Field(max_length=100)] = []
 
 
@@ -138,6 +148,7 @@ class ImportedMessage:
     created: float | None
     stats: ReplyStats | None
     parent: int | None  # index in `ImportedConversation.messages` of the one it follows
+    tool_calls: tuple[ToolCallRecord, ...] = ()
     attachments: tuple[ImportedFile, ...] = ()
 
 
@@ -191,8 +202,11 @@ def _conversation(parsed: _File) -> ImportedConversation:
             system_prompt = m.content
             continue
         stats = ReplyStats(**m.stats.model_dump()) if m.stats else None
+        calls = tuple(
+            ToolCallRecord(c.id, c.name, c.arguments, CallState(c.state), c.result, c.server) for c in m.tool_calls
+        )
         files = tuple(ImportedFile(a.name, a.data, a.tokens) for a in m.attachments)
-        messages.append(ImportedMessage(m.role, m.content, m.created, stats, _parent(m, i, kept), files))
+        messages.append(ImportedMessage(m.role, m.content, m.created, stats, _parent(m, i, kept), calls, files))
         kept[i] = len(messages) - 1
     if not messages:
         raise UserError("conversations.bad_import", reason="no messages")

@@ -96,6 +96,16 @@ def _m003_branches(db: sqlite3.Connection) -> None:
     )
 
 
+def _m004_tool_calls(db: sqlite3.Connection) -> None:
+    """A reply's tool calls and their results, as JSON beside its text (NULL: none).
+
+    A turn that used tools is a chain of replies: each one that called tools holds the calls and
+    what went back to the model, and the next reply (its child) continues from there. Tool
+    results stay out of the search index: they are the tools' text, not the conversation's.
+    """
+    _run(db, "ALTER TABLE messages ADD COLUMN tool_calls TEXT")
+
+
 def _m005_attachments(db: sqlite3.Connection) -> None:
     """Files and pictures given to a user message, in the order they were attached.
 
@@ -123,8 +133,9 @@ def _m005_attachments(db: sqlite3.Connection) -> None:
     )
 
 
-# Step 4 (tool calls) is written in parallel on another branch; it goes between these on merge.
-MIGRATIONS: tuple[Migration, ...] = (_m001_tables, _m002_search, _m003_branches, _m005_attachments)
+MIGRATIONS: tuple[Migration, ...] = (
+    _m001_tables, _m002_search, _m003_branches, _m004_tool_calls, _m005_attachments
+)
 LATEST = len(MIGRATIONS)
 
 

@@ -29,7 +29,16 @@ from app.history.attachments import attachments_of, files_in_use, insert_attachm
 from app.history.exports import attachment_entries, attachments_markdown, imported_attachments
 from app.history.imports import parse_import
 from app.history.migrations import migrate
-from app.history.records import MAX_TITLE_LENGTH, ROLES, Conversation, StoredMessage, title_from
+from app.history.records import (
+    MAX_TITLE_LENGTH,
+    ROLES,
+    Conversation,
+    StoredMessage,
+    ToolCallRecord,
+    calls_from_json,
+    calls_to_json,
+    title_from,
+)
 from app.history.search import search_condition
 from app.history.stats import ReplyStats, stats_line
 from app.history.tree import MESSAGE_COLUMNS, VERSION_COLUMNS, WITH_STATS, path_rows, show_below, shown_leaf, sibling
@@ -154,6 +163,7 @@ class Conversations:
         role: str,
         content: str,
         stats: ReplyStats | None = None,
+        tool_calls: tuple[ToolCallRecord, ...] = (),
         attachments: Sequence[Attachment] = (),
     ) -> StoredMessage:
         """Add a message after `parent_id` (None: a first message), beside any already there, and
@@ -167,7 +177,9 @@ class Conversations:
                 ).fetchone()
             ):
                 raise UserError("conversations.message_not_found", id=parent_id)
-            return _insert(db, conversation_id, parent_id, role, content, stats, attachments=attachments)
+            return _insert(
+                db, conversation_id, parent_id, role, content, stats, tool_calls=tool_calls, attachments=attachments
+            )
 
     def show_version(self, conversation_id: int, message_id: int, step: int) -> list[StoredMessage]:
         """Show the version `step` places away from a message on the path (with its newest
@@ -193,6 +205,7 @@ class Conversations:
         for m in all_messages:
             entry = {"role": m.role, "content": m.content, "created": m.created, "parent": index.get(m.parent_id)}
             entry |= {"stats": asdict(m.stats)} if m.stats else {}
+            entry |= {"tool_calls": [c.as_dict() for c in m.tool_calls]} if m.tool_calls else {}
             messages.append(entry | attachment_entries(m.attachments, self.files))
         return {
             "format": EXPORT_FORMAT,
@@ -212,6 +225,8 @@ class Conversations:
             parts.append(f"## {translate('conversations.role_system', lang)}\n\n{conv.system_prompt}\n")
         for m in self.messages(conversation_id):
             parts.append(f"## {translate('conversations.role_' + m.role, lang)}\n\n{m.content}\n")
+            for call in m.tool_calls:
+                parts.append(f"> 🔧 `{call.name}` {call.arguments} · {call.state.value}\n>\n> {call.result[:1000]}\n")
             parts += attachments_markdown(m.attachments, lang)
             if m.stats:
                 parts.append(f"*{stats_line(m.stats, lang)}*\n")
@@ -240,7 +255,8 @@ class Conversations:
                 for m, attached in zip(imported.messages, files, strict=True):
                     parent = None if m.parent is None else ids[m.parent]
                     created = now if m.created is None else m.created
-                    ids.append(_insert(db, conversation_id, parent, m.role, m.content, m.stats, created, attached).id)
+                    row = (m.role, m.content, m.stats, created, m.tool_calls, attached)
+                    ids.append(_insert(db, conversation_id, parent, *row).id)
                 show_below(db, conversation_id, ids[imported.shown])
         except sqlite3.IntegrityError as exc:
             raise UserError("conversations.bad_import", reason=str(exc)) from None
@@ -307,6 +323,7 @@ def _insert(
     content: str,
     stats: ReplyStats | None,
     created: float | None = None,
+    tool_calls: tuple[ToolCallRecord, ...] = (),
     attachments: Sequence[Attachment] = (),
 ) -> StoredMessage:
     """Write a message as the end of the shown path."""
@@ -315,8 +332,9 @@ def _insert(
     _touch(db, conversation_id)
     created = time.time() if created is None else created
     cur = db.execute(
-        "INSERT INTO messages (conversation_id, parent_id, role, content, created) VALUES (?, ?, ?, ?, ?)",
-        (conversation_id, parent_id, role, content, created),
+        "INSERT INTO messages (conversation_id, parent_id, role, content, created, tool_calls)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (conversation_id, parent_id, role, content, created, calls_to_json(tool_calls)),
     )
     if stats is not None:
         _insert_stats(db, cur.lastrowid, stats)
@@ -326,7 +344,7 @@ def _insert(
         "SELECT COUNT(*) FROM messages WHERE conversation_id = ? AND parent_id IS ?", (conversation_id, parent_id)
     ).fetchone()[0]
     return StoredMessage(
-        cur.lastrowid, role, content, created, stats, parent_id, versions, versions, tuple(attachments)
+        cur.lastrowid, role, content, created, stats, parent_id, versions, versions, tool_calls, tuple(attachments)
     )
 
 
@@ -345,7 +363,15 @@ def _message(row: sqlite3.Row) -> StoredMessage:
         columns = ("model", "prompt_tokens", "completion_tokens", "ttft", "elapsed", "finish_reason")
         stats = ReplyStats.from_dict({name: row[name] for name in columns} | {"sampling": _object(row["sampling"])})
     return StoredMessage(
-        row["id"], row["role"], row["content"], row["created"], stats, row["parent_id"], row["version"], row["versions"]
+        row["id"],
+        row["role"],
+        row["content"],
+        row["created"],
+        stats,
+        row["parent_id"],
+        row["version"],
+        row["versions"],
+        calls_from_json(row["tool_calls"]),
     )
 
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from app.attachments.prompt import message_content
-from app.attachments.store import Attachment
+from app.attachments.store import Attachment, AttachmentFiles
 from app.errors import UserError
-from app.history.records import StoredMessage
+from app.history.records import StoredMessage, ToolCallRecord
 from app.history.stats import ReplyStats
 
 if TYPE_CHECKING:
@@ -35,16 +35,45 @@ class Turn:
     user_text: str
     # The saved user message a regenerated reply answers; None until `begin` saves a new one.
     user: StoredMessage | None = None
+    # Replies of this turn that called tools, saved so far (the next reply follows the last).
+    rounds: tuple[StoredMessage, ...] = ()
     # Files and pictures given with the user's message (saved in the store's `files` already).
     attachments: tuple[Attachment, ...] = ()
 
     def prompt(self, system_prompt: str, store: Conversations | None = None) -> list[dict[str, Any]]:
-        """What the model is sent: the system prompt, the shown path only, and the user's message,
-        each with its files (`store` holds the pictures' bytes)."""
+        """What the model is sent: the system prompt, the shown path only, the user's message (each
+        with its files; `store` holds the pictures' bytes), and this turn's tool rounds so far
+        (each call with the result that went back for it)."""
         files = store.files if store is not None else None
         prompt = [{"role": "system", "content": system_prompt}] if system_prompt.strip() else []
-        prompt += [{"role": m.role, "content": message_content(m.content, m.attachments, files)} for m in self.prior]
-        return [*prompt, {"role": "user", "content": message_content(self.user_text, self.attachments, files)}]
+        for m in self.prior:
+            prompt += as_chat_messages(m, files)
+        prompt.append({"role": "user", "content": message_content(self.user_text, self.attachments, files)})
+        for m in self.rounds:
+            prompt += as_chat_messages(m, files)
+        return prompt
+
+
+def as_chat_messages(message: StoredMessage, files: AttachmentFiles | None = None) -> list[dict[str, Any]]:
+    """A saved message as the model saw it: with its files, and a reply that called tools is
+    followed by the results."""
+    if not message.tool_calls:
+        return [{"role": message.role, "content": message_content(message.content, message.attachments, files)}]
+    return tool_round_messages(answer_text(message.content), message.tool_calls)
+
+
+def tool_round_messages(content: str, calls: tuple[ToolCallRecord, ...]) -> list[dict[str, Any]]:
+    """A reply's calls (OpenAI's shape, as chat templates take them), then each call's result."""
+    tool_calls = [
+        {"id": c.call_id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in calls
+    ]
+    results = [{"role": "tool", "tool_call_id": c.call_id, "content": c.result} for c in calls]
+    return [{"role": "assistant", "content": content, "tool_calls": tool_calls}, *results]
+
+
+def answer_text(text: str) -> str:
+    """A reply without its reasoning (what follows `</think>`): what the model is sent back."""
+    return text.rpartition("</think>")[2] if "</think>" in text else text
 
 
 def new_turn(
@@ -82,7 +111,7 @@ def regenerate_turn(store: Conversations, conversation_id: int | None) -> Turn:
     last = max((i for i, m in enumerate(path) if m.role == "user"), default=None)
     if last is None:
         raise UserError("chat.nothing_to_regenerate")
-    return Turn(conversation_id, path[:last], path[last].content, path[last], path[last].attachments)
+    return Turn(conversation_id, path[:last], path[last].content, path[last], attachments=path[last].attachments)
 
 
 def begin(store: Conversations, turn: Turn, system_prompt: str) -> Turn:
@@ -111,12 +140,19 @@ def save_reply(
     last: ChatDelta,
     finish_reason: str,
 ) -> StoredMessage:
-    """The reply, whole or stopped, as the newest version after the user's message, with its stats.
+    """The reply, whole or stopped, as the newest version after the user's message (or after the
+    turn's last tool round), with its stats.
 
     `finish_reason` is used where the engine gave none (the stream was stopped or failed)."""
     if turn.conversation_id is None or turn.user is None:
         raise ValueError("save_reply needs a turn that has begun")
-    stats = ReplyStats(
+    stats = reply_stats(model, sampling, last, finish_reason)
+    return store.add_child(turn.conversation_id, _last_id(turn), "assistant", text, stats)
+
+
+def reply_stats(model: str | None, sampling: dict[str, Any], last: ChatDelta, finish_reason: str) -> ReplyStats:
+    """A reply's stats from its last delta; `finish_reason` where the engine gave none."""
+    return ReplyStats(
         model=model,
         sampling=sampling,
         prompt_tokens=last.prompt_tokens,
@@ -125,7 +161,24 @@ def save_reply(
         elapsed=last.elapsed,
         finish_reason=last.finish_reason or finish_reason,
     )
-    return store.add_child(turn.conversation_id, turn.user.id, "assistant", text, stats)
+
+
+def save_round(
+    store: Conversations,
+    turn: Turn,
+    text: str,
+    calls: tuple[ToolCallRecord, ...],
+    stats: ReplyStats,
+) -> Turn:
+    """A reply that called tools, with the calls and their results; the next reply follows it."""
+    if turn.conversation_id is None or turn.user is None:
+        raise ValueError("save_round needs a turn that has begun")
+    saved = store.add_child(turn.conversation_id, _last_id(turn), "assistant", text, stats, calls)
+    return dataclasses.replace(turn, rounds=(*turn.rounds, saved))
+
+
+def _last_id(turn: Turn) -> int:
+    return turn.rounds[-1].id if turn.rounds else turn.user.id
 
 
 def _require_text(text: str, attachments: Sequence[Attachment] = ()) -> None:

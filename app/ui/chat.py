@@ -15,6 +15,7 @@ from app.application import App
 from app.ui.chat_attachments import Tray
 from app.ui.chat_display import LATEX_DELIMITERS
 from app.ui.chat_panel import ChatPanel
+from app.ui.chat_tools import tool_controls, wire_tool_controls
 
 # In the page: empty the box and hand its text to the send event, unless a sent message is
 # still being answered (an output given `undefined` is left as it is).
@@ -72,6 +73,7 @@ def chat_tab(app: App, i18n: gr.I18n, timer: gr.Timer) -> None:
             side = _sidebar(i18n)
         with gr.Column(scale=4):
             pane = _pane(app, i18n)
+            tools = tool_controls(i18n)
             tray = Tray(app, i18n)
     # The message the version buttons act on (see `version_target`).
     focus = gr.State(None)
@@ -93,6 +95,7 @@ def chat_tab(app: App, i18n: gr.I18n, timer: gr.Timer) -> None:
     gr.on(None, panel.open_latest, inputs=None, outputs=[*opened, pane.box, pane.send], api_visibility="private")
     timer.tick(panel.refresh_notice, None, pane.notice, show_progress="hidden", api_visibility="private")
     _wire_replies(panel, pane, [conversation_id, whole], opened, tray)
+    wire_tool_controls(panel.tools, tools, timer)
     _wire_versions(panel, pane, [conversation_id, whole], bar)
     pane.earlier.click(panel.open_whole, [conversation_id], opened, api_visibility="private")
     _wire_sidebar(panel, side, pane, conversation_id, opened)

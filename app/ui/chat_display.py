@@ -17,6 +17,7 @@ from typing import Any
 from app.attachments import AttachmentFiles
 from app.conversations import StoredMessage, stats_line
 from app.ui.chat_attachments import history_block
+from app.ui.tool_blocks import call_block
 
 # A long chat opens on its last messages: the page draws every message it is given (Markdown,
 # code, math), at a cost that grows with their text; a 500-message chat took it many seconds.
@@ -58,7 +59,14 @@ def display(messages: list[StoredMessage], lang: str, files: AttachmentFiles | N
     """Chatbot messages: their files (thumbnails of pictures from `files`), text blocks (kept
     verbatim, no dedenting), then a line of their own (so that copying a reply copies the reply
     only) with the version count and the speed."""
-    shown = []
+    return [item for group in display_groups(messages, lang, files) for item in group]
+
+
+def display_groups(
+    messages: list[StoredMessage], lang: str, files: AttachmentFiles | None = None
+) -> list[list[dict[str, Any]]]:
+    """`display`, as the chatbot messages of each saved message (a reply's tool calls follow it)."""
+    groups = []
     for m in messages:
         # A user's text is what the edit box shows: left exactly as typed.
         text = with_inline_math(m.content) if m.role == "assistant" else m.content
@@ -68,8 +76,9 @@ def display(messages: list[StoredMessage], lang: str, files: AttachmentFiles | N
         line = meta_line(m, lang)
         if line:
             content.append({"type": "text", "text": line})
-        shown.append({"role": m.role, "content": content})
-    return shown
+        calls = [call_block(c.name, c.arguments, c.state.value, c.result, lang) for c in m.tool_calls]
+        groups.append([{"role": m.role, "content": content}, *calls])
+    return groups
 
 
 def live_turn(

@@ -36,8 +36,9 @@ from app.files import private_dir, write_private
 from app.i18n import translate
 from app.settings import SamplingSettings
 from app.ui.chat_attachments import AttachmentTray
-from app.ui.chat_display import display, live_turn, version_target, window_start
+from app.ui.chat_display import display, display_groups, live_turn, version_target, window_start
 from app.ui.chat_stream import Pacer, chained, close_stream
+from app.ui.chat_tools import ChatTools
 from app.ui.i18n import request_language, shown_error
 
 
@@ -47,6 +48,7 @@ class ChatPanel:
     def __init__(self, app: App, chatbot: gr.Chatbot) -> None:
         self.app = app
         self.chatbot = chatbot
+        self.tools = ChatTools(app)
 
     def conversation_list(self, selected: int | None, search: str = "") -> dict[str, Any]:
         choices = [(c.title or "…", c.id) for c in self.app.conversations.list(search)]
@@ -172,7 +174,7 @@ class ChatPanel:
         conv = self._find(conversation_id)
         files = AttachmentTray(self.app).check(message, attached, lang)
         turn = self._turn(new_turn, lang, conv.id if conv else None, message, files)
-        async for update in self._stream(turn, system_prompt, lang):
+        async for update in self._stream(turn, system_prompt, lang, request.session_hash):
             yield update
 
     def unsent(self, message: str, box: str, conversation_id: int | None) -> Any:
@@ -191,7 +193,7 @@ class ChatPanel:
         lang = request_language(request)
         conv = self._find(conversation_id)
         turn = self._turn(regenerate_turn, lang, conv.id if conv else None)
-        async for update in self._restream(turn, system_prompt, whole, lang):
+        async for update in self._restream(turn, system_prompt, whole, lang, request.session_hash):
             yield update
 
     async def edit(
@@ -203,7 +205,7 @@ class ChatPanel:
         messages = self.app.conversations.messages(conv.id)
         message = messages[self._stored_position(messages, whole, edit.index, lang)]
         turn = self._turn(edit_turn, lang, conv.id, message.id, content_text(edit.value))
-        async for update in self._restream(turn, system_prompt, whole, lang):
+        async for update in self._restream(turn, system_prompt, whole, lang, request.session_hash):
             yield update
 
     def _turn(self, make: Any, lang: str, *args: Any) -> Turn:
@@ -212,17 +214,24 @@ class ChatPanel:
         except UserError as exc:
             raise shown_error(exc.message(lang)) from None
 
-    async def _stream(self, turn: Turn, system_prompt: str, lang: str) -> AsyncIterator[tuple]:
+    async def _stream(
+        self, turn: Turn, system_prompt: str, lang: str, session: str | None = None
+    ) -> AsyncIterator[tuple]:
         """Yields (live chat, conversation id) while the reply grows: the turn alone, its user's
         message and the reply so far, under the saved chat, which is left alone (redrawing it on
         every update is what made long chats slow). When the reply ends the turn shows as saved,
         speed line included; the `.then` after the event moves it into the saved chat.
 
         Nothing else: Gradio rebuilds every other output component on every update, even one
-        sent as gr.skip(). The box is emptied in the browser when the message is sent."""
+        sent as gr.skip(). The box is emptied in the browser when the message is sent. With tools
+        set up, the reply goes through the tool loop (`chat_tools`) instead."""
+        if self.tools.active():
+            async for update in self.tools.stream(self, turn, system_prompt, lang, session or ""):
+                yield update
+            return
         sampling = self._sampling(lang)
         files = self.app.conversations.files
-        stream = self.app.engine.stream_chat(turn.prompt(system_prompt, self.app.conversations), sampling)
+        stream = self.tools.plain_stream(turn.prompt(system_prompt, self.app.conversations), sampling)
         # The request starts now, so the engine reads the prompt while the page shows the message.
         first = asyncio.ensure_future(anext(stream, None))
         deltas = chained(first, stream)
@@ -261,11 +270,13 @@ class ChatPanel:
             saved = self.app.conversations.messages(turn.conversation_id)
             yield display(saved[len(turn.prior) :], lang, files), turn.conversation_id
 
-    async def _restream(self, turn: Turn, system_prompt: str, whole: bool, lang: str) -> AsyncIterator[tuple]:
+    async def _restream(
+        self, turn: Turn, system_prompt: str, whole: bool, lang: str, session: str | None = None
+    ) -> AsyncIterator[tuple]:
         """`_stream`, with the saved chat above cut back once to where the turn starts (the old
         reply or branch stays saved, a version away)."""
         cut = display(turn.prior[window_start(turn.prior, whole) :], lang, self.app.conversations.files)
-        async for live, conversation_id in self._stream(turn, system_prompt, lang):
+        async for live, conversation_id in self._stream(turn, system_prompt, lang, session):
             yield live, conversation_id, cut
             cut = gr.skip()
 
@@ -288,8 +299,8 @@ class ChatPanel:
         shown_index = index[0] if isinstance(index, (list, tuple)) else index
         start = window_start(messages, whole)
         position = 0
-        for stored_index, item in enumerate(display(messages[start:], lang), start):
-            position += len(self.chatbot.postprocess([item]).root)
+        for stored_index, group in enumerate(display_groups(messages[start:], lang), start):
+            position += len(self.chatbot.postprocess(group).root)
             if shown_index < position:
                 return stored_index
         raise shown_error(translate("conversations.message_not_found", lang, id=index))

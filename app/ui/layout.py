@@ -17,6 +17,7 @@ from app.ui.models import models_tab
 from app.ui.settings import settings_tab
 from app.ui.status import status_bar
 from app.ui.system import system_tab
+from app.ui.tools import tools_settings
 
 STYLE = Path(__file__).resolve().parent.parent.parent / "assets" / "style.css"
 # The status bar and the "no model" notice follow the engine at this pace.
@@ -34,6 +35,7 @@ def build_blocks(app: App, i18n: gr.I18n) -> gr.Blocks:
                 models_tab(app, i18n, tabs)
             with gr.Tab(i18n("ui.tab_settings"), id="settings"):
                 settings_tab(app, i18n)
+                tools_settings(app, i18n)
             with gr.Tab(i18n("ui.tab_system"), id="system"):
                 system_tab(app, i18n)
     return blocks

@@ -1,0 +1,207 @@
+"""The chat tab's tools: a reply that may call tools (the core's `ToolLoop`), drawn as it goes,
+each call a collapsible block; the approval bar (Allow once / Always allow / Deny) for the call
+waiting in this page; the thinking switch.
+
+A call waits for the page that sent the message: approvals are keyed by the page's Gradio
+session, so another tab, another user or a script on the API cannot answer for it. The bar
+follows the waiting call at `APPROVAL_POLL_S` (the streamed reply has its own outputs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import gradio as gr
+
+from app.application import App
+from app.conversations import StoredMessage, Turn, reply_stats, save_reply, save_round
+from app.engine_types import ChatDelta, ChatOptions
+from app.errors import UserError
+from app.i18n import translate
+from app.settings import SamplingSettings
+from app.tools.host import Decision, ToolHost
+from app.tools.loop import CallsStep, RoundEnd, TextStep, ToolLoop, thinking_switch_applies, tools_supported
+from app.ui.chat_display import display
+from app.ui.i18n import request_language, shown_error
+from app.ui.tool_blocks import call_block
+
+if TYPE_CHECKING:
+    from app.ui.chat_panel import ChatPanel
+
+APPROVAL_POLL_S = 0.5
+UPDATE_INTERVAL_S = 0.1
+
+
+@dataclass
+class ToolControls:
+    approval: gr.Group
+    approval_text: gr.Markdown
+    allow_once: gr.Button
+    allow_always: gr.Button
+    deny: gr.Button
+    call_id: gr.State
+    thinking: gr.Checkbox
+    note: gr.Markdown
+
+
+class ChatTools:
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    @property
+    def host(self) -> ToolHost:
+        assert self.app.tools is not None
+        return self.app.tools
+
+    def active(self) -> bool:
+        """Whether replies go through the tool loop: servers set up and a model that can call tools."""
+        return self.app.tools is not None and self.host.has_servers() and tools_supported(self.app.engine)
+
+    def options(self) -> ChatOptions | None:
+        """The thinking switch, for a model whose template takes it."""
+        kwargs = self._template_kwargs()
+        return ChatOptions(template_kwargs=tuple(kwargs.items())) if kwargs else None
+
+    def plain_stream(self, prompt: list[dict[str, Any]], sampling: SamplingSettings) -> AsyncIterator[ChatDelta]:
+        """A reply without tools; the thinking switch goes only to a model whose template takes it."""
+        options = self.options()
+        if options is None:
+            return self.app.engine.stream_chat(prompt, sampling)
+        return self.app.engine.stream_chat(prompt, sampling, options=options)
+
+    def _template_kwargs(self) -> dict[str, Any]:
+        if self.app.tools is None or not thinking_switch_applies(self.app.engine):
+            return {}
+        return {"enable_thinking": self.host.settings.thinking}
+
+    # ---- the reply ---------------------------------------------------------------------
+
+    async def stream(
+        self, panel: ChatPanel, turn: Turn, system_prompt: str, lang: str, session: str
+    ) -> AsyncIterator[tuple]:
+        """Yields (live chat, conversation id) like `ChatPanel._stream`, through the tool rounds.
+        Each round is saved when its calls have their results; on Stop or an error the round in
+        progress is saved as far as it got (calls not finished marked stopped)."""
+        sampling = panel._sampling(lang)
+        loop = ToolLoop(self.app.engine, self.host, session, lang, self._template_kwargs(), self.host.first_choice)
+        steps = loop.run(turn.prompt(system_prompt, self.app.conversations), sampling)
+        files = self.app.conversations.files
+        model = self.app.engine.model_name
+        text, last, calls, outcome = "", None, (), "abort"
+        user = turn.user or StoredMessage(0, "user", turn.user_text, 0.0, attachments=turn.attachments)
+        begun, next_update = False, 0.0
+        try:
+            yield display([user], lang, files), gr.skip()
+            async for step in steps:
+                if not begun:
+                    turn, begun = panel._begin(turn, system_prompt), True
+                if isinstance(step, TextStep):
+                    text, last = text + step.delta.text, step.delta
+                    if time.monotonic() < next_update:
+                        continue
+                    next_update = time.monotonic() + UPDATE_INTERVAL_S
+                elif isinstance(step, CallsStep):
+                    calls = step.calls
+                elif isinstance(step, RoundEnd):
+                    stats = reply_stats(model, dataclasses.asdict(sampling), step.last, "tool_calls")
+                    turn = save_round(self.app.conversations, turn, step.text, step.calls, stats)
+                    text, last, calls = "", None, ()
+                shown = [turn.user, *turn.rounds, StoredMessage(0, "assistant", text, 0.0)]
+                live = [call_block(c.name, c.arguments, c.state, c.result, lang) for c in calls]
+                yield [*display(shown, lang, files), *live], turn.conversation_id
+            outcome = "finished"
+        except UserError as exc:
+            outcome = "error"
+            raise shown_error(exc.message(lang)) from None
+        finally:
+            await steps.aclose()
+            if begun and last is not None:
+                self._save_partial(turn, loop, text, model, dataclasses.asdict(sampling), last, outcome)
+        if begun:
+            saved = self.app.conversations.messages(turn.conversation_id)
+            yield display(saved[len(turn.prior) :], lang, files), turn.conversation_id
+
+    def _save_partial(
+        self, turn: Turn, loop: ToolLoop, text: str, model: str | None, sampling: dict, last: Any, outcome: str
+    ) -> None:
+        ending = {"finished": "stop", "error": "error"}.get(outcome, "abort")
+        open_calls = loop.open_calls()
+        if open_calls:
+            save_round(self.app.conversations, turn, text, open_calls, reply_stats(model, sampling, last, ending))
+        elif text or outcome == "finished":
+            save_reply(self.app.conversations, turn, text, model, sampling, last, ending)
+
+    # ---- the approval bar and the switch -------------------------------------------------
+
+    def poll(self, shown_call: str | None, request: gr.Request) -> tuple:
+        """The bar for the call waiting in this page (hidden when none); unchanged if it is shown."""
+        pending = self.host.pending(request.session_hash or "") if self.app.tools is not None else None
+        if (pending.call_id if pending else None) == shown_call:
+            return gr.skip(), gr.skip(), gr.skip()
+        if pending is None:
+            return gr.update(visible=False), "", None
+        lang = request_language(request)
+        text = translate("chat_tools.approval_question", lang, tool=pending.tool, server=pending.server)
+        return gr.update(visible=True), text, pending.call_id
+
+    def decide(self, decision: Decision) -> Any:
+        def handler(call_id: str | None, request: gr.Request) -> tuple:
+            if call_id:
+                self.host.decide(request.session_hash or "", call_id, decision)
+            return gr.update(visible=False), "", None
+
+        return handler
+
+    def refresh(self, request: gr.Request) -> tuple:
+        """The switch (shown for a model that takes it) and the line about tools under the box."""
+        lang = request_language(request)
+        thinking = gr.update(visible=thinking_switch_applies(self.app.engine), value=self._thinking_on())
+        return thinking, self._note(lang)
+
+    def set_thinking(self, on: bool) -> None:
+        if self.app.tools is not None:
+            self.host.set_thinking(on)
+
+    def _thinking_on(self) -> bool:
+        return self.app.tools is None or self.host.settings.thinking
+
+    def _note(self, lang: str) -> dict[str, Any]:
+        if self.app.tools is None or not self.host.has_servers() or self.app.engine.model_name is None:
+            return gr.update(value="", visible=False)
+        if not tools_supported(self.app.engine):
+            return gr.update(value=translate("chat_tools.model_cannot", lang), visible=True)
+        return gr.update(value="", visible=False)
+
+
+def tool_controls(i18n: gr.I18n) -> ToolControls:
+    """Render, under the message box, the approval bar (hidden), the switch and the tools line."""
+    with gr.Group(visible=False, elem_id="tool-approval") as approval:
+        approval_text = gr.Markdown(elem_id="tool-approval-text")
+        with gr.Row():
+            allow_once = gr.Button(i18n("chat_tools.allow_once"), variant="primary", size="sm", elem_id="tool-allow")
+            allow_always = gr.Button(i18n("chat_tools.allow_always"), size="sm", elem_id="tool-allow-always")
+            deny = gr.Button(i18n("chat_tools.deny"), variant="stop", size="sm", elem_id="tool-deny")
+    with gr.Row():
+        thinking = gr.Checkbox(label=i18n("chat_tools.thinking"), value=True, visible=False, elem_id="thinking")
+        note = gr.Markdown(visible=False, elem_classes="chat-notice", elem_id="tools-note")
+    return ToolControls(approval, approval_text, allow_once, allow_always, deny, gr.State(None), thinking, note)
+
+
+def wire_tool_controls(tools: ChatTools, controls: ToolControls, timer: gr.Timer) -> None:
+    private = {"api_visibility": "private", "show_progress": "hidden"}
+    bar = [controls.approval, controls.approval_text, controls.call_id]
+    gr.Timer(APPROVAL_POLL_S).tick(tools.poll, [controls.call_id], bar, queue=False, **private)
+    for button, decision in (
+        (controls.allow_once, Decision.ONCE),
+        (controls.allow_always, Decision.ALWAYS),
+        (controls.deny, Decision.DENY),
+    ):
+        button.click(tools.decide(decision), [controls.call_id], bar, queue=False, **private)
+    switch = [controls.thinking, controls.note]
+    gr.on(None, tools.refresh, inputs=None, outputs=switch, **private)
+    timer.tick(tools.refresh, None, switch, **private)
+    controls.thinking.input(tools.set_thinking, [controls.thinking], None, queue=False, **private)
