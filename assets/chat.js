@@ -8,6 +8,7 @@
 //    or opening a chat goes back to the bottom.
 // 2. Copy what the model wrote. Inline math reaches the chatbot as `$⁠...⁠$` (a word joiner,
 //    U+2060, inside each `$`: see app/ui/chat_display.py); the copy buttons drop the joiners.
+// 3. Files dropped on the message box or the chat go to the attach button, as if picked there.
 const scroller = element.closest("#chat-scroll");
 if (scroller && !scroller.dataset.follows) {
   scroller.dataset.follows = "1";
@@ -38,6 +39,19 @@ if (scroller && !scroller.dataset.follows) {
   document.addEventListener("keydown", event => {
     if (event.key === "Enter" && !event.shiftKey && event.target.closest("#chat-input")) back();
   }, true);
+}
+if (!document.body.dataset.dropsAttach) {
+  document.body.dataset.dropsAttach = "1";
+  const onChat = event => event.target.closest && event.target.closest("#chat-input, #chat-scroll");
+  const hasFiles = event => event.dataTransfer && Array.from(event.dataTransfer.types).includes("Files");
+  document.addEventListener("dragover", event => { if (onChat(event) && hasFiles(event)) event.preventDefault(); });
+  document.addEventListener("drop", event => {
+    const input = document.querySelector("#attachment-tray input[type=file]");
+    if (!onChat(event) || !hasFiles(event) || !input) return;
+    event.preventDefault();
+    input.files = event.dataTransfer.files;
+    input.dispatchEvent(new Event("change", {bubbles: true}));
+  });
 }
 if (navigator.clipboard && !navigator.clipboard.vllmChatCopy) {
   const write = navigator.clipboard.writeText.bind(navigator.clipboard);

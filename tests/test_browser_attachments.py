@@ -41,3 +41,18 @@ def test_attach_a_pdf_send_it_and_find_it_after_a_reload(open_page: Any, app: Ap
     page.reload()
     expect(page.locator("#chatbot .attachment-chip")).to_contain_text(f"report.pdf · {user.attachments[0].tokens}")
     shot(page, "21-attached-after-reload")
+
+
+def test_a_file_dropped_on_the_message_box_is_attached(open_page: Any, app: App) -> None:
+    page = open_page(app)
+    page.locator("#chat-input textarea").wait_for()
+    # What the browser does when a file is dragged from the desktop onto the box.
+    page.evaluate("""() => {
+        const data = new DataTransfer();
+        data.items.add(new File(["温度是 21 度。\\nThe sea is calm."], "notes.txt", {type: "text/plain"}));
+        const box = document.querySelector("#chat-input textarea");
+        for (const type of ["dragenter", "dragover", "drop"]) {
+            box.dispatchEvent(new DragEvent(type, {bubbles: true, cancelable: true, dataTransfer: data}));
+        }
+    }""")
+    expect(page.locator("#attachment-chips .attachment-chip")).to_contain_text("notes.txt · ")
