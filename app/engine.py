@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import gc
 import logging
 import time
@@ -32,6 +31,7 @@ from app.engine_build import (
     _new_vllm_children,
 )
 from app.engine_errors import explain_generate_error, explain_load_error, explain_render_error
+from app.engine_requests import model_defaults_as_settings, prompt_token_ids, sampling_params
 from app.engine_types import (
     ChatDelta,
     ChatOptions,
@@ -237,7 +237,7 @@ class Engine:
 
     def model_sampling_defaults(self) -> dict[str, Any]:
         """What the loaded model's generation_config sets (empty without a model)."""
-        return _model_defaults_as_settings(self._model_defaults)
+        return model_defaults_as_settings(self._model_defaults)
 
     async def stream_chat(
         self,
@@ -265,7 +265,7 @@ class Engine:
         split = None
         if self._reply_parser is not None:
             split = ReplySplit(
-                self._reply_parser, llm.renderer.tokenizer, llm.model_config, _prompt_token_ids(prompts[0])
+                self._reply_parser, llm.renderer.tokenizer, llm.model_config, prompt_token_ids(prompts[0])
             )
         generate = self._generate(llm, prompts[0], sampling, request_id, options, split)
         async with contextlib.aclosing(generate) as deltas:
@@ -291,7 +291,7 @@ class Engine:
                 yield delta
 
     def count_prompt_tokens(self, engine_input: Any) -> int:
-        return len(_prompt_token_ids(engine_input))
+        return len(prompt_token_ids(engine_input))
 
     def count_tokens(self, text: str) -> int:
         """Tokens of `text` in the loaded model's own tokenizer (as part of a prompt: no special tokens)."""
@@ -326,12 +326,12 @@ class Engine:
         from vllm.sampling_params import RequestOutputKind
 
         max_len = llm.model_config.max_model_len
-        prompt_tokens = len(_prompt_token_ids(engine_input))
+        prompt_tokens = len(prompt_token_ids(engine_input))
         if prompt_tokens >= max_len:
             raise EngineError("engine.prompt_too_long", tokens=prompt_tokens, max_len=max_len)
         # Like other chat apps, a reply is cut at the end of the context instead of refused.
         max_tokens = min(sampling.max_tokens, max_len - prompt_tokens)
-        params = _sampling_params(sampling, max_tokens, RequestOutputKind.DELTA, options or ChatOptions())
+        params = sampling_params(sampling, max_tokens, RequestOutputKind.DELTA, options or ChatOptions())
         request_id = request_id or uuid.uuid4().hex
         start = time.perf_counter()
         ttft: float | None = None
@@ -377,41 +377,3 @@ async def wait_through_cancellation(future: asyncio.Future) -> bool:
         except asyncio.CancelledError:
             cancelled = True
     return cancelled
-
-
-def _model_defaults_as_settings(defaults: Mapping[str, Any]) -> dict[str, Any]:
-    names = {f.name for f in dataclasses.fields(SamplingSettings)}
-    return {k: v for k, v in defaults.items() if k in names and k != "max_tokens"}
-
-
-def _sampling_params(sampling: SamplingSettings, max_tokens: int, output_kind: Any, options: ChatOptions) -> Any:
-    from vllm import SamplingParams
-    from vllm.sampling_params import StructuredOutputsParams
-
-    return SamplingParams(
-        temperature=sampling.temperature,
-        top_p=sampling.top_p,
-        top_k=sampling.top_k if sampling.top_k > 0 else 0,
-        min_p=sampling.min_p,
-        max_tokens=max_tokens,
-        repetition_penalty=sampling.repetition_penalty,
-        presence_penalty=sampling.presence_penalty,
-        frequency_penalty=sampling.frequency_penalty,
-        seed=sampling.seed,
-        stop=list(sampling.stop) or None,
-        ignore_eos=sampling.ignore_eos,
-        output_kind=output_kind,
-        structured_outputs=StructuredOutputsParams(json=options.json_schema) if options.json_schema else None,
-        skip_special_tokens=options.skip_special_tokens,
-    )
-
-
-def _prompt_token_ids(engine_input: Any) -> list[int]:
-    if isinstance(engine_input, Mapping):
-        ids = engine_input.get("prompt_token_ids")
-        if ids is None and "prompt" in engine_input:
-            ids = (
-                engine_input["prompt"].get("prompt_token_ids") if isinstance(engine_input["prompt"], Mapping) else None
-            )
-        return list(ids or [])
-    return list(getattr(engine_input, "prompt_token_ids", None) or [])
