@@ -202,9 +202,12 @@ class RunningServer:
         self.engine_loop = engine_loop
         self.port = free_port(host)
         self.url = f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
-        self.server = uvicorn.Server(
-            uvicorn.Config(http, host=host, port=self.port, log_level="warning", lifespan="on")
+        # A closed gradio_client leaves its heartbeat stream open until the server's next
+        # heartbeat (15 s): stopping does not wait for it, as the app's own server does not.
+        config = uvicorn.Config(
+            http, host=host, port=self.port, log_level="warning", lifespan="on", timeout_graceful_shutdown=1
         )
+        self.server = uvicorn.Server(config)
         self.task = engine_loop.run(self._start())
 
     async def _start(self) -> asyncio.Task:

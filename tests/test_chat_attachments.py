@@ -16,8 +16,8 @@ from app.ui.chat_attachments import AttachmentTray, history_block
 from app.ui.chat_panel import ChatPanel
 from tests.attachment_files import CHINESE_TEXT, PDF_TEXT, pdf_bytes, png_bytes
 
-REQUEST = type("Request", (), {"headers": {"accept-language": "en"}})()
-ZH_REQUEST = type("Request", (), {"headers": {"accept-language": "zh-CN"}})()
+REQUEST = type("Request", (), {"headers": {"accept-language": "en"}, "session_hash": "page-1"})()
+ZH_REQUEST = type("Request", (), {"headers": {"accept-language": "zh-CN"}, "session_hash": "page-2"})()
 
 
 def _files(tmp_path: Path) -> list[str]:
