@@ -24,11 +24,10 @@ from app.doctor import (
     SourceReach,
     Status,
     blocking,
-    model_memory,
     on_windows_drive,
-    probe_sources,
     run_checks,
 )
+from app.doctor_facts import model_memory, probe_sources
 from app.hardware import Gpu, Hardware, TorchFacts, VllmBuild, port_free, wsl_facts, wslconfig_memory
 from app.i18n import table
 from tests.conftest import free_port
