@@ -20,6 +20,7 @@ from app.attachments.store import Attachment, AttachmentFiles
 from app.errors import UserError
 from app.history.records import StoredMessage, ToolCallRecord
 from app.history.stats import ReplyStats
+from app.reasoning import THINK_CLOSE
 
 if TYPE_CHECKING:
     from app.engine import ChatDelta
@@ -73,7 +74,7 @@ def tool_round_messages(content: str, calls: tuple[ToolCallRecord, ...]) -> list
 
 def answer_text(text: str) -> str:
     """A reply without its reasoning (what follows `</think>`): what the model is sent back."""
-    return text.rpartition("</think>")[2] if "</think>" in text else text
+    return text.rpartition(THINK_CLOSE)[2]
 
 
 def new_turn(
