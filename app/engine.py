@@ -256,7 +256,11 @@ class Engine:
         from vllm.renderers import ChatParams
 
         options = options or ChatOptions()
-        kwargs = dict(options.template_kwargs) | ({"tools": list(options.tools)} if options.tools else {})
+        # The template ends the prompt with the assistant's turn opening, as `vllm serve` asks it
+        # to (its default `add_generation_prompt`): the model answers instead of writing the
+        # next message's header itself, and templates that open <think> there do so.
+        kwargs = {"add_generation_prompt": True} | dict(options.template_kwargs)
+        kwargs |= {"tools": list(options.tools)} if options.tools else {}
         try:
             _, prompts = await llm.renderer.render_chat_async([conversation], ChatParams(chat_template_kwargs=kwargs))
         except Exception as exc:
@@ -265,7 +269,11 @@ class Engine:
         split = None
         if self._reply_parser is not None:
             split = ReplySplit(
-                self._reply_parser, llm.renderer.tokenizer, llm.model_config, prompt_token_ids(prompts[0])
+                self._reply_parser,
+                llm.renderer.tokenizer,
+                llm.model_config,
+                prompt_token_ids(prompts[0]),
+                dict(options.template_kwargs),
             )
         generate = self._generate(llm, prompts[0], sampling, request_id, options, split)
         async with contextlib.aclosing(generate) as deltas:

@@ -46,6 +46,11 @@ def test_reply_streams_in_several_deltas(engine_loop, engine: Engine) -> None:
 
 def test_system_prompt_is_part_of_the_prompt(engine_loop, engine: Engine) -> None:
     plain = engine_loop.run(collect(engine.stream_chat(CHAT, sampling(max_tokens=1))))
+    # The prompt ends with the assistant's turn opening, as `vllm serve` renders it: the model
+    # answers, instead of writing the header of a next message itself.
+    expected = engine.vllm.tokenizer.apply_chat_template(CHAT, add_generation_prompt=True, tokenize=False)
+    assert expected.endswith("<|im_start|>assistant\n")
+    assert plain[-1].prompt_tokens == len(engine.vllm.tokenizer.encode(expected, add_special_tokens=False))
     with_system = engine_loop.run(
         collect(engine.stream_chat([{"role": "system", "content": "You are terse."}, *CHAT], sampling(max_tokens=1)))
     )
