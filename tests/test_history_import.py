@@ -22,6 +22,7 @@ STATS = {
     "ttft": 0.25,
     "elapsed": 2.25,
     "finish_reason": "stop",
+    "thinking": 1.5,
 }
 GOOD = {
     "format": "vllm-chat/conversation",
@@ -89,6 +90,7 @@ BAD = {
     "negative count": changed("messages.1.stats.completion_tokens", -1),
     "huge count": changed("messages.1.stats.completion_tokens", 10**20),
     "negative elapsed": changed("messages.1.stats.elapsed", -3),
+    "thinking as text": changed("messages.1.stats.thinking", "long"),
     "stats a list": changed("messages.1.stats", [1]),
     "model a number": changed("messages.1.stats.model", 5),
     "nested sampling": changed("messages.1.stats.sampling", {"a": {"b": 1}}),

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from app.reasoning import ReplySplit, parser_class
+from app.conversations import ReplyStats, StoredMessage
+from app.reasoning import ReplySplit, ThinkingClock, parser_class
+from app.ui.chat_display import display, display_groups
 from tests.tiny_model import build_tokenizer
 
 THOUGHT, ANSWER = "Let me think about it.", "The answer is 4."
@@ -92,3 +94,31 @@ def test_the_api_reads_the_reasoning_parser_where_vllm_serve_puts_it():
     assert serve_args("m", "m", chosen).structured_outputs_config.reasoning_parser == "deepseek_r1"
     none = dataclasses.replace(EngineSettings(), reasoning_parser="")
     assert serve_args("m", "m", none).structured_outputs_config.reasoning_parser == ""
+
+
+def test_how_long_a_reply_thought_is_read_from_its_tags_as_it_streams() -> None:
+    clock = ThinkingClock()
+    for text, elapsed in (("", 0.1), ("<thi", 0.2), ("nk>Hmm", 0.3), (" still</th", 2.0), ("ink>Four.", 2.5)):
+        clock.feed(text, elapsed)
+    assert clock.seconds(9.0) == pytest.approx(2.5 - 0.3)  # from the step that opened it to the one that closed it
+    clock.feed("<think>again", 3.0)  # a second spell (after a tool call) adds up, open ones up to now
+    assert clock.seconds(4.0) == pytest.approx(2.2 + 1.0)
+    plain = ThinkingClock()
+    plain.feed("No thinking here, not even <thin", 0.5)
+    plain.feed("g>", 0.6)
+    assert plain.seconds(1.0) is None
+
+
+def test_the_thinking_shows_folded_with_how_long_it_took_and_the_answer_apart() -> None:
+    stats = ReplyStats(model="m", completion_tokens=9, ttft=0.1, elapsed=4.0, thinking=3.14)
+    reply = StoredMessage(7, "assistant", "<think>Prices: $5 and $x^2$.</think>\n\nFour.", 0.0, stats=stats)
+    thought, answer, *_ = display([reply], "en")
+    assert thought["metadata"] == {"title": "Thought", "status": "done", "duration": 3.1}
+    assert "Prices" in thought["content"][0]["text"] and "Four" not in thought["content"][0]["text"]
+    assert answer["content"][0]["text"] == "Four."
+    still = StoredMessage(0, "assistant", "<think>Let me see", 0.0)
+    (thinking,) = display([still], "zh-CN")
+    assert thinking["metadata"] == {"title": "思考中…", "status": "pending"}
+    # A reply that never thought, and a user's own text, are left alone.
+    user = StoredMessage(8, "user", "What is <think>?", 0.0)
+    assert [len(group) for group in display_groups([user, StoredMessage(9, "assistant", "Four.", 0.0)], "en")] == [1, 1]

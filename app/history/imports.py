@@ -88,6 +88,7 @@ class _Stats(_Strict):
     ttft: Seconds | None = None
     elapsed: Seconds = 0.0
     finish_reason: Name | None = None
+    thinking: Seconds | None = None
 
 
 class _Call(_Strict):

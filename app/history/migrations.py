@@ -133,8 +133,19 @@ def _m005_attachments(db: sqlite3.Connection) -> None:
     )
 
 
+def _m006_thinking_time(db: sqlite3.Connection) -> None:
+    """How long a reply thought before it answered, in seconds (NULL: it did not think, or it was
+    saved before this was kept)."""
+    _run(db, "ALTER TABLE replies ADD COLUMN thinking REAL")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
-    _m001_tables, _m002_search, _m003_branches, _m004_tool_calls, _m005_attachments
+    _m001_tables,
+    _m002_search,
+    _m003_branches,
+    _m004_tool_calls,
+    _m005_attachments,
+    _m006_thinking_time,
 )
 LATEST = len(MIGRATIONS)
 

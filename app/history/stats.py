@@ -31,6 +31,7 @@ class ReplyStats:
     ttft: float | None = None  # seconds to the first token
     elapsed: float = 0.0  # seconds from request to the last token
     finish_reason: str | None = None  # "stop", "length", "abort" (stopped by the user), ...
+    thinking: float | None = None  # seconds from its first thought to its answer; None: no thinking
 
     def __post_init__(self) -> None:
         clean = {
@@ -41,6 +42,7 @@ class ReplyStats:
             "ttft": _seconds(self.ttft),
             "elapsed": _seconds(self.elapsed) or 0.0,
             "finish_reason": self.finish_reason if isinstance(self.finish_reason, str) else None,
+            "thinking": _seconds(self.thinking),
         }
         for name, value in clean.items():
             object.__setattr__(self, name, value)  # frozen: the only way to set a field here

@@ -301,7 +301,7 @@ def _touch(db: sqlite3.Connection, conversation_id: int, title: str | None = Non
 def _insert_stats(db: sqlite3.Connection, message_id: int, stats: ReplyStats) -> None:
     db.execute(
         "INSERT INTO replies (message_id, model, sampling, prompt_tokens, completion_tokens, ttft, elapsed,"
-        " finish_reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        " finish_reason, thinking) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             message_id,
             stats.model,
@@ -311,6 +311,7 @@ def _insert_stats(db: sqlite3.Connection, message_id: int, stats: ReplyStats) ->
             stats.ttft,
             stats.elapsed,
             stats.finish_reason,
+            stats.thinking,
         ),
     )
 
@@ -360,7 +361,7 @@ def _conversation(row: sqlite3.Row) -> Conversation:
 def _message(row: sqlite3.Row) -> StoredMessage:
     stats = None
     if row["has_stats"] is not None:
-        columns = ("model", "prompt_tokens", "completion_tokens", "ttft", "elapsed", "finish_reason")
+        columns = ("model", "prompt_tokens", "completion_tokens", "ttft", "elapsed", "finish_reason", "thinking")
         stats = ReplyStats.from_dict({name: row[name] for name in columns} | {"sampling": _object(row["sampling"])})
     return StoredMessage(
         row["id"],

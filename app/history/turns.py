@@ -140,6 +140,7 @@ def save_reply(
     sampling: dict[str, Any],
     last: ChatDelta,
     finish_reason: str,
+    thinking: float | None = None,
 ) -> StoredMessage:
     """The reply, whole or stopped, as the newest version after the user's message (or after the
     turn's last tool round), with its stats.
@@ -147,12 +148,15 @@ def save_reply(
     `finish_reason` is used where the engine gave none (the stream was stopped or failed)."""
     if turn.conversation_id is None or turn.user is None:
         raise ValueError("save_reply needs a turn that has begun")
-    stats = reply_stats(model, sampling, last, finish_reason)
+    stats = reply_stats(model, sampling, last, finish_reason, thinking)
     return store.add_child(turn.conversation_id, _last_id(turn), "assistant", text, stats)
 
 
-def reply_stats(model: str | None, sampling: dict[str, Any], last: ChatDelta, finish_reason: str) -> ReplyStats:
-    """A reply's stats from its last delta; `finish_reason` where the engine gave none."""
+def reply_stats(
+    model: str | None, sampling: dict[str, Any], last: ChatDelta, finish_reason: str, thinking: float | None = None
+) -> ReplyStats:
+    """A reply's stats from its last delta; `finish_reason` where the engine gave none;
+    `thinking`: the seconds it thought (app.reasoning.ThinkingClock)."""
     return ReplyStats(
         model=model,
         sampling=sampling,
@@ -161,6 +165,7 @@ def reply_stats(model: str | None, sampling: dict[str, Any], last: ChatDelta, fi
         ttft=last.ttft,
         elapsed=last.elapsed,
         finish_reason=last.finish_reason or finish_reason,
+        thinking=thinking,
     )
 
 

@@ -12,7 +12,6 @@ from types import MappingProxyType
 import gradio as gr
 
 from app.application import App
-from app.reasoning import THINK_CLOSE, THINK_OPEN
 from app.ui.chat_attachments import Tray
 from app.ui.chat_display import LATEX_DELIMITERS
 from app.ui.chat_panel import ChatPanel
@@ -146,7 +145,6 @@ _CHATBOT = MappingProxyType(
         "autoscroll": False,
         "buttons": ["copy", "copy_all"],
         "latex_delimiters": LATEX_DELIMITERS,
-        "reasoning_tags": [(THINK_OPEN, THINK_CLOSE)],
         "feedback_options": None,
         # The version switch and speed line are a message of their own: apart from the reply, so
         # that copying the reply copies the reply only.

@@ -16,6 +16,8 @@ from typing import Any
 
 from app.attachments import AttachmentFiles
 from app.conversations import StoredMessage, stats_line
+from app.i18n import translate
+from app.reasoning import THINK_CLOSE, THINK_OPEN
 from app.ui.chat_attachments import history_block
 from app.ui.tool_blocks import call_block
 
@@ -40,6 +42,8 @@ LATEX_DELIMITERS = [
 _CODE = re.compile(r"^ {0,3}(`{3,}|~{3,})[^\n]*\n.*?(?:^ {0,3}\1[^\n]*$|\Z)|(`+).+?\2", re.M | re.S)
 # Pandoc's inline math: no space just inside either `$`, no digit just after the closing one, on
 # one line; `\$` is a dollar sign, and `$$` belongs to display math.
+# A spell of thinking: to its closing tag, or to the end of a reply still thinking.
+_THINKING = re.compile(f"{re.escape(THINK_OPEN)}(.*?)(?:{re.escape(THINK_CLOSE)}|\\Z)", re.S)
 _INLINE_MATH = re.compile(r"(?<![\\$])\$(?![\s$])((?:\\.|[^\\$\n])+?)(?<![\s\\])\$(?![\d$])")
 
 
@@ -69,16 +73,47 @@ def display_groups(
     groups = []
     for m in messages:
         # A user's text is what the edit box shows: left exactly as typed.
-        text = with_inline_math(m.content) if m.role == "assistant" else m.content
+        thoughts, text = thinking_blocks(m, lang) if m.role == "assistant" else ([], m.content)
         attached = history_block(m.attachments, files, lang)
-        content = [attached] if attached else []
-        content.append({"type": "text", "text": text})
-        line = meta_line(m, lang)
-        if line:
-            content.append({"type": "text", "text": line})
+        text = text.strip()
+        parts = [
+            attached,
+            *thoughts,
+            {"type": "text", "text": with_inline_math(text) if m.role == "assistant" else text} if text else None,
+            {"type": "text", "text": line} if (line := meta_line(m, lang)) else None,
+        ]
+        # Each part a bubble of its own: copying a reply copies its words, not its speed line.
+        bubbles = [p if "metadata" in p else {"role": m.role, "content": [p]} for p in parts if p]
         calls = [call_block(c.name, c.arguments, c.state.value, c.result, lang) for c in m.tool_calls]
-        groups.append([{"role": m.role, "content": content}, *calls])
+        groups.append([*bubbles, *calls])
     return groups
+
+
+def thinking_blocks(reply: StoredMessage, lang: str) -> tuple[list[dict[str, Any]], str]:
+    """A reply's thinking as folded blocks ("Thought (3.2s)", or "Thinking…" while it goes on),
+    and the answer outside them."""
+    blocks, answer, end = [], [], 0
+    for match in _THINKING.finditer(reply.content):
+        answer.append(reply.content[end : match.start()])
+        end = match.end()
+        thought, done = match.group(1).strip(), match.group(0).endswith(THINK_CLOSE)
+        if not thought:
+            continue
+        title = translate("chat_tools.thought" if done else "chat_tools.thinking_now", lang)
+        metadata: dict[str, Any] = {"title": title, "status": "done" if done else "pending"}
+        blocks.append(
+            {
+                "role": "assistant",
+                "content": [{"type": "text", "text": with_inline_math(thought)}],
+                "metadata": metadata,
+            }
+        )
+    answer.append(reply.content[end:])
+    thinking = reply.stats.thinking if reply.stats is not None else None
+    if blocks and thinking is not None and blocks[-1]["metadata"]["status"] == "done":
+        # One figure for the reply: on its last spell of thinking, the one the answer follows.
+        blocks[-1]["metadata"]["duration"] = round(thinking, 1)
+    return blocks, "".join(answer).strip() if blocks else reply.content
 
 
 def live_turn(

@@ -34,6 +34,7 @@ from app.engine import EngineState, content_text
 from app.errors import UserError
 from app.files import private_dir, write_private
 from app.i18n import translate
+from app.reasoning import ThinkingClock
 from app.settings import SamplingSettings
 from app.ui.chat_attachments import AttachmentTray
 from app.ui.chat_display import display, display_groups, live_turn, version_target, window_start
@@ -238,7 +239,7 @@ class ChatPanel:
         model = self.app.engine.model_name
         text, last, outcome = "", None, "abort"
         user = turn.user or StoredMessage(0, "user", turn.user_text, 0.0, attachments=turn.attachments)
-        pacer = Pacer()
+        pacer, clock = Pacer(), ThinkingClock()
         try:
             # Show the message at once, before the prompt is processed; it is saved only when the
             # engine accepts it.
@@ -251,6 +252,7 @@ class ChatPanel:
                     user = turn.user
                 text += delta.text
                 last = delta
+                clock.feed(delta.text, delta.elapsed)
                 # The last words wait for the saved reply below, a moment later with its speed
                 # line: one update less per reply.
                 if pacer.due(text) and not delta.finish_reason:
@@ -263,7 +265,8 @@ class ChatPanel:
             stopped_meanwhile = await close_stream(first, deltas, stream)
             if last is not None and (text or outcome == "finished"):
                 ending = "abort" if outcome != "error" else "error"
-                save_reply(self.app.conversations, turn, text, model, dataclasses.asdict(sampling), last, ending)
+                sampled, thought = dataclasses.asdict(sampling), clock.seconds(last.elapsed)
+                save_reply(self.app.conversations, turn, text, model, sampled, last, ending, thought)
             if stopped_meanwhile:
                 raise asyncio.CancelledError
         if last is not None:
