@@ -35,6 +35,7 @@ def sampling_params(sampling: SamplingSettings, max_tokens: int, output_kind: An
         output_kind=output_kind,
         structured_outputs=StructuredOutputsParams(json=options.json_schema) if options.json_schema else None,
         skip_special_tokens=options.skip_special_tokens,
+        thinking_token_budget=options.thinking_budget,
     )
 
 

@@ -55,6 +55,8 @@ class ChatOptions:
     json_schema: dict[str, Any] | None = None
     # False where the tool-call parser needs the markup some models write in special tokens.
     skip_special_tokens: bool = True
+    # Tokens of thinking after which vLLM ends it (its reasoning config must know the model's tags).
+    thinking_budget: int | None = None
 
 
 @dataclass(frozen=True)

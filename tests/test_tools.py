@@ -137,6 +137,29 @@ def test_an_allowed_call_runs_and_the_reply_continues_and_shows_again(engine_loo
     assert exported["messages"][1]["tool_calls"][0]["result"] == f"echo: {word}"
 
 
+def test_tools_of_one_name_on_two_servers_each_reach_their_own(engine_loop: Any, panel: ChatPanel) -> None:
+    host = panel.app.tools
+    only(host, "echo")
+    host.save_server({"name": "u", "kind": "stdio", "command": sys.executable, "args": [str(SERVER_SCRIPT)]})
+    try:
+        for name in TOOLS[1:]:
+            host.set_tool_enabled("u", name, False)
+        offered = engine_loop.run(host.offered_tools(), timeout=120)
+        assert sorted((t.name, t.server, t.server_tool) for t in offered) == [
+            ("t_echo", "t", "echo"),
+            ("u_echo", "u", "echo"),
+        ]
+        asked, _, _ = send(engine_loop, panel, "Say a word", Decision.ONCE)
+        # The approval names the server and its own tool; the call ran there and is saved by the
+        # name the model used.
+        (pending,) = asked
+        (call,) = saved(panel)[1].tool_calls
+        assert (call.name, call.server) == (f"{pending.server}_echo", pending.server) and pending.tool == "echo"
+        assert call.state == CallState.DONE and call.result.startswith("echo: ")
+    finally:
+        host.remove_server("u")
+
+
 def test_a_denied_call_never_runs_and_always_allow_is_remembered(engine_loop: Any, panel: ChatPanel) -> None:
     host = panel.app.tools
     only(host, "echo")
@@ -211,6 +234,11 @@ def test_replies_are_read_with_vllms_parser_and_results_fit_the_context(engine: 
         ("echo", {"word": "alpha"})
     ]
     assert CallReader("hermes", tokenizer, tools).read("No call here.") == ("No call here.", [])
+    # While the reply streams the page shows its words, not the markup of a call it is writing.
+    assert reader.words('Let me see. <tool_call>{"name": "ec') == "Let me see. "
+    assert reader.words("Let me see. <tool_") == "Let me see. "
+    assert reader.words("If a < b, then") == "If a < b, then"
+    assert CallReader("", tokenizer, tools).words("<tool_call>") == "<tool_call>"
     assert CallReader("", tokenizer, tools).skip_special_tokens is True
     assert fit_result("short", tokenizer, 1000, "en") == "short"
     cut = fit_result("word " * 2000, tokenizer, 400, "en")
@@ -347,15 +375,17 @@ def test_the_chat_says_when_the_model_cannot_call_tools_and_shows_the_switch_onl
 
     loaded = ChatTools(make_app(engine))
     loaded.app.tools = host
-    thinking, note = loaded.refresh(_request())
-    # The tiny model's template takes no `enable_thinking`: no switch; it has a parser: no note.
-    assert thinking["visible"] is False and note["visible"] is False and loaded.options() is None
+    thinking, budget, note = loaded.refresh(_request())
+    # The tiny model's template takes no `enable_thinking`: no switch; no reasoning parser: no
+    # budget; it has a tool-call parser: no note.
+    assert thinking["visible"] is False and budget["visible"] is False and note["visible"] is False
+    assert loaded.options() is None
     # A model without a tool-call parser for its family (the same engine, told no parser).
     settings = dataclasses.replace(engine.settings, tool_call_parser="")
     no_parser = SimpleNamespace(vllm=engine.vllm, model_name="plain", settings=settings)
     plain = ChatTools(make_app(no_parser))
     plain.app.tools = host
-    _, note = plain.refresh(_request())
+    _, _, note = plain.refresh(_request())
     assert note["visible"] is True and "no tool-call support" in note["value"]
     assert not plain.active()
 

@@ -34,6 +34,14 @@ CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
+THINK_TOKENS = ["<think>", "</think>"]
+# As Qwen3's newer templates write it: the prompt opens the thinking, or (thinking switched off)
+# hands the model an empty one.
+THINKING_CHAT_TEMPLATE = CHAT_TEMPLATE.replace(
+    "{{ '<|im_start|>assistant\n' }}",
+    "{{ '<|im_start|>assistant\n' }}{% if enable_thinking is defined and not enable_thinking %}"
+    "{{ '<think>\n\n</think>\n\n' }}{% else %}{{ '<think>\n' }}{% endif %}",
+)
 
 
 def build_tokenizer(vocab_size: int = 1024):
@@ -70,9 +78,11 @@ def build_tiny_model(
     seed: int = 0,
     hidden_size: int = 128,
     layers: int = 2,
+    thinking: bool = False,
 ) -> Path:
     """Write a tiny model folder at `path` and return it. Attention heads are 64 wide (what the
-    CPU backend supports); `hidden_size` and `layers` make it slower, not smarter."""
+    CPU backend supports); `hidden_size` and `layers` make it slower, not smarter. `thinking`: a
+    reasoning model, with <think> tokens and a template that takes `enable_thinking`."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
@@ -81,6 +91,13 @@ def build_tiny_model(
     tokenizer = build_tokenizer()
     if not chat_template:
         tokenizer.chat_template = None
+    if thinking:
+        # Added tokens, not special ones, as in Qwen3's and DeepSeek-R1's tokenizers: the tags stay
+        # in the decoded text, where the reasoning parsers look for them.
+        from tokenizers import AddedToken
+
+        tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in THINK_TOKENS])
+        tokenizer.chat_template = THINKING_CHAT_TEMPLATE
     tokenizer.save_pretrained(path)
 
     common = dict(

@@ -11,6 +11,7 @@ arguments go back to the model as a tool error, as other MCP hosts do.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -19,8 +20,12 @@ import jsonschema
 
 from app.i18n import translate
 
+# Where vLLM's tool-call parsers keep the text that opens a family's calls (<tool_call> for Hermes
+# and Qwen, <|python_tag|> for Llama 3, DeepSeek's begin tokens, ...).
+_START_MARKER_ATTRIBUTES = ("tool_calls_start_token", "tool_call_start_token", "bot_token", "bot_string", "tc_start")
 # A result is cut to leave room in the context for the reply that reads it.
 REPLY_RESERVE_TOKENS = 256
+_FUNCTION_NAME_OUTSIDE = re.compile(r"[^A-Za-z0-9_-]")
 
 
 @dataclass(frozen=True)
@@ -28,9 +33,14 @@ class OfferedTool:
     """A tool the model is offered, and the server that runs it."""
 
     server: str
-    name: str
+    name: str  # as the model sees it (see `offered_name`)
     description: str
     input_schema: dict[str, Any]
+    tool: str = ""  # the server's own name for it, where that differs from `name`
+
+    @property
+    def server_tool(self) -> str:
+        return self.tool or self.name
 
     def as_openai(self) -> dict[str, Any]:
         schema = self.input_schema or {"type": "object", "properties": {}}
@@ -38,6 +48,15 @@ class OfferedTool:
             "type": "function",
             "function": {"name": self.name, "description": self.description, "parameters": schema},
         }
+
+
+def offered_name(server: str, tool: str, shared: bool) -> str:
+    """The name the model is given: the tool's own, or, for a name several servers offer, the
+    server's name before it (`files_search`, `web_search`), in the characters and length OpenAI's
+    function names allow, so that the model can tell them apart and each call reaches its server."""
+    if not shared:
+        return tool
+    return _FUNCTION_NAME_OUTSIDE.sub("_", f"{server}_{tool}")[:64]
 
 
 @dataclass(frozen=True)
@@ -96,6 +115,24 @@ class CallReader:
     @property
     def skip_special_tokens(self) -> bool:
         return self._request is None or bool(self._request.skip_special_tokens)
+
+    def words(self, text: str) -> str:
+        """What of a reply still streaming is its words: the text before its first call's markup,
+        less the start of a marker that may be arriving (the calls show as blocks once read)."""
+        markers = self._start_markers()
+        cut = min((i for i in (text.find(m) for m in markers) if i >= 0), default=len(text))
+        text = text[:cut]
+        for marker in markers:
+            for size in range(min(len(marker) - 1, len(text)), 0, -1):
+                if text.endswith(marker[:size]):
+                    return text[:-size]
+        return text
+
+    def _start_markers(self) -> list[str]:
+        if self._parser is None:
+            return []
+        found = (getattr(self._parser, name, None) for name in _START_MARKER_ATTRIBUTES)
+        return [m for m in found if isinstance(m, str) and m.startswith("<")]
 
     def read(self, text: str) -> tuple[str, list[ParsedCall]]:
         """The reply's text (without the calls' markup) and its calls."""

@@ -21,6 +21,8 @@ TOOLS_FILE = "tools.json"
 TOKENS_FILE = "mcp-tokens.json"
 DEFAULT_MAX_ROUNDS = 8
 DEFAULT_CALL_TIMEOUT_S = 60.0
+# Beyond any context a model here has: a budget is a few hundred to some thousands of tokens.
+MAX_THINKING_BUDGET = 1_000_000
 _NAME = re.compile(r"^[\w][\w .-]{0,63}$", re.UNICODE)
 
 
@@ -69,6 +71,8 @@ class ToolSettings(BaseModel):
     call_timeout_s: Annotated[float, Field(gt=0, le=3600)] = DEFAULT_CALL_TIMEOUT_S
     # The chat's thinking switch (`enable_thinking` for templates that take it); on by default.
     thinking: bool = True
+    # Tokens of thinking before vLLM makes the model answer; None: no limit.
+    thinking_budget: Annotated[int, Field(ge=1, le=MAX_THINKING_BUDGET)] | None = None
 
     @model_validator(mode="after")
     def _unique(self) -> ToolSettings:

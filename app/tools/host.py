@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import enum
 import threading
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from app.errors import UserError
-from app.tools.calls import OfferedTool
+from app.tools.calls import OfferedTool, offered_name
 from app.tools.config import ServerConfig, ToolConfigFiles, ToolSettings, allow_key, parse_server, parse_settings
 from app.tools.connections import CallOutcome, ConnectionState, ServerConnection, ServerStatus
 
@@ -124,6 +125,10 @@ class ToolHost:
     def set_thinking(self, on: bool) -> None:
         self._change(lambda s: s.model_copy(update={"thinking": bool(on)}))
 
+    def set_thinking_budget(self, tokens: int | None) -> None:
+        """Raises UserError (`tools.bad_settings`) for a budget out of range."""
+        self._change(lambda s: s.model_copy(update={"thinking_budget": tokens}))
+
     def update_limits(self, max_rounds: int, call_timeout_s: float) -> None:
         self._change(lambda s: s.model_copy(update={"max_rounds": max_rounds, "call_timeout_s": call_timeout_s}))
 
@@ -175,12 +180,18 @@ class ToolHost:
         a server that fails offers none (its error shows in Settings -> Tools)."""
         enabled = [s for s in self._settings.servers if s.enabled]
         statuses = await asyncio.gather(*(self.connect(s.name) for s in enabled))
+        tools = [
+            (config.name, tool)
+            for config, status in zip(enabled, statuses, strict=True)
+            for tool in status.tools
+            if tool.name not in config.disabled_tools
+        ]
+        servers_of = Counter(tool.name for _, tool in tools)
         offered: dict[str, OfferedTool] = {}
-        for config, status in zip(enabled, statuses, strict=True):
-            for tool in status.tools:
-                # Two servers with a tool of one name: the model sees the first.
-                if tool.name not in config.disabled_tools and tool.name not in offered:
-                    offered[tool.name] = OfferedTool(config.name, tool.name, tool.description, tool.input_schema)
+        for server, tool in tools:
+            name = offered_name(server, tool.name, servers_of[tool.name] > 1)
+            # A name that is still taken (a server's own tool called `files_search`) keeps the first.
+            offered.setdefault(name, OfferedTool(server, name, tool.description, tool.input_schema, tool.name))
         return list(offered.values())
 
     async def call(self, server: str, tool: str, arguments: dict[str, Any]) -> CallOutcome:

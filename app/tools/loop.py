@@ -18,6 +18,7 @@ from app.errors import UserError
 from app.history.records import CallState, ToolCallRecord
 from app.history.turns import answer_text, tool_round_messages
 from app.i18n import translate
+from app.reasoning import THINK_CLOSE, THINK_OPEN
 from app.settings import SamplingSettings
 from app.tools.calls import (
     CallReader,
@@ -54,6 +55,7 @@ class CallView:
 @dataclass(frozen=True)
 class TextStep:
     delta: ChatDelta
+    shown: str  # the round's text so far as the page shows it (`shown_text`)
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,7 @@ class ToolLoop:
         lang: str,
         template_kwargs: dict[str, Any] | None = None,
         first_choice: Literal["auto", "required"] = "auto",
+        thinking_budget: int | None = None,
     ) -> None:
         self.engine = engine
         self.host = host
@@ -90,6 +93,7 @@ class ToolLoop:
         self.lang = lang
         self.template_kwargs = tuple((template_kwargs or {}).items())
         self.first_choice = first_choice
+        self.thinking_budget = thinking_budget
         self._calls: list[CallView] = []
         self._context_used = 0
 
@@ -109,12 +113,13 @@ class ToolLoop:
                 template_kwargs=self.template_kwargs,
                 json_schema=required_schema(offered) if forced else None,
                 skip_special_tokens=reader.skip_special_tokens,
+                thinking_budget=self.thinking_budget,
             )
             text, last = "", None
             async for delta in self.engine.stream_chat(messages, sampling, options=options):
                 text += delta.text
                 last = delta
-                yield TextStep(delta)
+                yield TextStep(delta, shown_text(text, reader, forced))
             if last is None:
                 return
             # Models that think write the calls after the reasoning.
@@ -143,7 +148,8 @@ class ToolLoop:
             return
         self._set(index, server=tool.server)
         yield CallsStep(text, tuple(self._calls))
-        decision = await self.host.ask(self.session, PendingCall(call.call_id, tool.server, tool.name, call.arguments))
+        pending = PendingCall(call.call_id, tool.server, tool.server_tool, call.arguments)
+        decision = await self.host.ask(self.session, pending)
         if decision == Decision.DENY:
             self._set(index, state=CallState.DENIED, result=translate("tools.denied_result", self.lang))
             yield CallsStep(text, tuple(self._calls))
@@ -151,7 +157,7 @@ class ToolLoop:
         self._set(index, state=RUNNING)
         yield CallsStep(text, tuple(self._calls))
         try:
-            outcome = await self.host.call(tool.server, tool.name, arguments)
+            outcome = await self.host.call(tool.server, tool.server_tool, arguments)
         except UserError as exc:
             self._set(index, state=CallState.ERROR, result=exc.message(self.lang))
         else:
@@ -174,6 +180,18 @@ class ToolLoop:
         return len(tokenizer.encode(text, add_special_tokens=False)) if tokenizer is not None and text else 0
 
 
+def shown_text(text: str, reader: CallReader, forced: bool) -> str:
+    """A round's text as the page shows it while it streams: its thinking, then its words without
+    the markup of its calls, which show as blocks once the round is read (a forced round is its
+    calls alone)."""
+    thinking, closed, answer = text.rpartition(THINK_CLOSE)
+    if not closed:
+        if THINK_OPEN in text:
+            return text  # still thinking
+        thinking, answer = "", text
+    return thinking + closed + ("" if forced else reader.words(answer))
+
+
 def _parser_name(engine: ChatEngine) -> str:
     settings = getattr(engine, "settings", None)
     return getattr(settings, "tool_call_parser", "") or ""
@@ -188,6 +206,14 @@ def tools_supported(engine: ChatEngine) -> bool:
     """Whether the loaded model can be offered tools here (a tool-call parser for its family, and
     an in-process engine: a remote server returns calls as data, not text)."""
     return bool(_parser_name(engine)) and getattr(engine, "vllm", None) is not None
+
+
+def thinking_budget_applies(engine: ChatEngine) -> bool:
+    """Whether vLLM can end the loaded model's thinking after a budget: its engine runs with a
+    reasoning parser that knows the model's thinking tags (vLLM's reasoning config)."""
+    llm = getattr(engine, "vllm", None)
+    config = getattr(getattr(llm, "vllm_config", None), "reasoning_config", None)
+    return bool(config is not None and config.enabled)
 
 
 def thinking_switch_applies(engine: ChatEngine) -> bool:

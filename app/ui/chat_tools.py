@@ -22,9 +22,19 @@ from app.conversations import StoredMessage, Turn, reply_stats, save_reply, save
 from app.engine_types import ChatDelta, ChatOptions
 from app.errors import UserError
 from app.i18n import translate
+from app.reasoning import ThinkingClock
 from app.settings import SamplingSettings
+from app.tools.config import MAX_THINKING_BUDGET
 from app.tools.host import Decision, ToolHost
-from app.tools.loop import CallsStep, RoundEnd, TextStep, ToolLoop, thinking_switch_applies, tools_supported
+from app.tools.loop import (
+    CallsStep,
+    RoundEnd,
+    TextStep,
+    ToolLoop,
+    thinking_budget_applies,
+    thinking_switch_applies,
+    tools_supported,
+)
 from app.ui.chat_display import display
 from app.ui.i18n import request_language, shown_error
 from app.ui.tool_blocks import call_block
@@ -45,6 +55,7 @@ class ToolControls:
     deny: gr.Button
     call_id: gr.State
     thinking: gr.Checkbox
+    budget: gr.Number
     note: gr.Markdown
 
 
@@ -62,9 +73,11 @@ class ChatTools:
         return self.app.tools is not None and self.host.has_servers() and tools_supported(self.app.engine)
 
     def options(self) -> ChatOptions | None:
-        """The thinking switch, for a model whose template takes it."""
-        kwargs = self._template_kwargs()
-        return ChatOptions(template_kwargs=tuple(kwargs.items())) if kwargs else None
+        """The thinking switch, for a model whose template takes it, and the thinking budget."""
+        kwargs, budget = self._template_kwargs(), self._thinking_budget()
+        if not kwargs and budget is None:
+            return None
+        return ChatOptions(template_kwargs=tuple(kwargs.items()), thinking_budget=budget)
 
     def plain_stream(self, prompt: list[dict[str, Any]], sampling: SamplingSettings) -> AsyncIterator[ChatDelta]:
         """A reply without tools; the thinking switch goes only to a model whose template takes it."""
@@ -78,6 +91,14 @@ class ChatTools:
             return {}
         return {"enable_thinking": self.host.settings.thinking}
 
+    def _thinking_budget(self) -> int | None:
+        """The budget, where vLLM can hold the model to it and thinking is not switched off."""
+        if self.app.tools is None or not thinking_budget_applies(self.app.engine):
+            return None
+        if thinking_switch_applies(self.app.engine) and not self.host.settings.thinking:
+            return None
+        return self.host.settings.thinking_budget
+
     # ---- the reply ---------------------------------------------------------------------
 
     async def stream(
@@ -87,30 +108,40 @@ class ChatTools:
         Each round is saved when its calls have their results; on Stop or an error the round in
         progress is saved as far as it got (calls not finished marked stopped)."""
         sampling = panel._sampling(lang)
-        loop = ToolLoop(self.app.engine, self.host, session, lang, self._template_kwargs(), self.host.first_choice)
+        loop = ToolLoop(
+            self.app.engine,
+            self.host,
+            session,
+            lang,
+            self._template_kwargs(),
+            self.host.first_choice,
+            self._thinking_budget(),
+        )
         steps = loop.run(turn.prompt(system_prompt, self.app.conversations), sampling)
         files = self.app.conversations.files
         model = self.app.engine.model_name
-        text, last, calls, outcome = "", None, (), "abort"
+        text, words, last, calls, outcome = "", "", None, (), "abort"
         user = turn.user or StoredMessage(0, "user", turn.user_text, 0.0, attachments=turn.attachments)
-        begun, next_update = False, 0.0
+        begun, next_update, clock = False, 0.0, ThinkingClock()
         try:
             yield display([user], lang, files), gr.skip()
             async for step in steps:
                 if not begun:
                     turn, begun = panel._begin(turn, system_prompt), True
                 if isinstance(step, TextStep):
-                    text, last = text + step.delta.text, step.delta
+                    text, last, words = text + step.delta.text, step.delta, step.shown
+                    clock.feed(step.delta.text, step.delta.elapsed)
                     if time.monotonic() < next_update:
                         continue
                     next_update = time.monotonic() + UPDATE_INTERVAL_S
                 elif isinstance(step, CallsStep):
                     calls = step.calls
                 elif isinstance(step, RoundEnd):
-                    stats = reply_stats(model, dataclasses.asdict(sampling), step.last, "tool_calls")
+                    thought = clock.seconds(step.last.elapsed)
+                    stats = reply_stats(model, dataclasses.asdict(sampling), step.last, "tool_calls", thought)
                     turn = save_round(self.app.conversations, turn, step.text, step.calls, stats)
-                    text, last, calls = "", None, ()
-                shown = [turn.user, *turn.rounds, StoredMessage(0, "assistant", text, 0.0)]
+                    text, words, last, calls, clock = "", "", None, (), ThinkingClock()
+                shown = [turn.user, *turn.rounds, StoredMessage(0, "assistant", words, 0.0)]
                 live = [call_block(c.name, c.arguments, c.state, c.result, lang) for c in calls]
                 yield [*display(shown, lang, files), *live], turn.conversation_id
             outcome = "finished"
@@ -120,20 +151,30 @@ class ChatTools:
         finally:
             await steps.aclose()
             if begun and last is not None:
-                self._save_partial(turn, loop, text, model, dataclasses.asdict(sampling), last, outcome)
+                thought = clock.seconds(last.elapsed)
+                self._save_partial(turn, loop, text, model, dataclasses.asdict(sampling), last, outcome, thought)
         if begun:
             saved = self.app.conversations.messages(turn.conversation_id)
             yield display(saved[len(turn.prior) :], lang, files), turn.conversation_id
 
     def _save_partial(
-        self, turn: Turn, loop: ToolLoop, text: str, model: str | None, sampling: dict, last: Any, outcome: str
+        self,
+        turn: Turn,
+        loop: ToolLoop,
+        text: str,
+        model: str | None,
+        sampling: dict,
+        last: Any,
+        outcome: str,
+        thought: float | None,
     ) -> None:
         ending = {"finished": "stop", "error": "error"}.get(outcome, "abort")
         open_calls = loop.open_calls()
         if open_calls:
-            save_round(self.app.conversations, turn, text, open_calls, reply_stats(model, sampling, last, ending))
+            stats = reply_stats(model, sampling, last, ending, thought)
+            save_round(self.app.conversations, turn, text, open_calls, stats)
         elif text or outcome == "finished":
-            save_reply(self.app.conversations, turn, text, model, sampling, last, ending)
+            save_reply(self.app.conversations, turn, text, model, sampling, last, ending, thought)
 
     # ---- the approval bar and the switch -------------------------------------------------
 
@@ -157,14 +198,25 @@ class ChatTools:
         return handler
 
     def refresh(self, request: gr.Request) -> tuple:
-        """The switch (shown for a model that takes it) and the line about tools under the box."""
+        """The switch and the budget (each shown for a model it applies to) and the line about
+        tools under the box."""
         lang = request_language(request)
         thinking = gr.update(visible=thinking_switch_applies(self.app.engine), value=self._thinking_on())
-        return thinking, self._note(lang)
+        shown = self.app.tools is not None and thinking_budget_applies(self.app.engine)
+        budget = gr.update(visible=shown, value=self.host.settings.thinking_budget if shown else None)
+        return thinking, budget, self._note(lang)
 
     def set_thinking(self, on: bool) -> None:
         if self.app.tools is not None:
             self.host.set_thinking(on)
+
+    def set_budget(self, tokens: float | None, request: gr.Request) -> None:
+        """An empty field (or 0) is no limit; anything else must be a whole number of tokens."""
+        if self.app.tools is None:
+            return
+        if tokens is not None and (tokens < 0 or tokens != int(tokens) or tokens > MAX_THINKING_BUDGET):
+            raise shown_error(translate("chat_tools.bad_budget", request_language(request), most=MAX_THINKING_BUDGET))
+        self.host.set_thinking_budget(int(tokens) if tokens else None)
 
     def _thinking_on(self) -> bool:
         return self.app.tools is None or self.host.settings.thinking
@@ -187,8 +239,17 @@ def tool_controls(i18n: gr.I18n) -> ToolControls:
             deny = gr.Button(i18n("chat_tools.deny"), variant="stop", size="sm", elem_id="tool-deny")
     with gr.Row():
         thinking = gr.Checkbox(label=i18n("chat_tools.thinking"), value=True, visible=False, elem_id="thinking")
+        budget = gr.Number(
+            label=i18n("chat_tools.thinking_budget"),
+            info=i18n("chat_tools.thinking_budget_info"),
+            value=None,
+            precision=None,
+            visible=False,
+            elem_id="thinking-budget",
+        )
         note = gr.Markdown(visible=False, elem_classes="chat-notice", elem_id="tools-note")
-    return ToolControls(approval, approval_text, allow_once, allow_always, deny, gr.State(None), thinking, note)
+    controls = (approval, approval_text, allow_once, allow_always, deny, gr.State(None), thinking, budget, note)
+    return ToolControls(*controls)
 
 
 def wire_tool_controls(tools: ChatTools, controls: ToolControls, timer: gr.Timer) -> None:
@@ -201,7 +262,8 @@ def wire_tool_controls(tools: ChatTools, controls: ToolControls, timer: gr.Timer
         (controls.deny, Decision.DENY),
     ):
         button.click(tools.decide(decision), [controls.call_id], bar, queue=False, **private)
-    switch = [controls.thinking, controls.note]
+    switch = [controls.thinking, controls.budget, controls.note]
     gr.on(None, tools.refresh, inputs=None, outputs=switch, **private)
     timer.tick(tools.refresh, None, switch, **private)
     controls.thinking.input(tools.set_thinking, [controls.thinking], None, queue=False, **private)
+    controls.budget.input(tools.set_budget, [controls.budget], None, queue=False, **private)
