@@ -118,6 +118,7 @@ def measure(browser: Any, url: str, messages: int, shown: int, tokens: int, rate
         deadline = time.monotonic() + tokens / rate * 3 + 30
         while time.monotonic() < deadline:  # bounded: a stuck page ends the run
             if page.locator("#chatbot .reply-stats").count() > stats_before:
+                page.evaluate("bench.saved = performance.now()")
                 break
             try:
                 box.press("x", timeout=10_000)
@@ -137,8 +138,11 @@ def measure(browser: Any, url: str, messages: int, shown: int, tokens: int, rate
 def summary(messages: int, ready_ms: float, bench: dict[str, Any]) -> dict[str, Any]:
     seconds = (bench["end"] - bench["start"]) / 1000
     frames = bench["frames"]
-    gaps = [b - a for a, b in itertools.pairwise(frames)]
+    gaps = [(b - a, a) for a, b in itertools.pairwise(frames)]
+    worst, worst_at = max(gaps, default=(0, bench["start"]))
     long_ms = sum(d for start, d in bench["long"] if start >= bench["start"])
+    # Where the page's time goes: the longest tasks, in seconds from the key press that sent.
+    longest = sorted(((d, s) for s, d in bench["long"] if s >= bench["start"]), reverse=True)[:5]
     return {
         "messages": messages,
         "open_ready_s": round(ready_ms / 1000, 2),
@@ -146,7 +150,10 @@ def summary(messages: int, ready_ms: float, bench: dict[str, Any]) -> dict[str, 
         "long_tasks_s": round(long_ms / 1000, 2),
         "long_tasks_count": len(bench["long"]),
         "frames_per_s": round(len(frames) / seconds, 1) if seconds else 0,
-        "max_frame_gap_ms": round(max(gaps, default=0)),
+        "max_frame_gap_ms": round(worst),
+        "max_frame_gap_at_s": round((worst_at - bench["start"]) / 1000, 2),
+        "saved_at_s": round((bench.get("saved", bench["end"]) - bench["start"]) / 1000, 2),
+        "longest_tasks": [[round(d), round((s - bench["start"]) / 1000, 2)] for d, s in longest],
         "max_key_ms": round(max(bench["keys"], default=16)),
     }
 
