@@ -202,21 +202,27 @@ class ChatTools:
         tools under the box."""
         lang = request_language(request)
         thinking = gr.update(visible=thinking_switch_applies(self.app.engine), value=self._thinking_on())
-        shown = self.app.tools is not None and thinking_budget_applies(self.app.engine)
-        budget = gr.update(visible=shown, value=self.host.settings.thinking_budget if shown else None)
+        # The budget's value is left alone: the user may be typing in it.
+        budget = gr.update(visible=self.app.tools is not None and thinking_budget_applies(self.app.engine))
         return thinking, budget, self._note(lang)
+
+    def budget_value(self) -> int | None:
+        """The saved budget, for the field when the page opens."""
+        return self.host.settings.thinking_budget if self.app.tools is not None else None
 
     def set_thinking(self, on: bool) -> None:
         if self.app.tools is not None:
             self.host.set_thinking(on)
 
-    def set_budget(self, tokens: float | None, request: gr.Request) -> None:
-        """An empty field (or 0) is no limit; anything else must be a whole number of tokens."""
+    def set_budget(self, tokens: float | None, request: gr.Request) -> int | None:
+        """An empty field (or 0) is no limit; anything else must be a whole number of tokens.
+        Returns what the field shows: the budget now saved."""
         if self.app.tools is None:
-            return
+            return None
         if tokens is not None and (tokens < 0 or tokens != int(tokens) or tokens > MAX_THINKING_BUDGET):
             raise shown_error(translate("chat_tools.bad_budget", request_language(request), most=MAX_THINKING_BUDGET))
         self.host.set_thinking_budget(int(tokens) if tokens else None)
+        return self.budget_value()
 
     def _thinking_on(self) -> bool:
         return self.app.tools is None or self.host.settings.thinking
@@ -266,4 +272,6 @@ def wire_tool_controls(tools: ChatTools, controls: ToolControls, timer: gr.Timer
     gr.on(None, tools.refresh, inputs=None, outputs=switch, **private)
     timer.tick(tools.refresh, None, switch, **private)
     controls.thinking.input(tools.set_thinking, [controls.thinking], None, queue=False, **private)
-    controls.budget.input(tools.set_budget, [controls.budget], None, queue=False, **private)
+    gr.on(None, tools.budget_value, None, controls.budget, **private)
+    # Saved when the user is done with the field (Enter or leaving it), not at every key.
+    gr.on([controls.budget.submit, controls.budget.blur], tools.set_budget, controls.budget, controls.budget, **private)
