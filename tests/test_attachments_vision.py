@@ -42,7 +42,8 @@ def _rendered(engine_loop, engine: Engine, prompt: list) -> dict:
     async def render() -> dict:
         from vllm.renderers import ChatParams
 
-        _, prompts = await engine.vllm.renderer.render_chat_async([prompt], ChatParams())
+        params = ChatParams(chat_template_kwargs={"add_generation_prompt": True})  # as the engine renders it
+        _, prompts = await engine.vllm.renderer.render_chat_async([prompt], params)
         return prompts[0]
 
     return engine_loop.run(render())

@@ -47,10 +47,10 @@ def test_attached_files_show_as_chips_go_with_the_message_and_stay_after_a_reloa
 
     updates = engine_loop.run(send())
     chatbot, conversation_id = updates[-1]
-    user = chatbot[0]["content"]
-    assert 'class="attachments"' in user[0]["text"] and "report.pdf" in user[0]["text"]
-    assert user[1]["text"] == "Summarise them."
-    assert chatbot[1]["role"] == "assistant"
+    # The files, then the words: bubbles of their own.
+    files, words = chatbot[0]["content"][0]["text"], chatbot[1]["content"][0]["text"]
+    assert 'class="attachments"' in files and "report.pdf" in files and words == "Summarise them."
+    assert (chatbot[1]["role"], chatbot[2]["role"]) == ("user", "assistant")
     (saved_user, reply) = app.conversations.messages(conversation_id)
     assert saved_user.attachments == tuple(pending) and reply.stats.prompt_tokens > sum(a.tokens for a in pending)
     # A reload (the page opening the latest chat) shows the files again.

@@ -98,8 +98,8 @@ def test_first_words_show_as_soon_as_they_arrive(make_app: Any) -> None:
 
     replies = reply_texts(asyncio.run(run()))
     # Updates are paced (one per 50 ms at first), but the pacing starts with the first text:
-    # the empty first piece does not hold "Hello" back for a whole interval.
-    assert replies[:2] == ["", "Hello"], replies
+    # the empty first piece (no reply bubble yet) does not hold "Hello" back for a whole interval.
+    assert replies[0] == "Hello", replies
     assert replies[-1].startswith("Hello there, friend.")
 
 
@@ -159,6 +159,8 @@ def test_the_page_opens_a_chat_whatever_its_stats_and_refuses_bad_imports(make_a
     with sqlite3.connect(app.paths.history_db) as db:
         db.execute("UPDATE replies SET ttft = 'soon', elapsed = 'long' WHERE message_id = ?", (reply.id,))
     shown = panel.open_latest(request)[0]
-    assert [m["role"] for m in shown] == ["user", "assistant"]
-    speed = shown[1]["content"][-1]["text"]
+    # The reply, then its speed line in a bubble of its own.
+    assert [m["role"] for m in shown] == ["user", "assistant", "assistant"]
+    assert shown[1]["content"][0]["text"] == "a"
+    speed = shown[2]["content"][-1]["text"]
     assert "9 tokens" in speed and "first token" not in speed
