@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Callable
 from typing import Any
 
 from app.attachments import AttachmentFiles
@@ -59,27 +60,34 @@ def with_inline_math(text: str) -> str:
     return "".join(parts)
 
 
-def display(messages: list[StoredMessage], lang: str, files: AttachmentFiles | None = None) -> list[dict[str, Any]]:
+def display(
+    messages: list[StoredMessage], lang: str, files: AttachmentFiles | None = None, live: bool = False
+) -> list[dict[str, Any]]:
     """Chatbot messages: their files (thumbnails of pictures from `files`), text blocks (kept
     verbatim, no dedenting), then a line of their own (so that copying a reply copies the reply
     only) with the version count and the speed."""
-    return [item for group in display_groups(messages, lang, files) for item in group]
+    return [item for group in display_groups(messages, lang, files, live) for item in group]
 
 
 def display_groups(
-    messages: list[StoredMessage], lang: str, files: AttachmentFiles | None = None
+    messages: list[StoredMessage], lang: str, files: AttachmentFiles | None = None, live: bool = False
 ) -> list[list[dict[str, Any]]]:
-    """`display`, as the chatbot messages of each saved message (a reply's tool calls follow it)."""
+    """`display`, as the chatbot messages of each saved message (a reply's tool calls follow it).
+
+    `live`: a reply still streaming. Its inline math stays as written until it is saved: marking
+    a `$...$` pair changes text already sent (the joiner after the opening `$`), and the page
+    would be sent the whole reply again instead of its new words."""
+    math = (lambda text: text) if live else with_inline_math
     groups = []
     for m in messages:
         # A user's text is what the edit box shows: left exactly as typed.
-        thoughts, text = thinking_blocks(m, lang) if m.role == "assistant" else ([], m.content)
+        thoughts, text = thinking_blocks(m, lang, math) if m.role == "assistant" else ([], m.content)
         attached = history_block(m.attachments, files, lang)
         text = text.strip()
         parts = [
             attached,
             *thoughts,
-            {"type": "text", "text": with_inline_math(text) if m.role == "assistant" else text} if text else None,
+            {"type": "text", "text": math(text) if m.role == "assistant" else text} if text else None,
             {"type": "text", "text": line} if (line := meta_line(m, lang)) else None,
         ]
         # Each part a bubble of its own: copying a reply copies its words, not its speed line.
@@ -89,7 +97,9 @@ def display_groups(
     return groups
 
 
-def thinking_blocks(reply: StoredMessage, lang: str) -> tuple[list[dict[str, Any]], str]:
+def thinking_blocks(
+    reply: StoredMessage, lang: str, math: Callable[[str], str] = with_inline_math
+) -> tuple[list[dict[str, Any]], str]:
     """A reply's thinking as folded blocks ("Thought (3.2s)", or "Thinking…" while it goes on),
     and the answer outside them."""
     blocks, answer, end = [], [], 0
@@ -104,7 +114,7 @@ def thinking_blocks(reply: StoredMessage, lang: str) -> tuple[list[dict[str, Any
         blocks.append(
             {
                 "role": "assistant",
-                "content": [{"type": "text", "text": with_inline_math(thought)}],
+                "content": [{"type": "text", "text": math(thought)}],
                 "metadata": metadata,
             }
         )
@@ -123,7 +133,7 @@ def live_turn(
     message (with its files) and the reply so far (none before its first words). The one place
     where streamed text becomes what the page shows."""
     turn = [user] if reply is None else [user, StoredMessage(0, "assistant", reply, 0.0)]
-    return display(turn, lang, files)
+    return display(turn, lang, files, live=True)
 
 
 def meta_line(message: StoredMessage, lang: str) -> str:

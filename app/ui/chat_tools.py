@@ -143,7 +143,7 @@ class ChatTools:
                     text, words, last, calls, clock = "", "", None, (), ThinkingClock()
                 shown = [turn.user, *turn.rounds, StoredMessage(0, "assistant", words, 0.0)]
                 live = [call_block(c.name, c.arguments, c.state, c.result, lang) for c in calls]
-                yield [*display(shown, lang, files), *live], turn.conversation_id
+                yield [*display(shown, lang, files, live=True), *live], turn.conversation_id
             outcome = "finished"
         except UserError as exc:
             outcome = "error"
