@@ -114,6 +114,8 @@ def test_enter_while_a_reply_streams_keeps_the_new_text(open_page: Any, long_eng
     box.press("Enter")
     expect(box).to_have_value("")
     assert wait_until(lambda: long_engine.num_unfinished_requests() == 1)
+    # The reply's first words show (the slow model may take a moment on a busy machine).
+    expect(page.locator("#live-chat .message-row")).to_have_count(2, timeout=30_000)
     # A second message typed and sent while the first is being answered stays in the box.
     box.fill("And then about the stars.")
     box.press("Enter")
