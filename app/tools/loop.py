@@ -18,7 +18,7 @@ from app.errors import UserError
 from app.history.records import CallState, ToolCallRecord
 from app.history.turns import answer_text, tool_round_messages
 from app.i18n import translate
-from app.reasoning import THINK_CLOSE, THINK_OPEN
+from app.reasoning import THINK_OPEN
 from app.settings import SamplingSettings
 from app.tools.calls import (
     CallReader,
@@ -55,7 +55,6 @@ class CallView:
 @dataclass(frozen=True)
 class TextStep:
     delta: ChatDelta
-    shown: str  # the round's text so far as the page shows it (`shown_text`)
 
 
 @dataclass(frozen=True)
@@ -96,6 +95,19 @@ class ToolLoop:
         self.thinking_budget = thinking_budget
         self._calls: list[CallView] = []
         self._context_used = 0
+        # The round being generated: how its text is read (`shown`).
+        self._reader: CallReader | None = None
+        self._forced = False
+
+    def shown(self, text: str) -> str:
+        """A round's text as the page shows it while it streams: its thinking, then its words
+        without the markup of its calls, which show as blocks once the round is read (a forced
+        round is its calls alone). Asked only when the page is updated, not at every token."""
+        answer = answer_text(text)
+        if answer == text and THINK_OPEN in text:
+            return text  # still thinking
+        words = "" if self._forced or self._reader is None else self._reader.words(answer)
+        return text[: len(text) - len(answer)] + words
 
     def open_calls(self) -> tuple[ToolCallRecord, ...]:
         """The current round's calls, for saving a stopped round (unfinished ones as stopped)."""
@@ -108,6 +120,7 @@ class ToolLoop:
             offered = tools if round_number < self.host.settings.max_rounds else []
             forced = bool(offered) and round_number == 0 and self.first_choice == "required"
             reader = CallReader(_parser_name(self.engine), _tokenizer(self.engine), [] if forced else offered)
+            self._reader, self._forced = reader, forced
             options = ChatOptions(
                 tools=tuple(t.as_openai() for t in offered),
                 template_kwargs=self.template_kwargs,
@@ -119,7 +132,7 @@ class ToolLoop:
             async for delta in self.engine.stream_chat(messages, sampling, options=options):
                 text += delta.text
                 last = delta
-                yield TextStep(delta, shown_text(text, reader, forced))
+                yield TextStep(delta)
             if last is None:
                 return
             # Models that think write the calls after the reasoning.
@@ -178,18 +191,6 @@ class ToolLoop:
     def _tokens(self, text: str) -> int:
         tokenizer = _tokenizer(self.engine)
         return len(tokenizer.encode(text, add_special_tokens=False)) if tokenizer is not None and text else 0
-
-
-def shown_text(text: str, reader: CallReader, forced: bool) -> str:
-    """A round's text as the page shows it while it streams: its thinking, then its words without
-    the markup of its calls, which show as blocks once the round is read (a forced round is its
-    calls alone)."""
-    thinking, closed, answer = text.rpartition(THINK_CLOSE)
-    if not closed:
-        if THINK_OPEN in text:
-            return text  # still thinking
-        thinking, answer = "", text
-    return thinking + closed + ("" if forced else reader.words(answer))
 
 
 def _parser_name(engine: ChatEngine) -> str:

@@ -41,10 +41,10 @@ LATEX_DELIMITERS = [
 # Code is left exactly as written: fenced blocks (to their closing fence or the end of a reply
 # still streaming) and inline code spans.
 _CODE = re.compile(r"^ {0,3}(`{3,}|~{3,})[^\n]*\n.*?(?:^ {0,3}\1[^\n]*$|\Z)|(`+).+?\2", re.M | re.S)
-# Pandoc's inline math: no space just inside either `$`, no digit just after the closing one, on
-# one line; `\$` is a dollar sign, and `$$` belongs to display math.
 # A spell of thinking: to its closing tag, or to the end of a reply still thinking.
 _THINKING = re.compile(f"{re.escape(THINK_OPEN)}(.*?)(?:{re.escape(THINK_CLOSE)}|\\Z)", re.S)
+# Pandoc's inline math: no space just inside either `$`, no digit just after the closing one, on
+# one line; `\$` is a dollar sign, and `$$` belongs to display math.
 _INLINE_MATH = re.compile(r"(?<![\\$])\$(?![\s$])((?:\\.|[^\\$\n])+?)(?<![\s\\])\$(?![\d$])")
 
 

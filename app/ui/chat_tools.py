@@ -120,7 +120,7 @@ class ChatTools:
         steps = loop.run(turn.prompt(system_prompt, self.app.conversations), sampling)
         files = self.app.conversations.files
         model = self.app.engine.model_name
-        text, words, last, calls, outcome = "", "", None, (), "abort"
+        text, last, calls, outcome = "", None, (), "abort"
         user = turn.user or StoredMessage(0, "user", turn.user_text, 0.0, attachments=turn.attachments)
         begun, next_update, clock = False, 0.0, ThinkingClock()
         try:
@@ -129,7 +129,7 @@ class ChatTools:
                 if not begun:
                     turn, begun = panel._begin(turn, system_prompt), True
                 if isinstance(step, TextStep):
-                    text, last, words = text + step.delta.text, step.delta, step.shown
+                    text, last = text + step.delta.text, step.delta
                     clock.feed(step.delta.text, step.delta.elapsed)
                     if time.monotonic() < next_update:
                         continue
@@ -140,8 +140,8 @@ class ChatTools:
                     thought = clock.seconds(step.last.elapsed)
                     stats = reply_stats(model, dataclasses.asdict(sampling), step.last, "tool_calls", thought)
                     turn = save_round(self.app.conversations, turn, step.text, step.calls, stats)
-                    text, words, last, calls, clock = "", "", None, (), ThinkingClock()
-                shown = [turn.user, *turn.rounds, StoredMessage(0, "assistant", words, 0.0)]
+                    text, last, calls, clock = "", None, (), ThinkingClock()
+                shown = [turn.user, *turn.rounds, StoredMessage(0, "assistant", loop.shown(text), 0.0)]
                 live = [call_block(c.name, c.arguments, c.state, c.result, lang) for c in calls]
                 yield [*display(shown, lang, files, live=True), *live], turn.conversation_id
             outcome = "finished"
