@@ -164,3 +164,22 @@ def test_the_page_opens_a_chat_whatever_its_stats_and_refuses_bad_imports(make_a
     assert shown[1]["content"][0]["text"] == "a"
     speed = shown[2]["content"][-1]["text"]
     assert "9 tokens" in speed and "first token" not in speed
+
+
+def test_no_event_shows_progress_on_the_chat_only_slow_actions_on_their_report(engine: Engine, make_app: Any) -> None:
+    """The page refreshes the loading status of every component any event has had as a progress
+    target, on every update a streaming reply sends, copying each one's value: with the chat among
+    them, a long chat made the page busy most of the time while a reply streamed."""
+    from app.ui.i18n import gradio_i18n
+    from app.ui.layout import build_blocks
+
+    blocks = build_blocks(make_ui_app(make_app, engine), gradio_i18n())
+    dependencies = blocks.get_config_file()["dependencies"]
+    named = [(dep["api_name"], dep["show_progress_on"]) for dep in dependencies if dep["show_progress_on"]]
+    kinds = {type(blocks.blocks[i]).__name__ for _, targets in named for i in targets}
+    # Loading a model, the fit check, a hub search, the doctor, an MCP server check...: each on
+    # its own report; nothing else, and never the chat.
+    assert all(len(targets) == 1 for _, targets in named), named
+    assert kinds == {"Markdown"}, kinds
+    assert 5 <= len(named) <= 12, named
+    assert all(dep["show_progress_on"] == [] for dep in dependencies if not dep["show_progress_on"])

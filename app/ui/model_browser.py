@@ -249,8 +249,9 @@ def browser_section(panel: BrowserPanel, i18n: gr.I18n, tabs: gr.Tabs | None) ->
     gr.on(None, *show_table, **private)
     table.select(on_pick, keys, [picked, note, go], **private)
     results.select(on_pick_result, None, [picked, note, go], **private)
-    search.click(on_search, query, [results, search_note], **private)
-    query.submit(on_search, query, [results, search_note], **private)
+    searching = {"show_progress_on": search_note, **private}
+    search.click(on_search, query, [results, search_note], **searching)
+    query.submit(on_search, query, [results, search_note], **searching)
     tab_output = [tabs] if tabs is not None else []
-    go.click(on_go, [picked, *filter_inputs], [note, table, *tab_output], **private)
+    go.click(on_go, [picked, *filter_inputs], [note, table, *tab_output], show_progress_on=note, **private)
     cancel.click(on_cancel, picked, note, **private)

@@ -315,4 +315,6 @@ def settings_tab(app: App, i18n: gr.I18n) -> None:
     save.click(panel.save_sampling, sampling_fields, sampling_result, api_name="save_sampling")
     reset.click(panel.reset_sampling, None, [*sampling_fields, sampling_result], api_visibility="private")
     preset.input(panel.preset_values, preset, engine_fields[1:], api_visibility="private")
-    apply.click(panel.apply_engine, engine_fields, engine_result, api_name="apply_engine")
+    apply.click(
+        panel.apply_engine, engine_fields, engine_result, api_name="apply_engine", show_progress_on=engine_result
+    )

@@ -82,7 +82,7 @@ def system_tab(app: App, i18n: gr.I18n | None = None) -> None:
     def render(request: gr.Request) -> str:
         return system_markdown(app, request_language(request))
 
-    check.click(render, None, report)
+    check.click(render, None, report, show_progress_on=report)
     tab = Context.block
     if isinstance(tab, gr.Tab):
-        tab.select(render, None, report)
+        tab.select(render, None, report, show_progress_on=report)

@@ -252,7 +252,7 @@ def tools_settings(app: App, i18n: gr.I18n) -> None:
     gr.on(None, panel.opened, None, [servers, *form, status, tools, allowed, max_rounds, timeout, support], **private)
     servers.input(panel.select, [servers], [*form, status, tools], **private)
     save.click(panel.save, [servers, *form], [servers, *form, status, tools], **private)
-    check.click(panel.check, [servers], [status, tools], **private)
+    check.click(panel.check, [servers], [status, tools], show_progress_on=status, **private)
     forget.click(panel.forget_token, [servers], [status], **private)
     remove.click(panel.remove, [servers], [servers, *form, status, tools, allowed], **private)
     tools.input(panel.set_tools, [servers, tools], None, **private)
