@@ -5,34 +5,129 @@
 //    together in #chat-scroll; the chatbots' own auto-scroll is off (it forced a layout of the
 //    whole conversation after every update). The view follows growing content while the user
 //    is at the bottom, and stays where the user scrolled to otherwise. Sending, regenerating
-//    or opening a chat goes back to the bottom.
+//    or opening a chat goes back to the bottom. When the finished reply joins the saved chat
+//    (drawn anew there, its blocks out of view not yet laid out: see style.css), a reader further
+//    up is put back on the block they were reading, where it was.
 // 2. Copy what the model wrote. Inline math reaches the chatbot as `$⁠...⁠$` (a word joiner,
 //    U+2060, inside each `$`: see app/ui/chat_display.py); the copy buttons drop the joiners.
 // 3. Files dropped on the message box or the chat go to the attach button, as if picked there.
 const scroller = element.closest("#chat-scroll");
 if (scroller && !scroller.dataset.follows) {
   scroller.dataset.follows = "1";
-  // Only the user's own scrolling (wheel, touch, scrollbar, keys) stops the following: rows
-  // that change size as they come into view move the scroll position too, and must not.
+  // Only the user's own scrolling (wheel, touch, scrollbar, keys) starts or stops the following:
+  // up stops it, down to the bottom starts it again. Rows that change size as they come into view
+  // move the scroll position too, and must not.
   let follow = true;
-  let byUser = false;
-  const toBottom = () => { byUser = false; scroller.scrollTop = scroller.scrollHeight; };
-  for (const type of ["wheel", "touchstart", "keydown"]) {
-    scroller.addEventListener(type, () => { byUser = true; }, {passive: true});
+  let userUntil = 0, dragging = false, lastTop = 0;
+  const byUser = () => dragging || performance.now() < userUntil;
+  const toBottom = () => { scroller.scrollTop = scroller.scrollHeight; };
+  for (const type of ["wheel", "touchmove", "keydown"]) {
+    scroller.addEventListener(type, () => { userUntil = performance.now() + 1000; }, {passive: true});
   }
   // A press on the scrollbar is a press on the scroller itself.
-  scroller.addEventListener("mousedown", event => { if (event.target === scroller) byUser = true; });
+  scroller.addEventListener("mousedown", event => { if (event.target === scroller) dragging = true; });
+  document.addEventListener("mouseup", () => { dragging = false; });
   scroller.addEventListener("scroll", () => {
-    if (scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 40) follow = true;
-    else if (byUser) follow = false;
+    const down = scroller.scrollTop > lastTop;
+    lastTop = scroller.scrollTop;
+    if (byUser() && !down) follow = false;
+    else if (byUser() && scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 40) follow = true;
+    if (!follow) remember();
   }, {passive: true});
+  // The reader's place in the live turn: which row of it, which block of that row's message, and
+  // how far below the top of the view.
+  let place = null;
+  const chat = id => scroller.querySelector(id);
+  const rowsOf = el => (el ? Array.from(el.querySelectorAll(".message-row")) : []);
+  const blocksOf = row => Array.from(row.querySelectorAll(".md > *"));
+  const viewTop = () => scroller.getBoundingClientRect().top;
+  const liveRows = () => (chat("#live-chat.joined") ? [] : rowsOf(chat("#live-chat")));
+  const remember = () => {
+    const rows = liveRows();
+    if (!rows.length) return;
+    place = null;
+    rows.forEach((row, r) => blocksOf(row).forEach((block, b) => {
+      const y = block.getBoundingClientRect().top - viewTop();
+      if (y <= 0 && (!place || y > place.y)) place = {r, b, y};
+    }));
+  };
+  // The live turn at the end of the saved chat: its rows there (its first row is the user's
+  // message, drawn), or null. The saved turn may have one row more: the speed line of a reply
+  // that was stopped.
+  const savedTurn = () => {
+    const rows = liveRows(), saved = rowsOf(chat("#chatbot"));
+    if (!rows.length) return null;
+    for (const start of [saved.length - rows.length, saved.length - rows.length - 1]) {
+      if (start >= 0 && saved[start].textContent === rows[0].textContent) return saved.slice(start);
+    }
+    return null;
+  };
+  const drawn = rows => !rows.some(row => row.querySelector(".md:empty"));
+  // A reply ended: the saved chat is about to show the finished turn (app/ui/chat.py), drawn anew,
+  // a moment after it has the text (Gradio draws Markdown asynchronously). Until it is drawn
+  // there, the live turn shows and the saved one hides (rows not yet drawn hide too); in the
+  // frame where it is, the live turn hides instead, and a reader further up stays on the same
+  // block. No frame shows the turn twice or not at all. The page then empties the live chat.
+  let joining = null;
+  const join = () => {
+    const turn = savedTurn();
+    if (turn && !drawn(turn)) for (const row of turn) row.classList.add("joining");
+    if (!turn || !drawn(turn)) return false;
+    for (const row of turn) row.classList.remove("joining");
+    scroller.classList.remove("joining");
+    const block = !follow && place && turn[place.r] && blocksOf(turn[place.r])[place.b];
+    chat("#live-chat").classList.add("joined");
+    if (block) {
+      // Laid out at their real sizes for once (not yet seen, they count 3em each): the block's
+      // place, and the room under it, are then what the reader had.
+      const blocks = turn.flatMap(blocksOf);
+      for (const each of blocks) each.style.contentVisibility = "visible";
+      scroller.scrollTop += block.getBoundingClientRect().top - viewTop() - place.y;
+      requestAnimationFrame(() => { for (const each of blocks) each.style.contentVisibility = ""; });
+    }
+    place = null;
+    return true;
+  };
+  // Before the saved chat comes: from now on each change of the page tries to join.
+  window.vllmChatJoin = () => {
+    scroller.classList.add("joining");
+    joining = () => { if (join()) stopJoining(); };
+  };
+  const stopJoining = () => {
+    joining = null;
+    scroller.classList.remove("joining");
+    for (const row of scroller.querySelectorAll(".joining")) row.classList.remove("joining");
+  };
+  // Once the page has the saved chat: resolves when joined, or when the saved chat is drawn
+  // without the turn (a message refused), or after a second. Gradio runs both of the listeners
+  // after a stopped reply, so this may come twice.
+  window.vllmChatJoined = () => new Promise(resolve => {
+    let frames = 0, settled = 0;
+    const poll = () => {
+      if (joining) joining();
+      settled = drawn(rowsOf(chat("#chatbot"))) ? settled + 1 : 0;
+      if (!joining || settled > 2 || ++frames > 60 || !liveRows().length) {
+        stopJoining();
+        resolve();
+      } else requestAnimationFrame(poll);
+    };
+    poll();
+  });
+  new MutationObserver(() => {
+    const live = chat("#live-chat");
+    if (joining) joining();
+    else if (live && live.classList.contains("joined") && !rowsOf(live).length) live.classList.remove("joined");
+  }).observe(scroller, {childList: true, subtree: true});
   // Measured after layout, before paint: no layout of its own, and no frame drawn off the bottom.
-  const grown = new ResizeObserver(() => { if (follow) toBottom(); });
+  const grown = new ResizeObserver(() => {
+    if (follow) toBottom();
+    else remember();
+  });
   // The chatbots may mount after this script runs: watch the scroller's children as they come.
   const watch = () => { for (const child of scroller.children) grown.observe(child); };
   new MutationObserver(watch).observe(scroller, {childList: true});
   watch();
-  const back = () => { follow = true; toBottom(); };
+  const back = () => { follow = true; place = null; toBottom(); };
   document.addEventListener("click", event => {
     if (event.target.closest("#send, #regenerate, .conversation-list, #new-chat")) back();
   }, true);

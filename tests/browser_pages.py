@@ -33,13 +33,15 @@ MARKDOWN_REPLY = (
 
 # Watches the live chat (the turn being answered) from inside the page: once the reply has been
 # seen growing twice, clicks Stop at once, in the same task, and resolves with the lengths it
-# saw. Clicking from a polling test would land late on a busy two-core machine.
+# saw. Clicking from a polling test would land late on a busy two-core machine. The text is read
+# from the document (textContent): a block just drawn is laid out only when the page next paints
+# (assets/style.css), and innerText counts only what is laid out.
 STOP_WHEN_GROWING = """() => { window.stopWhenGrowing = new Promise(resolve => {
   const lengths = [];
   const observer = new MutationObserver(() => {
     const bubble = document.querySelector('#live-chat .bot');
     if (!bubble) return;
-    const length = bubble.innerText.length;
+    const length = bubble.textContent.length;
     if (length > (lengths[lengths.length - 1] || 0)) lengths.push(length);
     if (lengths.length >= 3) {
       observer.disconnect();

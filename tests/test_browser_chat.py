@@ -1,6 +1,7 @@
 """The chat page in a real browser: type, watch the reply stream, stop it, reload and find the
 chat again; edit a message; a refused message and one sent while a reply streams stay in the
-box; the view follows the reply at the bottom and stays where the user scrolled to."""
+box; the view follows the reply at the bottom and stays where the user scrolled to, also when
+the finished reply joins the saved chat, with no frame lost or doubled."""
 
 from __future__ import annotations
 
@@ -145,33 +146,73 @@ SCROLLER = """() => { const el = document.querySelector('#chat-scroll');
 def test_auto_scroll_follows_at_the_bottom_and_stays_when_scrolled_up(
     open_page: Any, long_engine: Engine, make_app: Any
 ) -> None:
-    # Earlier messages and the reply within the slow engine's 2,048 tokens.
-    app = make_app(long_engine, AppSettings(sampling=dataclasses.replace(LONGEST, max_tokens=1000)))
+    app = make_app(long_engine, AppSettings(sampling=dataclasses.replace(LONGEST, max_tokens=1500)))
     conv = app.conversations.create("Long")
-    for i in range(10):
+    # Earlier messages taller than the view in few tokens: the slow engine reads a prompt at
+    # about 20 tokens/s.
+    for i in range(2):
         app.conversations.add_message(conv.id, "user", f"Question {i}")
-        app.conversations.add_message(conv.id, "assistant", MARKDOWN_REPLY)
+        app.conversations.add_message(conv.id, "assistant", "\n".join(f"- step {n}" for n in range(30)))
     page = open_page(app)
+    question = "Write a long story about the sea."
+    page.evaluate(COUNT_FRAMES, question)
     box = page.locator("#chat-input textarea")
-    box.fill("Write a long story about the sea.")
+    box.fill(question)
     box.press("Enter")
-    assert wait_until(lambda: long_engine.num_unfinished_requests() == 1)
-    page.wait_for_timeout(3000)
+    page.wait_for_function(f"() => ({REPLY_HEIGHT})() > 800", timeout=90_000, polling=100)
     # At the bottom: the view follows the growing reply.
     top, bottom = page.evaluate(SCROLLER)
     assert bottom - top < 60, (top, bottom)
-    # Scrolled up with the mouse wheel: it stays where the user put it while the reply goes on.
+    # Scrolled up with the mouse wheel, into the reply: the view stays where the user put it
+    # while the reply grows under it.
     page.locator("#chat-scroll").hover()
-    page.mouse.wheel(0, -3000)
-    page.wait_for_function(f"() => {{ const [top, bottom] = ({SCROLLER})(); return bottom - top > 1000; }}")
+    page.mouse.wheel(0, -200)
+    page.wait_for_function(f"() => {{ const [top, bottom] = ({SCROLLER})(); return bottom - top > 150; }}")
     page.wait_for_timeout(300)
-    before = page.evaluate(SCROLLER)[0]
-    page.wait_for_timeout(3000)
+    before, height = page.evaluate(SCROLLER)[0], page.evaluate(REPLY_HEIGHT)
+    page.wait_for_function(f"() => ({REPLY_HEIGHT})() > {height + 100}", polling=100)
     after, bottom = page.evaluate(SCROLLER)
-    assert long_engine.num_unfinished_requests() == 1
-    assert abs(after - before) < 5 and bottom - after > 500, (before, after, bottom)
+    assert abs(after - before) < 5 and bottom - after > 250, (before, after, bottom)
+    # Stopped: the reply joins the saved chat, drawn anew there, and the reader stays on the same
+    # message, at the same height (within a line or two).
+    reading = page.evaluate(READING)
+    assert reading[0].startswith(
+        page.evaluate("document.querySelector('#live-chat .bot').textContent.trim().slice(0, 20)")
+    )
     page.locator("#stop").click()
     assert wait_until(lambda: long_engine.num_unfinished_requests() == 0, timeout=10)
+    expect(page.locator("#chatbot .reply-stats")).to_have_count(1)
+    expect(page.locator("#live-chat .message-row")).to_have_count(0)
+    page.wait_for_timeout(500)
+    read = page.evaluate(READING)
+    assert read[0] == reading[0] and abs(read[1] - reading[1]) < 60, (reading, read)
+    # From the frame the message first showed to now, each frame showed it once: never gone while
+    # the saved chat drew the reply, never twice.
+    times = page.evaluate("window.shownTimes")
+    shown = times[times.index(1) :]
+    assert set(shown) == {1} and len(shown) > 30, [(i, n) for i, n in enumerate(shown) if n != 1][:10]
+    shot(page, "19-joined-scrolled-up")
+
+
+# The height of the reply streaming in the live chat.
+REPLY_HEIGHT = """() => { const bot = document.querySelector('#live-chat:not(.joined) .bot');
+  return bot ? bot.getBoundingClientRect().height : 0; }"""
+
+# The message row at the top of the chat's view: its first words and how far its top is above
+# the top of the view.
+READING = """() => { const view = document.querySelector('#chat-scroll').getBoundingClientRect();
+  const rows = [...document.querySelectorAll('#chatbot .message-row, #live-chat:not(.joined) .message-row')];
+  const row = rows.find(r => { const b = r.getBoundingClientRect(); return b.top <= view.top && b.bottom > view.top; });
+  if (!row) return null;
+  return [row.textContent.trim().slice(0, 60), Math.round(view.top - row.getBoundingClientRect().top)]; }"""
+
+# From the page's next frame on, how many times each frame shows the message `text` (in the saved
+# chat or in the live turn under it), into window.shownTimes.
+COUNT_FRAMES = """text => { window.shownTimes = [];
+  const count = () => [...document.querySelectorAll('#chatbot .message-row, #live-chat:not(.joined) .message-row')]
+    .filter(row => row.textContent.trim() === text).length;
+  const frame = () => { shownTimes.push(count()); if (shownTimes.length < 20000) requestAnimationFrame(frame); };
+  requestAnimationFrame(frame); }"""
 
 
 def test_a_long_chat_opens_on_its_last_messages_and_shows_the_rest_on_a_click(open_page: Any, app: App) -> None:

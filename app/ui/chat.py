@@ -25,6 +25,11 @@ TAKE_MESSAGE_JS = """(message) => {
   return ["", message];
 }"""
 SENT_JS = "() => { window.vllmChatSending = false; }"
+# After a reply the saved chat shows the finished turn, and the live chat under it empties once
+# the page has drawn the turn above it (assets/chat.js): told before the saved chat comes, so
+# that no frame shows the turn twice.
+JOIN_JS = "(...shown) => { window.vllmChatJoin?.(); return shown; }"
+JOINED_JS = "async () => { await window.vllmChatJoined?.(); return [[]]; }"
 # Following the reply as it grows, and copying what the model wrote (see the file).
 PAGE_JS = (Path(__file__).resolve().parent.parent.parent / "assets" / "chat.js").read_text(encoding="utf-8")
 
@@ -252,11 +257,15 @@ def _wire_replies(panel: ChatPanel, pane: Pane, shown: list[gr.State], opened: l
         pane.chatbot.edit(panel.edit, [*inputs, shown[1]], restreamed, api_name="edit", **shown_on),
     ]
     pane.stop.click(None, cancels=replies)
+    # After a reply ends, is stopped or is refused: the saved chat with what was saved, speed line
+    # included, and then, once the page has drawn it, no live turn under it. Gradio's page runs
+    # `.then` listeners only when the event did not fail, hence `.failure` too.
+    saved = [component for component in opened if component is not pane.live]
     for event in replies:
-        # After a reply ends, is stopped or is refused: show what was saved, speed line included.
-        # Gradio's page runs `.then` listeners only when the event did not fail, hence `.failure` too.
         for after in (event.then, event.failure):
-            after(panel.open, shown, opened, show_progress="hidden", api_visibility="private")
+            after(panel.open_saved, shown, saved, js=JOIN_JS, api_visibility="private").then(
+                None, None, pane.live, js=JOINED_JS, queue=False, api_visibility="private"
+            )
 
 
 def _wire_versions(panel: ChatPanel, pane: Pane, shown: list[gr.State], bar: list) -> None:

@@ -87,7 +87,14 @@ class ChatPanel:
     def open_whole(self, conversation_id: int | None, request: gr.Request) -> tuple:
         return self.open(conversation_id, request, whole=True)
 
+    def open_saved(self, conversation_id: int | None, whole: bool, request: gr.Request) -> tuple:
+        """`open`, but for the live chat: after a reply, the page empties that itself once it has
+        drawn the turn in the saved chat (see chat.py)."""
+        opened = self.open(conversation_id, request, whole)
+        return opened[:1] + opened[2:]
+
     def _opened(self, conv: Conversation | None, lang: str, whole: bool = False) -> tuple:
+        """The outputs of opening a chat, in the order of `opened` in chat.py (the live chat second)."""
         messages = self.app.conversations.messages(conv.id) if conv else []
         system_prompt = conv.system_prompt if conv else self.app.settings.system_prompt
         start = window_start(messages, whole)
@@ -270,8 +277,10 @@ class ChatPanel:
             if stopped_meanwhile:
                 raise asyncio.CancelledError
         if last is not None:
+            # Its last words and speed line; its inline math stays as it streamed (the saved chat
+            # shows it typeset a moment later), so that the page is sent the new text only.
             saved = self.app.conversations.messages(turn.conversation_id)
-            yield display(saved[len(turn.prior) :], lang, files), turn.conversation_id
+            yield display(saved[len(turn.prior) :], lang, files, live=True), turn.conversation_id
 
     async def _restream(
         self, turn: Turn, system_prompt: str, whole: bool, lang: str, session: str | None = None
