@@ -25,8 +25,14 @@ if (scroller && !scroller.dataset.follows) {
     scroller.addEventListener(type, () => { userUntil = performance.now() + 1000; }, {passive: true});
   }
   // A press on the scrollbar is a press on the scroller itself.
-  scroller.addEventListener("mousedown", event => { if (event.target === scroller) dragging = true; });
-  document.addEventListener("mouseup", () => { dragging = false; });
+  // A press on the track or an arrow scrolls smoothly after the button is up.
+  scroller.addEventListener("mousedown", event => {
+    if (event.target === scroller) { dragging = true; userUntil = performance.now() + 1000; }
+  });
+  document.addEventListener("mouseup", () => {
+    if (dragging) userUntil = performance.now() + 1000;
+    dragging = false;
+  });
   scroller.addEventListener("scroll", () => {
     const down = scroller.scrollTop > lastTop;
     lastTop = scroller.scrollTop;
@@ -68,7 +74,7 @@ if (scroller && !scroller.dataset.follows) {
   // there, the live turn shows and the saved one hides (rows not yet drawn hide too); in the
   // frame where it is, the live turn hides instead, and a reader further up stays on the same
   // block. No frame shows the turn twice or not at all. The page then empties the live chat.
-  let joining = null;
+  let joining = null, joined = null;
   const join = () => {
     const turn = savedTurn();
     if (turn && !drawn(turn)) for (const row of turn) row.classList.add("joining");
@@ -76,6 +82,8 @@ if (scroller && !scroller.dataset.follows) {
     for (const row of turn) row.classList.remove("joining");
     scroller.classList.remove("joining");
     const block = !follow && place && turn[place.r] && blocksOf(turn[place.r])[place.b];
+    const live = liveRows();
+    joined = {rows: live.length, first: live[0].textContent};
     chat("#live-chat").classList.add("joined");
     if (block) {
       // Laid out at their real sizes for once (not yet seen, they count 3em each): the block's
@@ -88,8 +96,11 @@ if (scroller && !scroller.dataset.follows) {
     place = null;
     return true;
   };
-  // Before the saved chat comes: from now on each change of the page tries to join.
+  // Before the saved chat comes: from now on each change of the page tries to join. `turns`
+  // counts the turns begun on this page: a message sent meanwhile keeps its live turn.
+  let turns = 0, joiningTurn = 0;
   window.vllmChatJoin = () => {
+    joiningTurn = ++turns;
     scroller.classList.add("joining");
     joining = () => { if (join()) stopJoining(); };
   };
@@ -99,24 +110,28 @@ if (scroller && !scroller.dataset.follows) {
     for (const row of scroller.querySelectorAll(".joining")) row.classList.remove("joining");
   };
   // Once the page has the saved chat: resolves when joined, or when the saved chat is drawn
-  // without the turn (a message refused), or after a second. Gradio runs both of the listeners
-  // after a stopped reply, so this may come twice.
+  // without the turn (a message refused), or after a second; to whether the live chat is still
+  // that turn's. Gradio runs both of the listeners after a stopped reply, so this may come twice.
   window.vllmChatJoined = () => new Promise(resolve => {
-    let frames = 0, settled = 0;
+    const until = performance.now() + 1000;
+    let settled = 0;
     const poll = () => {
       if (joining) joining();
       settled = drawn(rowsOf(chat("#chatbot"))) ? settled + 1 : 0;
-      if (!joining || settled > 2 || ++frames > 60 || !liveRows().length) {
-        stopJoining();
-        resolve();
-      } else requestAnimationFrame(poll);
+      if (!joining || settled > 2 || performance.now() > until || !liveRows().length) {
+        if (joiningTurn === turns) stopJoining();
+        resolve(joiningTurn === turns);
+      } else setTimeout(poll, 16);
     };
     poll();
   });
+  // The live chat shows again once it holds another turn (or none).
   new MutationObserver(() => {
-    const live = chat("#live-chat");
+    const live = chat("#live-chat"), rows = rowsOf(live);
     if (joining) joining();
-    else if (live && live.classList.contains("joined") && !rowsOf(live).length) live.classList.remove("joined");
+    else if (live && live.classList.contains("joined")) {
+      if (!rows.length || rows.length !== joined.rows || rows[0].textContent !== joined.first) live.classList.remove("joined");
+    }
   }).observe(scroller, {childList: true, subtree: true});
   // Measured after layout, before paint: no layout of its own, and no frame drawn off the bottom.
   const grown = new ResizeObserver(() => {
@@ -127,7 +142,13 @@ if (scroller && !scroller.dataset.follows) {
   const watch = () => { for (const child of scroller.children) grown.observe(child); };
   new MutationObserver(watch).observe(scroller, {childList: true});
   watch();
-  const back = () => { follow = true; place = null; toBottom(); };
+  const back = () => {
+    follow = true;
+    place = null;
+    turns++;
+    stopJoining();
+    toBottom();
+  };
   document.addEventListener("click", event => {
     if (event.target.closest("#send, #regenerate, .conversation-list, #new-chat")) back();
   }, true);

@@ -207,10 +207,10 @@ READING = """() => { const view = document.querySelector('#chat-scroll').getBoun
   return [row.textContent.trim().slice(0, 60), Math.round(view.top - row.getBoundingClientRect().top)]; }"""
 
 # From the page's next frame on, how many times each frame shows the message `text` (in the saved
-# chat or in the live turn under it), into window.shownTimes.
+# chat or in the live turn under it, not hidden), into window.shownTimes.
 COUNT_FRAMES = """text => { window.shownTimes = [];
   const count = () => [...document.querySelectorAll('#chatbot .message-row, #live-chat:not(.joined) .message-row')]
-    .filter(row => row.textContent.trim() === text).length;
+    .filter(row => row.checkVisibility() && row.textContent.trim() === text).length;
   const frame = () => { shownTimes.push(count()); if (shownTimes.length < 20000) requestAnimationFrame(frame); };
   requestAnimationFrame(frame); }"""
 

@@ -29,7 +29,8 @@ SENT_JS = "() => { window.vllmChatSending = false; }"
 # the page has drawn the turn above it (assets/chat.js): told before the saved chat comes, so
 # that no frame shows the turn twice.
 JOIN_JS = "(...shown) => { window.vllmChatJoin?.(); return shown; }"
-JOINED_JS = "async () => { await window.vllmChatJoined?.(); return [[]]; }"
+# (Left as it is when a message was sent meanwhile.)
+JOINED_JS = "async () => [(await window.vllmChatJoined?.()) === false ? undefined : []]"
 # Following the reply as it grows, and copying what the model wrote (see the file).
 PAGE_JS = (Path(__file__).resolve().parent.parent.parent / "assets" / "chat.js").read_text(encoding="utf-8")
 
@@ -263,9 +264,9 @@ def _wire_replies(panel: ChatPanel, pane: Pane, shown: list[gr.State], opened: l
     saved = [component for component in opened if component is not pane.live]
     for event in replies:
         for after in (event.then, event.failure):
-            after(panel.open_saved, shown, saved, js=JOIN_JS, api_visibility="private").then(
-                None, None, pane.live, js=JOINED_JS, queue=False, api_visibility="private"
-            )
+            opened_saved = after(panel.open_saved, shown, saved, js=JOIN_JS, api_visibility="private")
+            for then in (opened_saved.then, opened_saved.failure):
+                then(None, None, pane.live, js=JOINED_JS, queue=False, api_visibility="private")
 
 
 def _wire_versions(panel: ChatPanel, pane: Pane, shown: list[gr.State], bar: list) -> None:

@@ -155,7 +155,8 @@ class ChatTools:
                 self._save_partial(turn, loop, text, model, dataclasses.asdict(sampling), last, outcome, thought)
         if begun:
             saved = self.app.conversations.messages(turn.conversation_id)
-            yield display(saved[len(turn.prior) :], lang, files), turn.conversation_id
+            # As in chat_panel: its inline math as it streamed, so that only new text is sent.
+            yield display(saved[len(turn.prior) :], lang, files, live=True), turn.conversation_id
 
     def _save_partial(
         self,
