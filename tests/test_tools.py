@@ -34,6 +34,7 @@ from app.tools.calls import CallReader, OfferedTool, ParsedCall, check_call, fit
 from app.tools.config import ToolConfigFiles
 from app.tools.connections import ConnectionState
 from app.tools.host import Decision, ToolHost
+from app.ui.chat_api import ChatViews
 from app.ui.chat_panel import ChatPanel
 from tests.conftest import free_port, wait_until
 
@@ -133,7 +134,7 @@ def test_an_allowed_call_runs_and_the_reply_continues_and_shows_again(engine_loo
     blocks = [m for m in shown if m.get("metadata")]
     assert len(blocks) == 1 and "echo" in blocks[0]["metadata"]["title"] and blocks[0]["metadata"]["status"] == "done"
     assert f"echo: {word}" in blocks[0]["content"]
-    exported = panel.history()
+    exported = ChatViews(panel.app).history()
     assert exported["messages"][1]["tool_calls"][0]["result"] == f"echo: {word}"
 
 

@@ -12,6 +12,7 @@ from types import MappingProxyType
 import gradio as gr
 
 from app.application import App
+from app.ui.chat_api import ChatViews
 from app.ui.chat_attachments import Tray
 from app.ui.chat_display import LATEX_DELIMITERS
 from app.ui.chat_panel import ChatPanel
@@ -105,8 +106,9 @@ def chat_tab(app: App, i18n: gr.I18n, timer: gr.Timer) -> None:
     _wire_versions(panel, pane, [conversation_id, whole], bar)
     pane.earlier.click(panel.open_whole, [conversation_id], opened, api_visibility="private")
     _wire_sidebar(panel, side, pane, conversation_id, opened)
-    gr.api(panel.history, api_name="history")
-    gr.api(panel.conversations, api_name="conversations")
+    views = ChatViews(app)
+    gr.api(views.history, api_name="history")
+    gr.api(views.conversations, api_name="conversations")
 
 
 def _sidebar(i18n: gr.I18n) -> Sidebar:

@@ -385,21 +385,6 @@ class ChatPanel:
             gr.update(interactive=message.version < message.versions),
         )
 
-    # ---- API-only views ------------------------------------------------------------------
-
-    def history(self, conversation_id: int | None = None) -> dict:
-        """A saved conversation as exported JSON (the newest one without an id); {} if there is none."""
-        if conversation_id is None:
-            latest = self.app.conversations.list(limit=1)
-            if not latest:
-                return {}
-            conversation_id = latest[0].id
-        return {"id": conversation_id, **self.app.conversations.export_json(conversation_id)}
-
-    def conversations(self, search: str = "") -> list[dict]:
-        """Saved conversations, newest first: id, title, updated."""
-        return [{"id": c.id, "title": c.title, "updated": c.updated} for c in self.app.conversations.list(search)]
-
 
 def export_dir(app: App) -> Path:
     """Where exported chats are written for download (Gradio must be allowed to serve it)."""
