@@ -36,8 +36,10 @@ if (scroller && !scroller.dataset.follows) {
   scroller.addEventListener("scroll", () => {
     const down = scroller.scrollTop > lastTop;
     lastTop = scroller.scrollTop;
-    if (byUser() && !down) follow = false;
-    else if (byUser() && scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 40) follow = true;
+    if (byUser()) {
+      if (!down) follow = false;
+      else if (scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 40) follow = true;
+    }
     if (!follow) remember();
   }, {passive: true});
   // The reader's place in the live turn: which row of it, which block of that row's message, and
@@ -77,8 +79,11 @@ if (scroller && !scroller.dataset.follows) {
   let joining = null, joined = null;
   const join = () => {
     const turn = savedTurn();
-    if (turn && !drawn(turn)) for (const row of turn) row.classList.add("joining");
-    if (!turn || !drawn(turn)) return false;
+    if (!turn) return false;
+    if (!drawn(turn)) {
+      for (const row of turn) row.classList.add("joining");
+      return false;
+    }
     for (const row of turn) row.classList.remove("joining");
     scroller.classList.remove("joining");
     const block = !follow && place && turn[place.r] && blocksOf(turn[place.r])[place.b];
@@ -126,10 +131,12 @@ if (scroller && !scroller.dataset.follows) {
     poll();
   });
   // The live chat shows again once it holds another turn (or none).
+  // (Called on every update of a streaming reply: nothing is looked up unless joining or joined.)
   new MutationObserver(() => {
-    const live = chat("#live-chat"), rows = rowsOf(live);
+    const live = chat("#live-chat.joined");
     if (joining) joining();
-    else if (live && live.classList.contains("joined")) {
+    else if (live) {
+      const rows = rowsOf(live);
       if (!rows.length || rows.length !== joined.rows || rows[0].textContent !== joined.first) live.classList.remove("joined");
     }
   }).observe(scroller, {childList: true, subtree: true});
