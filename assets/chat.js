@@ -4,10 +4,10 @@
 // 1. Follow the reply. The saved chat and the reply streaming under it (#live-chat) scroll
 //    together in #chat-scroll; the chatbots' own auto-scroll is off (it forced a layout of the
 //    whole conversation after every update). The view follows growing content while the user
-//    is at the bottom, and stays where the user scrolled to otherwise. Sending, regenerating
-//    or opening a chat goes back to the bottom. When the finished reply joins the saved chat
-//    (drawn anew there, its blocks out of view not yet laid out: see style.css), a reader further
-//    up is put back on the block they were reading, where it was.
+//    is at the bottom, and stays where the user scrolled to otherwise. Sending, regenerating,
+//    editing a message or opening a chat goes back to the bottom. When the finished reply joins
+//    the saved chat (drawn anew there, its blocks out of view not yet laid out: see style.css), a
+//    reader further up is put back on the block they were reading, where it was.
 // 2. Copy what the model wrote. Inline math reaches the chatbot as `$⁠...⁠$` (a word joiner,
 //    U+2060, inside each `$`: see app/ui/chat_display.py); the copy buttons drop the joiners.
 // 3. Files dropped on the message box or the chat go to the attach button, as if picked there.
@@ -157,6 +157,8 @@ if (scroller && !scroller.dataset.follows) {
     stopJoining();
     toBottom();
   };
+  // (An edited message is submitted from inside the chatbot: its event calls this.)
+  window.vllmChatBack = back;
   document.addEventListener("click", event => {
     if (event.target.closest("#send, #regenerate, .conversation-list, #new-chat")) back();
   }, true);

@@ -1,7 +1,8 @@
 """The chat page in a real browser: type, watch the reply stream, stop it, reload and find the
 chat again; edit a message; a refused message and one sent while a reply streams stay in the
 box; the view follows the reply at the bottom and stays where the user scrolled to, also when
-the finished reply joins the saved chat, with no frame lost or doubled."""
+the finished reply joins the saved chat, with no frame lost or doubled, and follows again after
+an edit."""
 
 from __future__ import annotations
 
@@ -192,6 +193,19 @@ def test_auto_scroll_follows_at_the_bottom_and_stays_when_scrolled_up(
     shown = times[times.index(1) :]
     assert set(shown) == {1} and len(shown) > 30, [(i, n) for i, n in enumerate(shown) if n != 1][:10]
     shot(page, "19-joined-scrolled-up")
+
+    # Scrolled up to an earlier question and edited it: the view follows the new reply again.
+    page.mouse.wheel(0, -5000)
+    page.wait_for_function(f"() => ({SCROLLER})()[0] === 0")
+    chat = page.locator("#chatbot")
+    chat.get_by_role("button", name="Edit").nth(1).click()
+    chat.locator("textarea").first.fill("Question 1, edited")
+    chat.get_by_role("button", name="Submit").first.click()
+    page.wait_for_function(f"() => ({REPLY_HEIGHT})() > 800", timeout=90_000, polling=100)
+    top, bottom = page.evaluate(SCROLLER)
+    assert bottom - top < 60, (top, bottom)
+    page.locator("#stop").click()
+    assert wait_until(lambda: long_engine.num_unfinished_requests() == 0, timeout=10)
 
 
 # The height of the reply streaming in the live chat.

@@ -32,6 +32,9 @@ SENT_JS = "() => { window.vllmChatSending = false; }"
 JOIN_JS = "(...shown) => { window.vllmChatJoin?.(); return shown; }"
 # (Left as it is when a message was sent meanwhile.)
 JOINED_JS = "async () => [(await window.vllmChatJoined?.()) === false ? undefined : []]"
+# An edited message is sent from inside the chatbot: the view goes back to the bottom, to follow
+# the new reply, as after Send.
+BACK_JS = "(...inputs) => { window.vllmChatBack?.(); return inputs; }"
 # Following the reply as it grows, and copying what the model wrote (see the file).
 PAGE_JS = (Path(__file__).resolve().parent.parent.parent / "assets" / "chat.js").read_text(encoding="utf-8")
 
@@ -257,7 +260,7 @@ def _wire_replies(panel: ChatPanel, pane: Pane, shown: list[gr.State], opened: l
     replies = [
         sent,
         pane.regenerate.click(panel.regenerate, [*inputs, shown[1]], restreamed, api_name="regenerate", **shown_on),
-        pane.chatbot.edit(panel.edit, [*inputs, shown[1]], restreamed, api_name="edit", **shown_on),
+        pane.chatbot.edit(panel.edit, [*inputs, shown[1]], restreamed, js=BACK_JS, api_name="edit", **shown_on),
     ]
     pane.stop.click(None, cancels=replies)
     # After a reply ends, is stopped or is refused: the saved chat with what was saved, speed line
