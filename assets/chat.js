@@ -11,7 +11,8 @@
 // 2. Copy what the model wrote. Inline math reaches the chatbot as `$⁠...⁠$` (a word joiner,
 //    U+2060, inside each `$`: see app/ui/chat_display.py); the copy buttons drop the joiners.
 // 3. Files dropped on the message box or the chat go to the attach button, as if picked there.
-// 4. A cost of Gradio's streamed messages is avoided (at the end).
+// 4. Gradio's no-op re-assignment of `dir` on each update is skipped: it restyled the whole reply
+//    (at the end).
 const scroller = element.closest("#chat-scroll");
 if (scroller && !scroller.dataset.follows) {
   scroller.dataset.follows = "1";
@@ -151,6 +152,10 @@ if (scroller && !scroller.dataset.follows) {
   new MutationObserver(watch).observe(scroller, {childList: true});
   watch();
   const back = () => {
+    // The chat may shrink now (an edit or a regenerate cuts it): that scroll is not the user's,
+    // even a moment after their last key or wheel.
+    userUntil = 0;
+    dragging = false;
     follow = true;
     place = null;
     turns++;
@@ -179,15 +184,17 @@ if (!document.body.dataset.dropsAttach) {
     input.dispatchEvent(new Event("change", {bubbles: true}));
   });
 }
-// Gradio's message template assigns each message's `dir` to itself on every update: Svelte
-// compiles a dynamic `dir` so, for Chromium to recompute `dir="auto"` as the text changes. But
-// Chromium then restyles and lays out the whole message even when the value is "ltr" and stays
-// so: 20-30 ms for a 2,000-token reply, on every streamed update. Assigning an element the
-// direction it already has, other than "auto", changes nothing, and is skipped.
+// Gradio's components (its chat messages among them) assign their `dir` to itself on every
+// update: Svelte compiles a dynamic `dir` so, for Chromium to recompute `dir="auto"` as the text
+// changes. But Chromium then restyles and lays out the whole element even when the value is
+// "ltr" and stays so: 20-30 ms for a 2,000-token reply, on every streamed update. Assigning any
+// element the direction it already has, other than "auto", is skipped: it would change nothing
+// but a mutation record, which nothing here watches.
 const dir = Object.getOwnPropertyDescriptor(HTMLElement.prototype, "dir");
 if (dir && !dir.set.vllmChatSame) {
   const set = function (value) {
-    if (value === "auto" || this.getAttribute("dir") !== String(value)) dir.set.call(this, value);
+    const text = `${value}`;
+    if (text.toLowerCase() === "auto" || this.getAttribute("dir") !== text) dir.set.call(this, text);
   };
   set.vllmChatSame = true;
   Object.defineProperty(HTMLElement.prototype, "dir", {...dir, set});

@@ -195,6 +195,7 @@ def test_auto_scroll_follows_at_the_bottom_and_stays_when_scrolled_up(
     shot(page, "19-joined-scrolled-up")
 
     # Scrolled up to an earlier question and edited it: the view follows the new reply again.
+    page.locator("#chat-scroll").hover()
     page.mouse.wheel(0, -5000)
     page.wait_for_function(f"() => ({SCROLLER})()[0] === 0")
     chat = page.locator("#chatbot")

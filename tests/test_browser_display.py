@@ -126,17 +126,19 @@ def test_math_and_markdown_as_models_write_them(open_page: Any, app: App) -> Non
     assert page.evaluate("navigator.clipboard.readText()") == MARKDOWN_REPLY.rstrip("\n")
     shot(page, "13-math-and-markdown")
     # The page skips Gradio's no-op re-assignment of a message's direction on every update
-    # (assets/chat.js), and a real change of direction still applies.
+    # (assets/chat.js); a real change of direction still applies, and "auto" is always assigned
+    # (Chromium recomputes it then).
     directions = page.evaluate(
-        """() => { const el = document.querySelector('#chatbot .bot').closest('[dir]');
-        const records = [];
-        const observer = new MutationObserver(list => records.push(...list));
+        """() => { const el = document.querySelector('#chatbot [data-testid=bot][dir]');
+        const observer = new MutationObserver(() => {});
         observer.observe(el, {attributes: true, attributeFilter: ['dir']});
         const seen = [];
         el.dir = el.dir; seen.push(getComputedStyle(el).direction, observer.takeRecords().length);
         el.dir = 'rtl'; seen.push(getComputedStyle(el).direction, observer.takeRecords().length);
         el.dir = 'ltr'; seen.push(getComputedStyle(el).direction, observer.takeRecords().length);
+        el.dir = 'auto'; el.dir = 'auto'; seen.push(observer.takeRecords().length);
         observer.disconnect();
+        el.dir = 'ltr';
         return seen; }"""
     )
-    assert directions == ["ltr", 0, "rtl", 1, "ltr", 1], directions
+    assert directions == ["ltr", 0, "rtl", 1, "ltr", 1, 2], directions
