@@ -45,6 +45,38 @@ LONG_MAX_MODEL_LEN = 2048
 ENGINE_LOG = configure_engine_log(Path(tempfile.mkdtemp(prefix="vllm-chat-logs-")))
 
 
+# Fixtures that start a vLLM engine, a `vllm serve`, or Chromium: a test that uses one (directly or
+# through another fixture) is marked for it, so that `-m "not engine and not browser and not e2e"`
+# is a quick lane that tells the truth. A test that starts an engine of its own says so with
+# `pytest.mark.engine`; one that starts `python -m app` or `vllm serve` with `pytest.mark.e2e`.
+ENGINE_FIXTURES = frozenset({"engine", "long_engine", "vllm_serve", "thinking_engine", "vision_engine"})
+E2E_FIXTURES = frozenset({"vllm_serve"})
+BROWSER_FIXTURES = frozenset({"browser"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        if used & ENGINE_FIXTURES:
+            item.add_marker(pytest.mark.engine)
+        if used & E2E_FIXTURES:
+            item.add_marker(pytest.mark.e2e)
+        if used & BROWSER_FIXTURES:
+            item.add_marker(pytest.mark.browser)
+
+
+@pytest.fixture(autouse=True)
+def _quick_tests_start_no_engine(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test not marked `engine` or `e2e` that leaves a new vLLM process behind it is mismarked:
+    it would slow the quick lane down. Fails it with the reason."""
+    marked = {m.name for m in request.node.iter_markers()} & {"engine", "e2e", "slow"}
+    before = {p.pid for p in vllm_processes()} if not marked else set()
+    yield
+    if not marked:
+        started = [p.pid for p in vllm_processes() if p.pid not in before]
+        assert not started, "this test starts a vLLM engine: mark it pytest.mark.engine"
+
+
 class EngineLoop:
     """An event loop running in its own thread for the whole test session."""
 
@@ -91,8 +123,14 @@ def tiny_llama_no_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # the app gives it, with the flags the app picks for it (Qwen2: Hermes-style tool calls).
 VLLM_SERVE_NAME = "tiny-qwen2"
 REMOTE_KEY = "remote-secret"
-VLLM_SERVE_FLAGS = ("--enforce-eager", "--max-model-len", str(TEST_MAX_MODEL_LEN),
-                    "--enable-auto-tool-choice", "--tool-call-parser", "hermes")
+VLLM_SERVE_FLAGS = (
+    "--enforce-eager",
+    "--max-model-len",
+    str(TEST_MAX_MODEL_LEN),
+    "--enable-auto-tool-choice",
+    "--tool-call-parser",
+    "hermes",
+)
 
 
 @pytest.fixture(scope="session")
@@ -102,10 +140,25 @@ def vllm_serve(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     port = free_port()
     log = (tmp_path_factory.mktemp("vllm-serve") / "server.log").open("w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_model),
-         "--served-model-name", VLLM_SERVE_NAME, *VLLM_SERVE_FLAGS,
-         "--host", "127.0.0.1", "--port", str(port), "--api-key", REMOTE_KEY],
-        env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}, stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            str(tiny_model),
+            "--served-model-name",
+            VLLM_SERVE_NAME,
+            *VLLM_SERVE_FLAGS,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--api-key",
+            REMOTE_KEY,
+        ],
+        env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"},
+        stdout=log,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}/v1"

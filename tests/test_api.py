@@ -268,6 +268,7 @@ def run_cli(*args: str, home: Path) -> subprocess.CompletedProcess:
                           timeout=120, env={**os.environ, "VLLM_CHAT_HOME": str(home)})
 
 
+@pytest.mark.e2e
 def test_cli_refuses_an_open_network_server_in_both_languages(tmp_path: Path) -> None:
     refused = run_cli("--host", "0.0.0.0", "--port", str(free_port()), home=tmp_path)
     assert refused.returncode != 0

@@ -28,6 +28,8 @@ LEVELS = ("1", "2")
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
+@pytest.mark.engine
 @pytest.mark.timeout(1200)
 def test_harness_reports_every_path_concurrency_and_measurement(tmp_path: Path) -> None:
     out = tmp_path / "results"

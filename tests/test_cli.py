@@ -13,8 +13,12 @@ import urllib.request
 from pathlib import Path
 
 import psutil
+import pytest
 
 from tests.conftest import free_port, still_running, vllm_processes
+
+# Each test starts `python -m app` as a user does; two of them load the tiny model in it.
+pytestmark = [pytest.mark.e2e, pytest.mark.engine]
 
 
 def _get(url: str) -> tuple[int, str]:

@@ -336,6 +336,7 @@ def run_doctor(*args: str, lang: str = "C.UTF-8", home: Path) -> subprocess.Comp
                           text=True, timeout=300)
 
 
+@pytest.mark.e2e
 def test_doctor_command_on_this_machine(tmp_path: Path) -> None:
     port = free_port()
     done = run_doctor("--json", "--port", str(port), home=tmp_path)

@@ -297,6 +297,7 @@ def test_orphaned_partial_files_are_removed_but_not_a_running_downloads(store: M
     assert not orphan.exists() and running.exists()
 
 
+@pytest.mark.e2e
 def test_the_token_goes_to_a_mirror_only_when_allowed(hub: HubServer, store: ModelStore, monkeypatch):
     settings = AppSettings(download_source="mirror", mirror_endpoint=hub.url + "/")
     source = source_from_settings(settings, GRANTED)
@@ -335,6 +336,7 @@ def _cli(tmp_path: Path, hub: HubServer, *args: str) -> subprocess.Popen:
     )
 
 
+@pytest.mark.e2e
 def test_cli_downloads_with_a_progress_bar(hub: HubServer, tmp_path: Path):
     proc = _cli(tmp_path, hub, "org/tiny")
     out, err = proc.communicate(timeout=120)
@@ -350,6 +352,7 @@ def test_cli_downloads_with_a_progress_bar(hub: HubServer, tmp_path: Path):
     assert "org/nothing-here" in err and "Traceback" not in err
 
 
+@pytest.mark.e2e
 def test_cli_ctrl_c_cancels_cleanly(hub: HubServer, tmp_path: Path):
     hub.throttle = 100_000
     proc = _cli(tmp_path, hub, "org/tiny")

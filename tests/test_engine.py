@@ -27,6 +27,8 @@ from tests.conftest import (
     wait_until,
 )
 
+# Every test here loads the tiny model, in the shared engine or in one of its own.
+pytestmark = pytest.mark.engine
 CHAT = [{"role": "user", "content": "Hello, how are you today?"}]
 
 

@@ -216,6 +216,7 @@ def run_cli(*args: str, home: Path) -> subprocess.CompletedProcess:
                           timeout=120, env={**os.environ, "VLLM_CHAT_HOME": str(home)})
 
 
+@pytest.mark.e2e
 def test_start_messages_keep_secrets_and_warn_of_an_open_page(tmp_path: Path) -> None:
     bad = run_cli("--auth", "hunter2-no-colon", home=tmp_path)
     assert bad.returncode == 2 and "hunter2" not in bad.stderr + bad.stdout

@@ -232,6 +232,7 @@ def test_run_flags_stay_with_their_run(app_home, make_app) -> None:
     assert next_day.model == "some/model" and next_day.engine.max_model_len == 2048
 
 
+@pytest.mark.engine
 def test_parsers_are_chosen_as_for_vllm_serve_and_a_wrong_name_is_one_sentence(engine_loop, tiny_model) -> None:
     from app.__main__ import serve_parser, settings_from_args
     from app.engine import Engine, EngineState
