@@ -3,13 +3,14 @@
 For users who outgrow one machine: a `vllm serve` on a multi-GPU box or a cluster does the
 generation, and the UI and the API work exactly as they do over the in-process engine.
 Models are loaded on the remote server; here one of its models is chosen, not loaded.
+The server is spoken to through the `openai` client: typed chunks, its status errors, and
+closing a stream hangs up on the server, which is how `vllm serve` aborts a request.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import re
 import time
 import uuid
@@ -17,7 +18,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-import httpx
+import openai
 
 from app.engine import ChatDelta, EngineState, EngineStatus, Message, as_message_dict
 from app.engine_types import ChatOptions
@@ -26,7 +27,7 @@ from app.reasoning import ThinkingTags
 from app.settings import FALLBACK_SAMPLING, EngineSettings, SamplingSettings
 
 # Between two streamed chunks: a long prompt on a busy server can take minutes to prefill.
-TIMEOUT = httpx.Timeout(600.0, connect=10.0)
+TIMEOUT = openai.Timeout(600.0, connect=10.0)
 
 
 @dataclass(frozen=True)
@@ -44,9 +45,9 @@ class RemoteEngine:
         self._wanted = model
         self._models: list[RemoteModel] = []
         self._model: RemoteModel | None = None
-        self._client: httpx.AsyncClient | None = None
-        # Requests in flight, and their response once the server has answered.
-        self._open: dict[str, httpx.Response | None] = {}
+        self._client: openai.AsyncOpenAI | None = None
+        # Requests in flight, and their stream once the server has answered.
+        self._open: dict[str, openai.AsyncStream[Any] | None] = {}
         self._aborted: set[str] = set()
         self._status = EngineStatus(
             EngineState.LOADING,
@@ -95,14 +96,14 @@ class RemoteEngine:
         the UI the outcome; errors are also raised."""
         try:
             async with self._new_client() as client:
-                reply = await self._json(await client.get(f"{self.base_url}/models", headers=self.auth_headers()))
-            models = [RemoteModel(m["id"], m.get("max_model_len")) for m in reply["data"]]
-        except (KeyError, TypeError) as exc:
+                page = await client.models.list(extra_headers=self._omitted_auth())
+            models = [RemoteModel(m.id, (m.model_extra or {}).get("max_model_len")) for m in page.data]
+        except (AttributeError, TypeError, ValueError) as exc:
             self._fail(EngineError("remote.bad_reply", url=self.base_url, reason=f"GET /models: {exc!r}"))
-        except httpx.HTTPError as exc:
+        except openai.APIStatusError as exc:
+            self._fail(self._status_error(exc))
+        except openai.APIError as exc:
             self._fail(self.transport_error(exc))
-        except EngineError as exc:
-            self._fail(exc)
         self._models = models
         if not models:
             self._fail(EngineError("remote.no_models", url=self.base_url))
@@ -139,7 +140,7 @@ class RemoteEngine:
         """Nothing to unload here; closes this side's connections (the app calls it on exit)."""
         client, self._client = self._client, None
         if client is not None:
-            await client.aclose()
+            await client.close()
 
     # ---- generation --------------------------------------------------------------------
 
@@ -193,10 +194,10 @@ class RemoteEngine:
 
     async def abort(self, request_id: str) -> None:
         """Hang up on the request: `vllm serve` aborts a request whose client disconnects."""
-        response = self._open.get(request_id)
-        if response is not None:
+        stream = self._open.get(request_id)
+        if stream is not None:
             self._aborted.add(request_id)
-            await response.aclose()
+            await stream.close()
 
     async def _stream(
         self, path: str, body: dict[str, Any], sampling: SamplingSettings, request_id: str | None
@@ -205,61 +206,69 @@ class RemoteEngine:
             await self.refresh()  # the server may have come up since; raises if not
         assert self._model is not None
         request_id = request_id or uuid.uuid4().hex
-        body = {
-            **body,
-            **_sampling_body(sampling),
-            "model": self._model.id,
-            "stream": True,
-            "stream_options": {"include_usage": True},
-        }
         reader = _ChunkReader()
         self._open[request_id] = None
         try:
-            url = self.base_url + path
-            async with self._http().stream("POST", url, json=body, headers=self.auth_headers()) as reply:
-                if reply.status_code >= 400:
-                    await reply.aread()
-                    raise self._http_error(reply)
-                self._open[request_id] = reply
-                async for line in reply.aiter_lines():
-                    for delta in reader.feed(line):
+            stream = await self._create(path, body, sampling)
+            self._open[request_id] = stream
+            async with stream:
+                async for chunk in stream:
+                    for delta in reader.feed(chunk):
                         yield delta
-        except httpx.HTTPError as exc:
+        except openai.APIStatusError as exc:
+            raise self._status_error(exc) from exc
+        except Exception as exc:
+            # Closing the stream to abort it ends the iteration with the transport's own error.
             if request_id not in self._aborted:
-                raise self.transport_error(exc) from exc
+                raise self._stream_error(exc) from exc
             reader.finish_reason = "abort"
-        except ValueError as exc:  # not JSON: not an OpenAI-compatible server
-            raise EngineError("remote.bad_reply", url=self.base_url, reason=str(exc)[:300]) from exc
         finally:
             self._open.pop(request_id, None)
             self._aborted.discard(request_id)
         if final := reader.final():
             yield final
 
+    async def _create(self, path: str, body: dict[str, Any], sampling: SamplingSettings) -> openai.AsyncStream[Any]:
+        """Start a streamed chat or completion; vLLM's own sampling fields go in the extra body."""
+        assert self._model is not None
+        standard, extra = _sampling_body(sampling)
+        extra = {**extra, **{k: v for k, v in body.items() if k not in ("messages", "prompt")}}
+        common: dict[str, Any] = {
+            "model": self._model.id,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "extra_body": extra or None,
+            "extra_headers": self._omitted_auth(),
+            **standard,
+        }
+        client = self._http()
+        if path == "/chat/completions":
+            return await client.chat.completions.create(messages=body["messages"], **common)
+        return await client.completions.create(prompt=body["prompt"], **common)
+
     # ---- HTTP --------------------------------------------------------------------------
 
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
 
-    def _new_client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(timeout=TIMEOUT)
+    def _omitted_auth(self) -> dict[str, Any] | None:
+        """Without a key nothing is sent, not even a placeholder (and never OPENAI_API_KEY from
+        the environment, which belongs to another service)."""
+        return None if self._api_key else {"Authorization": openai.Omit()}
 
-    def _http(self) -> httpx.AsyncClient:
+    def _new_client(self) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(
+            base_url=self.base_url, api_key=self._api_key or "unused", timeout=TIMEOUT, max_retries=0
+        )
+
+    def _http(self) -> openai.AsyncOpenAI:
         if self._client is None:
             self._client = self._new_client()
         return self._client
 
-    async def _json(self, reply: httpx.Response) -> Any:
-        if reply.status_code >= 400:
-            raise self._http_error(reply)
-        try:
-            return reply.json()
-        except ValueError as exc:
-            raise EngineError("remote.bad_reply", url=self.base_url, reason=str(exc)[:300]) from exc
-
-    def _http_error(self, reply: httpx.Response) -> EngineError:
-        reason = _error_message(reply)
-        status = reply.status_code
+    def _status_error(self, exc: openai.APIStatusError) -> EngineError:
+        reason = _error_message(exc)
+        status = exc.status_code
         if status in (401, 403):
             return EngineError("remote.unauthorized", url=self.base_url)
         if status == 404 and self._model and self._model.id in reason:
@@ -270,7 +279,7 @@ class RemoteEngine:
                 models=", ".join(m.id for m in self._models),
             )
         if status == 404:
-            return EngineError("remote.bad_reply", url=self.base_url, reason=f"404 {reply.request.url}")
+            return EngineError("remote.bad_reply", url=self.base_url, reason=f"404 {exc.request.url}")
         if status == 400 and (limit := _CONTEXT_LIMIT.search(reason)):
             tokens = _PROMPT_LENGTH.search(reason)
             return EngineError(
@@ -282,7 +291,16 @@ class RemoteEngine:
             return EngineError("remote.rejected", reason=reason)
         return EngineError("remote.failed", status=status, reason=reason)
 
-    def transport_error(self, exc: httpx.HTTPError) -> EngineError:
+    def _stream_error(self, exc: Exception) -> Exception:
+        if isinstance(exc, openai.APIConnectionError):
+            return self.transport_error(exc)
+        if isinstance(exc, openai.APIError):  # an error event inside the stream
+            return EngineError("remote.rejected", reason=_error_message(exc))
+        if isinstance(exc, ValueError):  # not JSON: not an OpenAI-compatible server
+            return EngineError("remote.bad_reply", url=self.base_url, reason=str(exc)[:300])
+        return exc
+
+    def transport_error(self, exc: Exception) -> EngineError:
         return EngineError("remote.unreachable", url=self.base_url, reason=str(exc) or type(exc).__name__)
 
 
@@ -294,32 +312,34 @@ _CONTEXT_LIMIT = re.compile(r"maximum (?:context|model) length (?:is |of |\()(\d
 _PROMPT_LENGTH = re.compile(r"contains (?:at least )?(\d+) input tokens|length \(?(\d+)\)")
 
 
-def _error_message(reply: httpx.Response) -> str:
-    try:
-        body = reply.json()
-    except ValueError:
-        return reply.text[:300] or reply.reason_phrase
-    error = body.get("error", body) if isinstance(body, dict) else body
-    if isinstance(error, dict):
-        return str(error.get("message") or error.get("detail") or error)[:300]
-    return str(error)[:300]
+def _error_message(exc: openai.APIError) -> str:
+    """The server's own sentence: vLLM's error body is {"message", "type", "code"}."""
+    body = exc.body
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict):
+            return str(error.get("message") or error.get("detail") or error)[:300]
+        return str(error)[:300]
+    return str(exc.message)[:300]
 
 
-def _sampling_body(sampling: SamplingSettings) -> dict[str, Any]:
-    """Only what was set: the server fills the rest from its model's generation_config."""
-    body = {k: v for k, v in sampling.chosen().items() if k in _OPENAI_FIELDS}
+def _sampling_body(sampling: SamplingSettings) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(OpenAI's fields, vLLM's own) with only what was set: the server fills the rest from its
+    model's generation_config."""
+    standard = {k: v for k, v in sampling.chosen().items() if k in _OPENAI_FIELDS}
     if sampling.stop:
-        body["stop"] = list(sampling.stop)
+        standard["stop"] = list(sampling.stop)
     # vLLM's own fields, sent only when they do something, so other servers are not confused.
+    extra: dict[str, Any] = {}
     if sampling.top_k:
-        body["top_k"] = sampling.top_k
+        extra["top_k"] = sampling.top_k
     if sampling.min_p:
-        body["min_p"] = sampling.min_p
+        extra["min_p"] = sampling.min_p
     if sampling.repetition_penalty not in (None, 1.0):
-        body["repetition_penalty"] = sampling.repetition_penalty
+        extra["repetition_penalty"] = sampling.repetition_penalty
     if sampling.ignore_eos:
-        body["ignore_eos"] = True
-    return body
+        extra["ignore_eos"] = True
+    return standard, extra
 
 
 _OPENAI_FIELDS = ("temperature", "top_p", "max_tokens", "presence_penalty", "frequency_penalty", "seed")
@@ -341,29 +361,19 @@ class _ChunkReader:
         self.finish_reason: str | None = None
         self.held_text = ""
         self.tags = ThinkingTags()
-        self.done = False
 
-    def feed(self, line: str) -> list[ChatDelta]:
-        if self.done or not line.startswith("data:"):
-            return []
-        data = line[len("data:") :].strip()
-        if data == "[DONE]":
-            self.done = True
-            return []
-        chunk = json.loads(data)
-        if isinstance(chunk.get("error"), dict):
-            reason = chunk["error"].get("message", chunk["error"])
-            raise EngineError("remote.rejected", reason=str(reason)[:300])
-        if usage := chunk.get("usage"):
-            self.prompt_tokens = usage.get("prompt_tokens", self.prompt_tokens)
-            self.completion_tokens = usage.get("completion_tokens", self.completion_tokens)
+    def feed(self, chunk: Any) -> list[ChatDelta]:
+        """One typed chunk (a chat or a completion chunk) as the deltas it makes."""
+        if usage := chunk.usage:
+            self.prompt_tokens = usage.prompt_tokens or self.prompt_tokens
+            self.completion_tokens = usage.completion_tokens or self.completion_tokens
         out = []
-        for choice in chunk.get("choices", [])[:1]:
+        for choice in chunk.choices[:1]:
             text = self._text(choice)
             if text and not usage:
                 self.completion_tokens += 1  # one chunk is about one token until the exact count comes
-            if choice.get("finish_reason"):
-                self.finish_reason = choice["finish_reason"]
+            if choice.finish_reason:
+                self.finish_reason = choice.finish_reason
                 self.held_text += text
             elif text:
                 out.append(self._delta(text, None))
@@ -374,12 +384,13 @@ class _ChunkReader:
             return None
         return self._delta(self.held_text + self.tags.close(), self.finish_reason or "stop")
 
-    def _text(self, choice: dict[str, Any]) -> str:
-        if "text" in choice:
-            return choice["text"] or ""
-        delta = choice.get("delta") or {}
-        thought = delta.get("reasoning") or delta.get("reasoning_content") or ""
-        return self.tags.add(thought, delta.get("content") or "")
+    def _text(self, choice: Any) -> str:
+        delta = getattr(choice, "delta", None)
+        if delta is None:  # a completion chunk
+            return choice.text or ""
+        extra = delta.model_extra or {}
+        thought = extra.get("reasoning") or extra.get("reasoning_content") or ""
+        return self.tags.add(thought, delta.content or "")
 
     def _delta(self, text: str, finish_reason: str | None) -> ChatDelta:
         now = time.perf_counter() - self.start

@@ -144,3 +144,39 @@ def test_unreachable_server_is_a_503_with_the_url(make_app, start_server, engine
     with pytest.raises(openai.InternalServerError) as unavailable:
         api.chat.completions.create(model=SERVED, messages=HELLO, max_tokens=4)
     assert unavailable.value.status_code == 503 and url in unavailable.value.body["message"]
+
+
+def test_no_key_sends_no_authorization_not_even_openai_api_key(engine_loop, monkeypatch) -> None:
+    """A server without a key gets no Authorization header: not a placeholder, and never the
+    OPENAI_API_KEY of the user's environment (a secret for another service)."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-for-openai-only")
+    seen: list[str | None] = []
+
+    class Models(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("Authorization"))
+            body = json.dumps({"object": "list", "data": [{"id": "m", "object": "model", "max_model_len": 64}]})
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Models)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/v1"
+        assert engine_loop.run(RemoteEngine(url).refresh()) == ["m"]
+        keyed = RemoteEngine(url, api_key="remote-key")
+        engine_loop.run(keyed.refresh())
+        assert keyed.max_model_len == 64
+    finally:
+        server.shutdown()
+    assert seen == [None, "Bearer remote-key"]

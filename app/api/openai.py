@@ -19,8 +19,10 @@ import contextlib
 from typing import Any
 
 import httpx
-from starlette.responses import JSONResponse
-from starlette.types import Message, Receive, Scope, Send
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import JSONResponse, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from app.api.errors import error_response
 from app.application import App
@@ -140,26 +142,29 @@ class OpenAIServer:
     async def _pass_through(self, engine: RemoteEngine, scope: Scope, receive: Receive, send: Send, lang: str) -> None:
         if self._remote_client is None:
             self._remote_client = httpx.AsyncClient(timeout=httpx.Timeout(600, connect=10))
-        body = await _read_body(receive)
-        headers = {
-            k.decode("latin-1"): v.decode("latin-1")
-            for k, v in scope["headers"]
-            if k.decode("latin-1").lower() not in HOP_BY_HOP
-        }
+        request = Request(scope, receive)
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
         headers.update(engine.auth_headers())
-        request = self._remote_client.build_request(
+        outgoing = self._remote_client.build_request(
             scope["method"],
             remote_url(engine.base_url, scope["path"], scope.get("query_string", b"")),
-            content=body,
+            content=await request.body(),
             headers=headers,
         )
         try:
-            response = await self._remote_client.send(request, stream=True)
+            response = await self._remote_client.send(outgoing, stream=True)
         except httpx.HTTPError as exc:
             await error_response(engine.transport_error(exc), lang)(scope, receive, send)
             return
-        async with contextlib.aclosing(_relay(response, send)) as relaying:
-            await _until_disconnect(relaying, receive)
+        # Starlette streams the answer on as it arrives and stops when the client hangs up; the
+        # remote request is closed either way, which aborts it on a `vllm serve`.
+        relayed = StreamingResponse(
+            response.aiter_bytes(),
+            status_code=response.status_code,
+            headers={k: v for k, v in response.headers.items() if k.lower() not in HOP_BY_HOP | {"content-encoding"}},
+            background=BackgroundTask(response.aclose),
+        )
+        await relayed(scope, receive, send)
 
 
 def remote_url(base_url: str, path: str, query: bytes) -> str:
@@ -214,55 +219,3 @@ def _not_ready(status: Any) -> UserError:
     if status.state == EngineState.FAILED and status.error is not None:
         return EngineError("engine.not_ready", reason=status.error.message("en"))
     return EngineError("engine.no_model")
-
-
-async def _read_body(receive: Receive) -> bytes:
-    chunks, more = [], True
-    while more:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunks.append(message.get("body", b""))
-        more = message.get("more_body", False)
-    return b"".join(chunks)
-
-
-async def _relay(response: httpx.Response, send: Send) -> Any:
-    """Send the remote answer on as it arrives; an async generator so that closing it (the
-    client hung up) closes the remote request too."""
-    try:
-        headers = [
-            (k.encode("latin-1"), v.encode("latin-1"))
-            for k, v in response.headers.items()
-            if k.lower() not in HOP_BY_HOP | {"content-encoding"}
-        ]
-        await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
-        async for chunk in response.aiter_bytes():
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            yield
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-    finally:
-        await response.aclose()
-
-
-async def _until_disconnect(relaying: Any, receive: Receive) -> None:
-    """Drive the relay until it ends or the client disconnects, whichever comes first."""
-
-    async def disconnected() -> None:
-        message: Message = {"type": ""}
-        while message["type"] != "http.disconnect":
-            message = await receive()
-
-    async def relay_all() -> None:
-        async for _ in relaying:
-            pass
-
-    tasks = [asyncio.ensure_future(relay_all()), asyncio.ensure_future(disconnected())]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    if tasks[0].done() and not tasks[0].cancelled() and tasks[0].exception():
-        raise tasks[0].exception()
