@@ -38,10 +38,11 @@ log = logging.getLogger(__name__)
 ENGINE_HEAD_START_S = 15.0
 
 
-def build_http_app(app: App, unload_on_exit: bool = True, access: Access | None = None) -> FastAPI:
+def build_http_app(app: App, unload_on_exit: bool = True, access: Access | None = None, ui: bool = True) -> FastAPI:
     """The FastAPI app with everything mounted, behind the perimeter. `unload_on_exit=False`
     leaves the engine loaded (tests share one engine between servers); `access` holds this run's
-    address, API key, UI login, allowed hosts and CORS origins (the app's own by default)."""
+    address, API key, UI login, allowed hosts and CORS origins (the app's own by default);
+    `ui=False` serves the API, metrics and health without building the page (API-only tests)."""
     access = access or app.access
 
     @contextlib.asynccontextmanager
@@ -83,10 +84,11 @@ def build_http_app(app: App, unload_on_exit: bool = True, access: Access | None 
 
     openai_server = install_api(http, app, access)
 
-    from app.ui.layout import mount_ui
+    if ui:
+        from app.ui.layout import mount_ui
 
-    # The UI is mounted last, at "/": routes registered after it would be shadowed.
-    mount_ui(http, app, auth=access.ui_auth)
+        # The UI is mounted last, at "/": routes registered after it would be shadowed.
+        mount_ui(http, app, auth=access.ui_auth)
     # Added last, so it wraps everything: no route, the page's included, sees a refused request.
     http.add_middleware(Perimeter, rules=PerimeterRules(
         bind_host=access.host, allowed_hosts=access.allowed_hosts, allowed_origins=access.allowed_origins))

@@ -8,6 +8,7 @@ import concurrent.futures
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import pytest
 from app.access import Access, check_exposure
 from app.engine import Engine
 from app.errors import UserError
-from tests.conftest import TEST_MAX_MODEL_LEN, free_port, wait_until
+from tests.conftest import TEST_MAX_MODEL_LEN, RunningServer, free_port, wait_until
 
 KEY = "test-key-0123"
 HELLO = [{"role": "user", "content": "Hello, how are you today?"}]
@@ -27,10 +28,19 @@ HELLO = [{"role": "user", "content": "Hello, how are you today?"}]
 FIXED = {"temperature": 1.0, "seed": 11, "extra_body": {"ignore_eos": True}}
 
 
-@pytest.fixture
-def server(engine: Engine, make_app, start_server) -> Any:
-    app = make_app(engine, access=Access(api_key=KEY))
-    return start_server(app)
+@pytest.fixture(scope="module")
+def server(engine: Engine, engine_loop, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One API-only server (no page) for the module's tests: they only send requests."""
+    from app.application import App
+    from app.server import build_http_app
+    from app.settings import AppPaths, AppSettings
+
+    home = tmp_path_factory.mktemp("api-home")
+    app = App.build(AppSettings(), AppPaths(home / "c", home / "d", home / "k", home / "l"), engine=engine,
+                    access=Access(api_key=KEY))
+    running = RunningServer(engine_loop, build_http_app(app, unload_on_exit=False, ui=False))
+    yield running
+    running.stop()
 
 
 def client(server: Any, **kw: Any) -> openai.OpenAI:
@@ -124,9 +134,8 @@ def test_key_is_required_on_v1_and_api(server, engine: Engine) -> None:
         reply = httpx.request(method, server.url + path, json={}, headers={"Accept-Language": "zh-CN"})
         assert reply.status_code == 401
         assert "API 密钥" in reply.json()["error"]["message"]
-    # The health check and the UI are not behind the API key.
+    # The health check is not behind the API key (nor the page: test_cors_only_for_allowed_origins).
     assert httpx.get(f"{server.url}/healthz").status_code == 200
-    assert httpx.get(f"{server.url}/").status_code == 200
 
 
 def test_overlong_prompt_is_a_400_with_the_limit(server, engine: Engine) -> None:
@@ -144,7 +153,7 @@ def test_unknown_model_is_a_404(server, engine: Engine) -> None:
 
 
 def test_no_model_loaded_is_a_503(make_app, start_server) -> None:
-    running = start_server(make_app(Engine()))
+    running = start_server(make_app(Engine()), ui=False)
     api = openai.OpenAI(base_url=f"{running.url}/v1", api_key="unused", max_retries=0)
     assert api.models.list().data == []
     with pytest.raises(openai.InternalServerError) as unavailable:
@@ -229,8 +238,12 @@ def test_cors_only_for_allowed_origins(make_app, start_server) -> None:
     closed = start_server(make_app(Engine(), access=Access(api_key=KEY)))
     reply = httpx.options(f"{closed.url}/v1/chat/completions", headers=preflight)
     assert "access-control-allow-origin" not in reply.headers
+    # The page is not behind the API key.
+    assert httpx.get(f"{closed.url}/").status_code == 200
 
-    opened = start_server(make_app(Engine(), access=Access(api_key=KEY, allowed_origins=("http://editor.example",))))
+    opened = start_server(
+        make_app(Engine(), access=Access(api_key=KEY, allowed_origins=("http://editor.example",))), ui=False
+    )
     reply = httpx.options(f"{opened.url}/v1/chat/completions", headers=preflight)
     assert reply.status_code == 200
     assert reply.headers["access-control-allow-origin"] == "http://editor.example"

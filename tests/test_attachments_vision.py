@@ -93,7 +93,7 @@ def test_more_pictures_than_the_model_takes_are_refused(vision_engine: Engine) -
 
 
 def test_v1_takes_image_url_parts(vision_engine: Engine, make_app, start_server) -> None:
-    server = start_server(make_app(vision_engine, access=Access(api_key=KEY)))
+    server = start_server(make_app(vision_engine, access=Access(api_key=KEY)), ui=False)
     url = "data:image/png;base64," + base64.b64encode(png_bytes()).decode()
 
     def usage(content: list | str) -> dict:

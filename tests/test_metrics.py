@@ -26,7 +26,7 @@ def api_requests(metrics: dict, endpoint: str, status: int) -> float:
 
 
 def test_metrics_parse_and_move_after_a_chat(engine: Engine, make_app, start_server) -> None:
-    server = start_server(make_app(engine))
+    server = start_server(make_app(engine), ui=False)
     before = scrape(server.url)
     assert {"vllm:num_requests_running", "vllm:kv_cache_usage_perc", "vllm:generation_tokens",
             "vllm:time_to_first_token_seconds"} <= set(before)
@@ -50,7 +50,7 @@ def test_metrics_parse_and_move_after_a_chat(engine: Engine, make_app, start_ser
 
 
 def test_unknown_api_paths_share_one_label(engine: Engine, make_app, start_server) -> None:
-    server = start_server(make_app(engine))
+    server = start_server(make_app(engine), ui=False)
     for n in range(3):
         httpx.get(f"{server.url}/v1/made-up-{n}")
     metrics = scrape(server.url)
@@ -59,7 +59,7 @@ def test_unknown_api_paths_share_one_label(engine: Engine, make_app, start_serve
 
 
 def test_each_app_counts_only_its_own_requests(engine: Engine, make_app, start_server) -> None:
-    first, second = start_server(make_app(engine)), start_server(make_app(engine))
+    first, second = start_server(make_app(engine), ui=False), start_server(make_app(engine), ui=False)
     httpx.get(f"{first.url}/v1/models")
     assert api_requests(scrape(first.url), "/v1/models", 200) == 1
     assert api_requests(scrape(second.url), "/v1/models", 200) == 0

@@ -108,7 +108,7 @@ def servers(engine: Engine, vllm_serve: str, engine_loop: Any) -> Any:
     home = Path(tempfile.mkdtemp(prefix="vllm-chat-parity-"))
     paths = AppPaths(home / "config", home / "data", home / "cache", home / "logs")
     app = App.build(AppSettings(), paths, engine=engine)
-    running = RunningServer(engine_loop, build_http_app(app, unload_on_exit=False))
+    running = RunningServer(engine_loop, build_http_app(app, unload_on_exit=False, ui=False))
     yield running.url, vllm_serve.removesuffix("/v1")
     running.stop()
 

@@ -88,7 +88,7 @@ def test_abort_by_request_id(remote: RemoteEngine, engine_loop) -> None:
 
 
 def test_our_api_over_the_remote_engine(remote: RemoteEngine, make_app, start_server) -> None:
-    server = start_server(make_app(remote))
+    server = start_server(make_app(remote), ui=False)
     api = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
     assert [m.id for m in api.models.list().data] == [SERVED]
 
@@ -139,7 +139,7 @@ def test_unreachable_server_is_a_503_with_the_url(make_app, start_server, engine
     engine = RemoteEngine(url)
     with pytest.raises(EngineError):
         engine_loop.run(engine.refresh())
-    server = start_server(make_app(engine))
+    server = start_server(make_app(engine), ui=False)
     api = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
     with pytest.raises(openai.InternalServerError) as unavailable:
         api.chat.completions.create(model=SERVED, messages=HELLO, max_tokens=4)
