@@ -250,3 +250,22 @@ def test_parsers_are_chosen_as_for_vllm_serve_and_a_wrong_name_is_one_sentence(e
     assert "deepseek-r1" in refused.value.message("en") and "deepseek_r1" in refused.value.message("en")
     assert "deepseek-r1" in refused.value.message("zh-CN")
     assert fresh.status.state == EngineState.FAILED and fresh.vllm is None
+
+
+@pytest.mark.parametrize(
+    ("settings", "en", "zh"),
+    [
+        (SamplingSettings(repetition_penalty=0), "more than 0 and at most 2", "必须大于 0 且不超过 2"),
+        (EngineSettings(cpu_kv_cache_gib=0), "cpu_kv_cache_gib must be more than 0", "必须大于 0"),
+        (SamplingSettings(temperature=float("nan")), "between 0.0 and 2.0", "之间"),
+        (EngineSettings(quantization="int3"), "none, awq, gptq", "可选值"),
+        (AppSettings(mirror_endpoint="ftp://mirror"), "http:// or https://", "网址"),
+        (AppSettings(sampling=SamplingSettings(stop=["###", ""])), "one per line", "每行"),
+        (AppSettings(engine=EngineSettings(max_num_seqs=0)), "max_num_seqs must be at least 1", "不能小于 1"),
+    ],
+)
+def test_each_bound_is_one_sentence_read_from_the_field(settings, en: str, zh: str) -> None:
+    """The bounds live on the fields (pydantic); nested sections are named by their own field."""
+    with pytest.raises(SettingsError) as info:
+        settings.validate()
+    assert en in info.value.message("en") and zh in info.value.message("zh-CN")
