@@ -15,8 +15,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from app.access import Access
+from app.engine_fields import add_engine_flags, engine_flag_values
 from app.files import private_umask
-from app.settings import DTYPES, LOAD_FORMATS, PRESETS, AppPaths, AppSettings, apply_preset
+from app.settings import PRESETS, AppPaths, AppSettings, apply_preset
 from app.settings_file import read_settings
 
 if TYPE_CHECKING:
@@ -30,33 +31,7 @@ def serve_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vllm-chat", description="A local chat app running vLLM on your GPU.")
     p.add_argument("--model", help="model to load at start: a Hugging Face id or a local folder")
     p.add_argument("--preset", choices=sorted(PRESETS), help="engine preset (default: the saved one)")
-    p.add_argument("--dtype", choices=DTYPES)
-    p.add_argument("--gpu-memory-utilization", type=float)
-    p.add_argument("--max-model-len", type=int)
-    p.add_argument("--quantization")
-    p.add_argument("--tensor-parallel-size", type=int)
-    p.add_argument("--enforce-eager", action="store_true", default=None)
-    p.add_argument("--max-num-seqs", type=int)
-    p.add_argument(
-        "--load-format",
-        choices=LOAD_FORMATS,
-        help="dummy: random weights of the model's shape, for benchmarks (replies are noise)",
-    )
-    p.add_argument(
-        "--trust-remote-code",
-        action="store_true",
-        default=None,
-        help="run Python code shipped with the model (only for models you trust)",
-    )
-    p.add_argument(
-        "--tool-call-parser",
-        help="vLLM's tool-call parser, as for vllm serve (default: auto, from the model; none: no tool calls)",
-    )
-    p.add_argument(
-        "--reasoning-parser",
-        help="vLLM's reasoning parser, as for vllm serve (default: auto, from "
-        "the model; none: reasoning stays in the text)",
-    )
+    add_engine_flags(p)
     p.add_argument("--host", help="address to listen on (default 127.0.0.1: this computer only)")
     p.add_argument("--port", type=int, help="port (default 7860)")
     p.add_argument("--no-browser", action="store_true", help="do not open the browser")
@@ -85,25 +60,7 @@ def serve_parser() -> argparse.ArgumentParser:
 def settings_from_args(args: argparse.Namespace, saved: AppSettings) -> AppSettings:
     """Saved settings with this run's flags on top."""
     engine = apply_preset(args.preset, saved.engine) if args.preset else saved.engine
-    overrides = {
-        name: getattr(args, name)
-        for name in (
-            "dtype",
-            "gpu_memory_utilization",
-            "max_model_len",
-            "quantization",
-            "tensor_parallel_size",
-            "enforce_eager",
-            "max_num_seqs",
-            "trust_remote_code",
-            "load_format",
-        )
-        if getattr(args, name) is not None
-    }
-    for name in ("tool_call_parser", "reasoning_parser"):
-        if (value := getattr(args, name)) is not None:
-            overrides[name] = "" if value.lower() == "none" else value
-    engine = dataclasses.replace(engine, **overrides)
+    engine = dataclasses.replace(engine, **engine_flag_values(args))
     settings = dataclasses.replace(saved, engine=engine, preset=args.preset or saved.preset)
     settings.validate()
     return settings

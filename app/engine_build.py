@@ -11,6 +11,7 @@ from typing import Any
 
 import psutil
 
+from app.engine_fields import engine_arg_values
 from app.errors import EngineError
 from app.settings import EngineSettings
 
@@ -61,14 +62,7 @@ def _engine_args(model: str, name: str, settings: EngineSettings) -> Any:
     kwargs: dict[str, Any] = dict(
         model=model,
         served_model_name=[name],
-        dtype=settings.dtype,
-        gpu_memory_utilization=settings.gpu_memory_utilization,
-        max_model_len=settings.max_model_len,
-        quantization=settings.quantization,
-        tensor_parallel_size=settings.tensor_parallel_size,
-        enforce_eager=settings.enforce_eager,
-        trust_remote_code=settings.trust_remote_code,
-        load_format=settings.load_format,
+        **engine_arg_values(settings),
         disable_log_stats=False,
         enable_log_requests=False,
         # No cache of processed pictures: vLLM's front-end copy of it assumes every rendered prompt
@@ -76,13 +70,6 @@ def _engine_args(model: str, name: str, settings: EngineSettings) -> Any:
         # that carries it (finish reason "error", "multimodal_cache_miss"). It would keep 4 GiB too.
         mm_processor_cache_gb=0,
     )
-    if settings.reasoning_parser:
-        # As `vllm serve --reasoning-parser` does: a JSON schema then applies to the answer,
-        # after the thinking, instead of forcing JSON from the first token.
-        kwargs["reasoning_parser"] = settings.reasoning_parser
-    for key in ("max_num_seqs", "max_num_batched_tokens", "enable_chunked_prefill"):
-        if getattr(settings, key) is not None:
-            kwargs[key] = getattr(settings, key)
     if on_cpu():
         # Inductor compilation takes minutes on CPU for no gain at chat sizes.
         kwargs["enforce_eager"] = True

@@ -269,3 +269,23 @@ def test_each_bound_is_one_sentence_read_from_the_field(settings, en: str, zh: s
     with pytest.raises(SettingsError) as info:
         settings.validate()
     assert en in info.value.message("en") and zh in info.value.message("zh-CN")
+
+
+def test_every_engine_flag_is_named_as_vllm_serve_names_it() -> None:
+    """The engine flags come from one table; each is one of `vllm serve`'s own, same spelling."""
+    from vllm.entrypoints.launchers.cli_args import make_arg_parser
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    from app.__main__ import serve_parser, settings_from_args
+    from app.engine_fields import ENGINE_FIELDS
+
+    ours = {f.option for f in ENGINE_FIELDS if f.flag}
+    theirs = set(make_arg_parser(FlexibleArgumentParser())._option_string_actions)
+    assert ours and ours <= theirs, ours - theirs
+    args = serve_parser().parse_args(
+        ["--max-num-batched-tokens", "2048", "--no-enable-chunked-prefill", "--quantization", "awq"]
+    )
+    engine = settings_from_args(args, AppSettings()).engine
+    assert (engine.max_num_batched_tokens, engine.enable_chunked_prefill, engine.quantization) == (2048, False, "awq")
+    with pytest.raises(SystemExit):
+        serve_parser().parse_args(["--dtype", "int3"])
