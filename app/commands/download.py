@@ -15,7 +15,7 @@ from app.hardware import detect
 from app.i18n import normalize_language, translate
 from app.models.cache import ModelStore
 from app.models.catalog import load_catalog, repo_for_source
-from app.models.downloads import DownloadProgress, Downloads, format_eta
+from app.models.downloads import DownloadProgress, Downloads, DownloadState, format_eta
 from app.models.fit import format_bytes
 from app.models.plans import check_plan_fit, plan_download, plan_lines
 from app.models.sources import SOURCES, TokenStore, source_from_settings
@@ -69,7 +69,7 @@ def main(argv: list[str]) -> int:
         print("\n" + translate("models.cancelled", lang, repo=plan.repo_id), flush=True)
         return 130
     print()
-    if progress.status == "done":
+    if progress.status == DownloadState.DONE:
         print(progress.path)
         return 0
     print(progress.error.message(lang) if progress.error else progress.status, file=sys.stderr)
@@ -81,7 +81,7 @@ def _draw(progress: DownloadProgress, lang: str, width: int = 30) -> None:
     bar = "█" * filled + "·" * (width - filled)
     retrying = (
         "  " + translate("models.status_retrying", lang, attempt=progress.attempt)
-        if progress.status == "retrying"
+        if progress.status == DownloadState.RETRYING
         else ""
     )
     eta = format_eta(progress.eta) if progress.eta is not None else "--"

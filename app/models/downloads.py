@@ -12,6 +12,7 @@ the sentences that explain failures in app.models.hub_errors.
 from __future__ import annotations
 
 import collections
+import enum
 import importlib.util
 import json
 import logging
@@ -44,12 +45,23 @@ RETRYABLE = frozenset({"connection_dropped", "server_error"})
 # ---- running downloads ---------------------------------------------------------------------------
 
 
+class DownloadState(enum.StrEnum):
+    DOWNLOADING = "downloading"
+    RETRYING = "retrying"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+FINISHED = frozenset({DownloadState.DONE, DownloadState.FAILED, DownloadState.CANCELLED})
+
+
 @dataclass(frozen=True)
 class DownloadProgress:
     """One moment of a download, for progress bars."""
 
     repo_id: str
-    status: str  # downloading, retrying, done, failed, cancelled
+    status: DownloadState
     done_bytes: int
     total_bytes: int
     speed: float  # bytes per second, over the last few seconds
@@ -60,7 +72,7 @@ class DownloadProgress:
 
     @property
     def finished(self) -> bool:
-        return self.status in ("done", "failed", "cancelled")
+        return self.status in FINISHED
 
     @property
     def fraction(self) -> float:
@@ -69,15 +81,15 @@ class DownloadProgress:
 
 def progress_line(progress: DownloadProgress, lang: str) -> str:
     """One download's state as a Markdown sentence."""
-    if progress.status == "done":
+    if progress.status == DownloadState.DONE:
         return translate("models.progress_done", lang, repo=progress.repo_id, total=format_bytes(progress.total_bytes))
-    if progress.status == "cancelled":
+    if progress.status == DownloadState.CANCELLED:
         return translate("models.progress_cancelled", lang, repo=progress.repo_id)
-    if progress.status == "failed":
+    if progress.status == DownloadState.FAILED:
         error = progress.error.message(lang) if progress.error else ""
         return translate("models.progress_failed", lang, repo=progress.repo_id, error=error)
     status = translate(
-        "models.status_retrying" if progress.status == "retrying" else "models.status_downloading",
+        "models.status_retrying" if progress.status == DownloadState.RETRYING else "models.status_downloading",
         lang,
         attempt=progress.attempt,
     )
@@ -117,7 +129,7 @@ class Download:
         # a join interrupted by Ctrl+C can return early afterwards while the thread still runs.
         self._finished = threading.Event()
         self._proc: subprocess.Popen | None = None
-        self._status = "downloading"
+        self._status = DownloadState.DOWNLOADING
         self._done = 0
         self._attempt = 0
         self._path: Path | None = None
@@ -173,30 +185,29 @@ class Download:
 
     def _attempts(self) -> None:
         for attempt in range(1, self.max_attempts + 1):
-            self._set(status="downloading", attempt=attempt)
+            self._set(status=DownloadState.DOWNLOADING, attempt=attempt)
             before = partial_files(self.plan.folder)
             outcome = self._attempt_once()
             if outcome["event"] == "done":
-                self._set(status="done", path=Path(outcome["path"]), done=self.plan.download_bytes)
+                self._set(status=DownloadState.DONE, path=Path(outcome["path"]), done=self.plan.download_bytes)
                 return
             # Leave the cache as it was: a killed child cannot clean up after itself.
             remove_partial_files(partial_files(self.plan.folder) - before)
             if self._cancelled.is_set():
-                self._set(status="cancelled")
+                self._set(status=DownloadState.CANCELLED)
                 return
             kind = outcome.get("kind", "crashed")
             log.warning(
                 "download of %s, attempt %d: %s %s", self.plan.repo_id, attempt, kind, outcome.get("detail", "")
             )
             if kind in RETRYABLE and attempt < self.max_attempts:
-                self._set(status="retrying")
+                self._set(status=DownloadState.RETRYING)
                 if self._cancelled.wait(self.backoff * 2 ** (attempt - 1)):
-                    self._set(status="cancelled")
+                    self._set(status=DownloadState.CANCELLED)
                     return
                 continue
-            self._set(
-                status="failed", error=error_for(outcome, self.plan.repo_id, self.plan.revision, self.plan.source)
-            )
+            error = error_for(outcome, self.plan.repo_id, self.plan.revision, self.plan.source)
+            self._set(status=DownloadState.FAILED, error=error)
             return
 
     def _attempt_once(self) -> dict[str, Any]:
@@ -253,7 +264,7 @@ class Download:
                     self._samples.popleft()
             if "status" in values:
                 self._status = values["status"]
-                if values["status"] == "retrying":
+                if values["status"] == DownloadState.RETRYING:
                     self._samples.clear()
             if "attempt" in values:
                 self._attempt = values["attempt"]

@@ -19,7 +19,7 @@ from app.i18n import translate
 from app.models.browser import BrowserFilters, BrowserRow, browse, families
 from app.models.cache import list_cached
 from app.models.catalog import find_entry
-from app.models.downloads import format_eta, progress_line
+from app.models.downloads import DownloadState, format_eta, progress_line
 from app.models.fit import format_bytes
 from app.models.hub_search import search_hub
 from app.ui.i18n import request_language
@@ -158,7 +158,7 @@ class BrowserPanel:
             yield progress_line(download.progress(), lang), True
             await asyncio.sleep(PROGRESS_REFRESH_S)
         final = download.progress()
-        yield progress_line(final, lang), final.status == "done"
+        yield progress_line(final, lang), final.status == DownloadState.DONE
 
     def cancel(self, name: str, lang: str) -> str:
         return self.models.cancel(name, lang)
