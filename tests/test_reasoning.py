@@ -67,17 +67,20 @@ def test_no_parser_for_a_model_without_one(tokenizer):
 
 
 def test_a_remote_servers_reasoning_field_comes_back_between_tags():
+    from openai.types.chat import ChatCompletionChunk
+
     from app.remote import _ChunkReader
 
     reader = _ChunkReader()
-    lines = [
-        'data: {"choices":[{"delta":{"reasoning":"Let me "}}]}',
-        'data: {"choices":[{"delta":{"reasoning":"think."}}]}',
-        'data: {"choices":[{"delta":{"content":"Four."}}]}',
-        'data: {"choices":[{"delta":{},"finish_reason":"stop"}]}',
-        "data: [DONE]",
+    deltas = [({"reasoning": "Let me "}, None), ({"reasoning": "think."}, None), ({"content": "Four."}, None),
+              ({}, "stop")]
+    # The chunks as the openai client types them from a vLLM server's stream.
+    chunks = [
+        ChatCompletionChunk.model_validate({"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m",
+                                            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+        for delta, finish in deltas
     ]
-    text = "".join(d.text for line in lines for d in reader.feed(line))
+    text = "".join(d.text for chunk in chunks for d in reader.feed(chunk))
     final = reader.final()
     assert text + (final.text if final else "") == "<think>Let me think.</think>Four."
 
