@@ -1,0 +1,169 @@
+"""Offline (HF_HUB_OFFLINE=1, or Settings → Offline) means nothing leaves this computer, and the token
+rule for a custom HF_ENDPOINT. Against the loopback Hub (tests/hub_server.py), which records every
+request and its Authorization header, through the Models tab's own logic (no browser, no engine: a
+stand-in records what would be loaded, and from where)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.engine import EngineState, EngineStatus
+from app.errors import UserError
+from app.hardware import Gpu, Hardware
+from app.models.cache import ModelStore
+from app.models.sources import token_choice_applies
+from app.settings import AppPaths, AppSettings
+from app.settings_file import save_settings
+from tests.hub_server import HubRepo, HubServer
+
+GRANTED = "hf_granted_token"
+REPO, GATED = "org/tiny", "gated-org/tiny-gated"
+CARD = Hardware(gpus=[Gpu(0, "Fake 24 GB", 24 * 10**9, 0)], cpu_count=8, ram_total=64 * 2**30)
+SEARCH_OFF = {
+    "env": "⚠️ Offline (HF_HUB_OFFLINE=1): Hub search is off; models already on this computer still load.",
+    "setting": "⚠️ Offline (Settings → Offline is on): Hub search is off; models already on this computer still load.",
+}
+HUB_OFF = {
+    "env": "Offline (HF_HUB_OFFLINE=1): nothing is downloaded or looked up on the Hub",
+    "setting": "Offline (Settings → Offline is on): nothing is downloaded or looked up on the Hub",
+}
+
+
+class RecordingEngine:
+    """Stands in for vLLM: records the folder or repo id it is asked to load."""
+
+    def __init__(self) -> None:
+        self.loaded: list[str] = []
+        self.status = EngineStatus(EngineState.EMPTY)
+
+    async def load(self, model: str, settings: Any, name: str | None = None) -> None:
+        self.loaded.append(model)
+        self.status = EngineStatus(EngineState.READY, model=name or model)
+
+
+@pytest.fixture
+def hub(tiny_model: Path, hub_online: None, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+    repos = [
+        HubRepo.from_folder(REPO, tiny_model),
+        HubRepo.from_folder(GATED, tiny_model, gated=True, allowed_tokens={GRANTED}),
+    ]
+    with HubServer(repos) as server:
+        yield server
+
+
+@pytest.fixture
+def panels(hub: HubServer, make_app, tmp_path: Path):
+    from app.ui.model_browser import BrowserPanel
+    from app.ui.models import ModelsPanel
+
+    app = make_app(RecordingEngine())
+    models = ModelsPanel(app)
+    models.store = ModelStore(tmp_path / "hf-cache", tmp_path / "modelscope")
+    models.tokens.save(GRANTED)
+    # The saved token goes with every request to this mirror: anything sent would show it.
+    assert models.set_source("mirror", hub.url, True) == ""
+    return models, BrowserPanel(models, hardware=CARD)
+
+
+def go_offline(how: str, models: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    if how == "env":
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    else:
+        models.app.update_settings(offline=True)
+
+
+async def _collect(stream: Any) -> list[Any]:
+    return [item async for item in stream]
+
+
+@pytest.mark.parametrize("how", ["env", "setting"])
+def test_offline_nothing_leaves_and_the_page_says_why(panels, hub: HubServer, how: str, monkeypatch):
+    models, browser = panels
+    go_offline(how, models, monkeypatch)
+
+    searched = browser.search("tiny", "en")
+    checked = models.check(REPO, "", "en")
+    downloaded = models.download(REPO, "", "en")
+    steps = asyncio.run(_collect(browser.download_and_load(REPO, "en")))
+    assert models.set_source("modelscope", hub.url, False) == ""
+    from_modelscope = models.check(REPO, "", "en")
+    # The Hub saw nothing at all, so no token either.
+    assert hub.requests == []
+    with pytest.raises(UserError) as load:  # vLLM would fetch a repo id that is not here
+        asyncio.run(models.app.load_model(REPO))
+
+    assert searched == ([], SEARCH_OFF[how])
+    assert browser.search_off("en") == SEARCH_OFF[how]
+    assert "Hub 搜索已关闭" in browser.search_off("zh-CN")
+    for refusal in (checked, downloaded, steps[-1][0], from_modelscope, "⚠️ " + load.value.message("en")):
+        assert refusal.startswith("⚠️ " + HUB_OFF[how]), refusal
+    assert steps[-1][1] is False and models.app.downloads.all() == [] and models.app.engine.loaded == []
+    assert "本机已有的模型仍可加载" in models.check(GATED, "", "zh-CN")
+
+
+def test_offline_a_cached_model_still_checks_and_loads(panels, hub: HubServer, tiny_model: Path):
+    models, browser = panels
+    models.download(REPO, "", "en")
+    assert models.app.downloads.find(REPO).wait(120).status == "done"
+    seen = len(hub.requests)
+    models.app.update_settings(offline=True)
+
+    report = models.check(REPO, "", "en")
+    assert "Everything is already downloaded" in report and "Offline" not in report
+    # The fit check, from the cached config.json.
+    assert "token" in report and "config.json" not in report
+    assert browser.describe(REPO, "en")[1] is True
+    steps = asyncio.run(_collect(browser.download_and_load(REPO, "en")))
+    assert steps[-1][1] is True, steps
+    (loaded,) = models.app.engine.loaded
+    assert (Path(loaded) / "config.json").read_bytes() == (tiny_model / "config.json").read_bytes()
+    assert len(hub.requests) == seen
+
+
+def test_a_token_withheld_from_hf_endpoint_is_named_with_the_switch_that_sends_it(panels, hub, monkeypatch):
+    models, _ = panels
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    assert models.set_source("huggingface", "https://hf-mirror.com", False) == ""
+    # The switch shows for Hugging Face too when HF_ENDPOINT points elsewhere.
+    assert token_choice_applies("huggingface")
+
+    refusal = models.check(GATED, "", "en")
+    assert f"your Hugging Face token is not sent to {hub.url} (HF_ENDPOINT)" in refusal
+    assert "turn on “Also send my Hugging Face token to the mirror”" in refusal
+    assert "同时把我的 Hugging Face 令牌发送给镜像站" in models.check(GATED, "", "zh-CN")
+    assert hub.requests and all(auth is None for _, _, auth in hub.requests)
+
+    assert models.set_source("huggingface", "https://hf-mirror.com", True) == ""
+    assert "Download: **" in models.check(GATED, "", "en")
+    assert any(auth == f"Bearer {GRANTED}" for _, _, auth in hub.requests)
+
+    monkeypatch.delenv("HF_ENDPOINT")
+    assert not token_choice_applies("huggingface") and token_choice_applies("mirror")
+
+
+@pytest.mark.parametrize("how", ["env", "setting"])
+def test_the_doctor_offline_tries_no_source_and_says_why(hub: HubServer, tmp_path: Path, how: str):
+    home = tmp_path / "home"
+    paths = AppPaths(home / "config", home / "data", home / "cache", home / "logs")
+    paths.create()
+    save_settings(AppSettings(offline=how == "setting", download_source="mirror", mirror_endpoint=hub.url), paths)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LC_", "LANG", "VLLM_CHAT_"))}
+    # Every source the doctor would probe is the loopback Hub.
+    env |= {"LANG": "C.UTF-8", "VLLM_CHAT_HOME": str(home), "HF_ENDPOINT": hub.url, "MODELSCOPE_ENDPOINT": hub.url}
+    if how == "env":
+        env["HF_HUB_OFFLINE"] = "1"
+    done = subprocess.run(
+        [sys.executable, "-m", "app", "doctor", "--json"], env=env, capture_output=True, text=True, timeout=300
+    )
+    checks = {f["check"]: f for f in json.loads(done.stdout)["findings"]}
+    assert checks["hub"]["why"].startswith(HUB_OFF[how].split(":")[0] + ": the download sources were not tried")
+    assert hub.requests == []
