@@ -22,6 +22,7 @@ from app.models.cache import ModelStore
 from app.models.sources import token_choice_applies
 from app.settings import AppPaths, AppSettings
 from app.settings_file import save_settings
+from tests.browser_pages import browser_fixture, shot  # noqa: F401 (Chromium, as a fixture)
 from tests.hub_server import HubRepo, HubServer
 
 GRANTED = "hf_granted_token"
@@ -150,6 +151,24 @@ def test_a_token_withheld_from_hf_endpoint_is_named_with_the_switch_that_sends_i
     assert not token_choice_applies("huggingface") and token_choice_applies("mirror")
 
 
+def test_the_download_command_offline_prints_a_cached_model_and_refuses_the_rest(hub: HubServer, tmp_path: Path):
+    env = {**os.environ, "VLLM_CHAT_HOME": str(tmp_path / "home"), "HF_HUB_CACHE": str(tmp_path / "hf-cache")}
+
+    def download(repo: str, **extra: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "app", "download", repo, "--source", "mirror", "--mirror", hub.url]
+        return subprocess.run(command, env=env | extra, capture_output=True, text=True, timeout=300)
+
+    first = download(REPO)
+    assert first.returncode == 0, first.stderr
+    seen = len(hub.requests)
+    again = download(REPO, HF_HUB_OFFLINE="1")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip().splitlines()[-1] == first.stdout.strip().splitlines()[-1]
+    refused = download(GATED, HF_HUB_OFFLINE="1")
+    assert refused.returncode == 1 and refused.stderr.startswith(HUB_OFF["env"]), refused.stderr
+    assert len(hub.requests) == seen
+
+
 @pytest.mark.parametrize("how", ["env", "setting"])
 def test_the_doctor_offline_tries_no_source_and_says_why(hub: HubServer, tmp_path: Path, how: str):
     home = tmp_path / "home"
@@ -167,3 +186,48 @@ def test_the_doctor_offline_tries_no_source_and_says_why(hub: HubServer, tmp_pat
     checks = {f["check"]: f for f in json.loads(done.stdout)["findings"]}
     assert checks["hub"]["why"].startswith(HUB_OFF[how].split(":")[0] + ": the download sources were not tried")
     assert hub.requests == []
+
+
+@pytest.mark.browser
+def test_the_page_says_why_search_is_off_and_has_the_switch(browser, app_home, start_server, monkeypatch):
+    from playwright.sync_api import expect
+
+    from app.application import App
+    from app.engine import Engine
+
+    app = App.build(AppSettings(), AppPaths.default(), engine=Engine())
+    server = start_server(app)
+    # The suite's HF_HUB_OFFLINE=1: the Chinese page says so where the search is.
+    zh = browser.new_context(locale="zh-CN", viewport={"width": 1280, "height": 1000})
+    try:
+        page = zh.new_page()
+        page.goto(server.url)
+        page.get_by_role("tab", name="模型").click()
+        page.get_by_text("搜索 Hub").first.click()
+        expect(page.get_by_text("离线（HF_HUB_OFFLINE=1）：Hub 搜索已关闭；本机已有的模型仍可加载。")).to_be_visible()
+        expect(page.get_by_placeholder("qwen、llama 8b")).to_be_disabled()
+        shot(page, "offline-search-zh")
+    finally:
+        zh.close()
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    en = browser.new_context(locale="en-US", viewport={"width": 1280, "height": 1000})
+    try:
+        page = en.new_page()
+        page.goto(server.url)
+        page.get_by_role("tab", name="Models").click()
+        page.get_by_text("Search the Hub").first.click()
+        expect(page.get_by_placeholder("qwen, llama 8b")).to_be_editable()
+        page.get_by_role("tab", name="Settings").click()
+        page.get_by_label("Offline: never contact Hugging Face, the mirror or ModelScope").check()
+        expect(page.get_by_text("Offline: nothing leaves this computer")).to_be_visible()
+        shot(page, "offline-settings-switch")
+        assert app.settings.offline is True
+        page.get_by_role("tab", name="Models").click()
+        page.get_by_text("Search the Hub").first.click()  # closes it
+        page.get_by_text("Search the Hub").first.click()  # and opens it again, with what the switch did
+        expect(page.get_by_text(SEARCH_OFF["setting"].removeprefix("⚠️ "))).to_be_visible()
+        expect(page.get_by_placeholder("qwen, llama 8b")).to_be_disabled()
+        shot(page, "offline-search-en")
+    finally:
+        en.close()

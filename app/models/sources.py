@@ -32,7 +32,7 @@ def offline_variable() -> str | None:
     from huggingface_hub import constants
 
     name = next((n for n in OFFLINE_VARIABLES if os.environ.get(n)), None)
-    return name if name and os.environ[name].strip().upper() in constants.ENV_VARS_TRUE_VALUES else None
+    return name if name and os.environ[name].upper() in constants.ENV_VARS_TRUE_VALUES else None
 
 
 def offline_reason(setting: bool = False) -> Offline | None:
