@@ -30,7 +30,8 @@ import pytest
 # variable override that setting, which would hide the app's own behaviour.
 os.environ.pop("VLLM_CPU_KVCACHE_SPACE", None)
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-# Nothing in the tests may reach the internet hub by accident.
+# Nothing in the tests may reach the internet hub by accident: the app obeys this too (no search,
+# check or download goes out), so tests of the loopback Hub ask for `hub_online`.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from app.engine import Engine

@@ -21,8 +21,9 @@ from app.hardware import Gpu, Hardware
 from app.models.cache import ModelStore
 from app.models.sources import token_choice_applies
 from app.settings import AppPaths, AppSettings
-from app.settings_file import save_settings
+from app.settings_file import load_settings, save_settings
 from tests.browser_pages import browser_fixture, shot  # noqa: F401 (Chromium, as a fixture)
+from tests.conftest import wait_until
 from tests.hub_server import HubRepo, HubServer
 
 GRANTED = "hf_granted_token"
@@ -128,6 +129,20 @@ def test_offline_a_cached_model_still_checks_and_loads(panels, hub: HubServer, t
     (loaded,) = models.app.engine.loaded
     assert (Path(loaded) / "config.json").read_bytes() == (tiny_model / "config.json").read_bytes()
     assert len(hub.requests) == seen
+
+
+def test_turning_offline_on_stops_the_running_download_and_is_saved(panels, hub: HubServer):
+    from app.ui.settings import SettingsPanel
+
+    models, _ = panels
+    hub.throttle = 100_000  # bytes/s: the weights take several seconds
+    models.download(REPO, "", "en")
+    assert wait_until(lambda: hub.bytes_sent.get("model.safetensors", 0) > 50_000, timeout=60)
+    note = SettingsPanel(models.app).set_offline(True, None)
+    assert note == "Offline: nothing leaves this computer (downloads that were running are stopped)."
+    assert models.app.downloads.find(REPO).progress().status == "cancelled"
+    assert wait_until(lambda: hub.active_transfers == 0, timeout=5)
+    assert load_settings(models.app.paths).offline is True
 
 
 def test_a_token_withheld_from_hf_endpoint_is_named_with_the_switch_that_sends_it(panels, hub, monkeypatch):
