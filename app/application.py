@@ -26,6 +26,7 @@ from app.logs import configure_engine_log
 from app.metrics import AppMetrics
 from app.models.cache import ModelStore, resolve_snapshot
 from app.models.downloads import Downloads
+from app.models.sources import refuse_if_offline
 from app.settings import AppPaths, AppSettings, EngineSettings
 from app.settings_file import save_settings
 from app.tools.host import ToolHost
@@ -94,6 +95,8 @@ class App:
         if folder is None and looks_like_repo_id(model) and not Path(model).expanduser().exists():
             with contextlib.suppress(UserError):
                 source = str(resolve_snapshot(ModelStore.for_app(self.paths), model))
+            if source == model:  # vLLM would fetch it from the Hub
+                refuse_if_offline(self.settings.offline)
         if source != model:
             name = name or model
         trusted = engine_settings.trust_remote_code or self.settings.trusts(model)

@@ -28,6 +28,7 @@ from app.hardware import (
 from app.i18n import translate
 from app.models import memory
 from app.models.memory import CUDA_CONTEXT_BYTES, GIB, GPU_RUNTIME_RESERVE, MIN_USEFUL_TOKENS, Gpus
+from app.models.sources import Offline
 
 # Below this the cache cannot take a download or the history database a write.
 DISK_FULL_BYTES = 1 * GIB
@@ -100,7 +101,8 @@ class Facts:
     engine_holds_gpu: bool = False  # our own engine is loaded: GPU memory in use is ours
     cache_dir: Path = Path("~/.cache/huggingface/hub")
     cache_free: int | None = None
-    hub_offline: bool = False
+    hub_offline: Offline | None = None  # offline: the download sources are not tried
+    offline_variable: str = "HF_HUB_OFFLINE"  # the variable that set it (Offline.ENV)
     download_source: str = "huggingface"
     sources: tuple[SourceReach, ...] = ()
     host: str = "127.0.0.1"
@@ -336,7 +338,7 @@ def check_disk(facts: Facts) -> list[Finding]:
 
 def check_hub(facts: Facts) -> list[Finding]:
     if facts.hub_offline:
-        return [Finding("hub", Status.OK, "hub_offline")]
+        return [Finding("hub", Status.OK, f"hub_offline_{facts.hub_offline}", {"variable": facts.offline_variable})]
     if not facts.sources:
         return []
     chosen = next((s for s in facts.sources if s.name == facts.download_source), facts.sources[0])

@@ -15,6 +15,7 @@ from app.doctor import Facts, SourceReach
 from app.errors import UserError
 from app.hardware import detect, disk_free, driver_cuda_version, port_free, torch_facts, vllm_build, wsl_facts
 from app.models.fit import ModelShape, cpu_kv_cache_bytes, read_config, weight_file_bytes
+from app.models.sources import offline_reason, offline_variable
 from app.settings import AppSettings, hf_cache_dir
 
 HUB_TIMEOUT_S = 4.0
@@ -36,7 +37,8 @@ def gather_facts(
     """
     root = Path(os.environ.get("VLLM_CHAT_FAKE_ROOT") or "/")
     cache = hf_cache_dir()
-    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    # Offline, nothing leaves this computer: not even a probe of the download sources.
+    offline = offline_reason(settings.offline)
     weights, per_token = model_memory(model, cache) if model else (None, None)
     return Facts(
         hardware=detect(),
@@ -57,6 +59,7 @@ def gather_facts(
         cache_dir=cache,
         cache_free=disk_free(cache),
         hub_offline=offline,
+        offline_variable=offline_variable() or "HF_HUB_OFFLINE",
         download_source=settings.download_source,
         sources=() if offline or not probe_hub else probe_sources(source_urls(settings)),
         host=host,

@@ -169,6 +169,8 @@ class AppSettings:
     download_source: DownloadSource = "huggingface"
     mirror_endpoint: Annotated[str, AfterValidator(web_url)] = "https://hf-mirror.com"
     send_token_to_mirror: bool = False
+    # Never contact Hugging Face, the mirror or ModelScope (as HF_HUB_OFFLINE=1 does): cached models still load.
+    offline: bool = False
     # Models whose own Python code the user agreed to run, asked per model in the page.
     trusted_models: list[Annotated[str, Field(min_length=1)]] = field(default_factory=list)
     # The largest file (or picture) a message may carry, in MB: bigger ones are refused unread.

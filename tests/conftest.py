@@ -30,7 +30,8 @@ import pytest
 # variable override that setting, which would hide the app's own behaviour.
 os.environ.pop("VLLM_CPU_KVCACHE_SPACE", None)
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-# Nothing in the tests may reach the internet hub by accident.
+# Nothing in the tests may reach the internet hub by accident: the app obeys this too (no search,
+# check or download goes out), so tests of the loopback Hub ask for `hub_online`.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from app.engine import Engine
@@ -214,6 +215,16 @@ def app_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A private app home (settings, history, logs) for one test."""
     monkeypatch.setenv("VLLM_CHAT_HOME", str(tmp_path / "home"))
     return tmp_path / "home"
+
+
+@pytest.fixture
+def hub_online(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Online, for a test that talks to the loopback Hub (tests/hub_server.py): the app honours
+    HF_HUB_OFFLINE, which the suite sets. A call that names no endpoint of its own goes to a closed
+    loopback port, never to the internet."""
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{free_port()}")
 
 
 def free_port(host: str = "127.0.0.1") -> int:

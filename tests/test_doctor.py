@@ -30,6 +30,7 @@ from app.doctor import (
 from app.doctor_facts import model_memory, probe_sources
 from app.hardware import Gpu, Hardware, TorchFacts, VllmBuild, port_free, wsl_facts, wslconfig_memory
 from app.i18n import table
+from app.models.sources import Offline
 from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -260,7 +261,8 @@ def test_every_finding_reads_in_both_languages(tmp_path: Path) -> None:
         facts(), facts(hardware=CPU_BOX, vllm=VllmBuild({"vllm": "0.32.0"}), model="m", model_bytes=40 * GIB),
         facts(hardware=CPU_BOX, model="m", model_bytes=20 * GIB), facts(hardware=CPU_BOX, model="m", model_bytes=GIB),
         facts(torch=TorchFacts(error="No module named 'torch'")), facts(model="not/downloaded"),
-        facts(wsl=wsl, port_free=None, hub_offline=True), facts(sources=(down, mirror)), facts(sources=(down,)),
+        facts(wsl=wsl, port_free=None, hub_offline=Offline.ENV), facts(hub_offline=Offline.SETTING),
+        facts(sources=(down, mirror)), facts(sources=(down,)),
         facts(cache_free=5 * GIB), facts(system="Windows", python_version=(3, 9, 1)),
     ]
     en, zh = table("en"), table("zh-CN")
@@ -275,8 +277,8 @@ def test_every_finding_reads_in_both_languages(tmp_path: Path) -> None:
                 assert "{" not in text, (f.key, lang, text)
             if f.status is not Status.OK:
                 assert f"doctor.{f.key}_fix" in en and f"doctor.{f.key}_fix" in zh, f.key
-    assert {"hub_other", "hub_none", "hub_offline", "port_ours", "torch_missing", "fit_cpu_too_big",
-            "fit_cpu_tight", "fit_cpu_ok", "fit_unknown", "disk_low", "python_old"} <= seen
+    assert {"hub_other", "hub_none", "hub_offline_env", "hub_offline_setting", "port_ours", "torch_missing",
+            "fit_cpu_too_big", "fit_cpu_tight", "fit_cpu_ok", "fit_unknown", "disk_low", "python_old"} <= seen
     # Same keys in both files.
     assert {k for k in en if k.startswith("doctor.")} == {k for k in zh if k.startswith("doctor.")}
     hub = only(run_checks(facts(sources=(down, mirror))), "hub")
@@ -345,7 +347,7 @@ def test_doctor_command_on_this_machine(tmp_path: Path) -> None:
     checks = {f["check"]: f for f in report["findings"]}
     assert report["language"] == "en"
     assert checks["port"]["status"] == "ok" and str(port) in checks["port"]["why"]
-    assert checks["hub"]["why"].startswith("Offline mode")
+    assert checks["hub"]["why"].startswith("Offline (HF_HUB_OFFLINE=1)")
     assert checks["python"]["why"] == f"Python {'.'.join(map(str, sys.version_info[:3]))}."
     # Whatever this machine is, the vLLM build is OK exactly when it matches its GPU (or lack of one).
     has_gpu = checks["gpu"]["status"] == "ok"

@@ -38,8 +38,8 @@ GRANTED, NOT_GRANTED = "hf_granted_token", "hf_valid_but_not_granted"
 
 
 @pytest.fixture(autouse=True)
-def plain_http(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The loopback Hub speaks plain HTTP, not Xet; children inherit this.
+def plain_http(monkeypatch: pytest.MonkeyPatch, hub_online: None) -> None:
+    # Online to the loopback Hub, which speaks plain HTTP, not Xet; children inherit this.
     monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
 
 
@@ -315,7 +315,7 @@ def test_the_token_goes_to_a_mirror_only_when_allowed(hub: HubServer, store: Mod
 
     # A mirror set through HF_ENDPOINT (as many users in China do) gets no token either.
     monkeypatch.setenv("HF_ENDPOINT", hub.url)
-    assert source_from_settings(AppSettings(), GRANTED) == Source("huggingface", hub.url, None)
+    assert source_from_settings(AppSettings(), GRANTED) == Source("huggingface", hub.url, None, token_withheld=True)
     monkeypatch.setenv("HF_ENDPOINT", "https://huggingface.co/")
     assert source_from_settings(AppSettings(), GRANTED).token == GRANTED
 
@@ -395,7 +395,7 @@ def test_models_tab_functions(hub: HubServer, make_app, tmp_path: Path):
 
 @pytest.mark.engine
 def test_download_and_load_in_one_step_loads_offline_into_the_real_engine_and_answers(
-    hub, make_app, engine_loop, tmp_path
+    hub, make_app, engine_loop, tmp_path, monkeypatch
 ):
     """The browser's "Download and load": progress while downloading, then a load that needs no
     network (the Hub is stopped before it starts), then a reply."""
@@ -416,7 +416,8 @@ def test_download_and_load_in_one_step_loads_offline_into_the_real_engine_and_an
         async for line, loaded in browser.download_and_load("org/tiny", "en"):
             seen.append((line, loaded))
             if line.startswith("Loading"):
-                hub.stop()  # the Hub is gone: loading must not need it
+                hub.stop()  # the Hub is gone, and vLLM's process starts offline: loading must not need it
+                monkeypatch.setenv("HF_HUB_OFFLINE", "1")
         return seen
 
     try:

@@ -19,7 +19,8 @@ GATED_TOKEN = "hf_granted_token"
 
 
 @pytest.fixture(autouse=True)
-def plain_http(monkeypatch: pytest.MonkeyPatch) -> None:
+def plain_http(monkeypatch: pytest.MonkeyPatch, hub_online: None) -> None:
+    # Online to the loopback Hub, which speaks plain HTTP, not Xet.
     monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
 
 

@@ -57,7 +57,9 @@ def hub(tiny_model: Path) -> Iterator[HubServer]:
         yield server
 
 
-def test_search_download_and_load_then_chat(hub, browser, app_home, start_server, engine_loop, tmp_path, monkeypatch):
+def test_search_download_and_load_then_chat(
+    hub, hub_online, browser, app_home, start_server, engine_loop, tmp_path, monkeypatch
+):
     from app.application import App
 
     monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")

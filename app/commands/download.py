@@ -13,7 +13,7 @@ import sys
 from app.errors import UserError
 from app.hardware import detect
 from app.i18n import normalize_language, translate
-from app.models.cache import ModelStore
+from app.models.cache import ModelStore, resolve_snapshot
 from app.models.catalog import load_catalog, repo_for_source
 from app.models.downloads import DownloadProgress, Downloads, DownloadState, format_eta
 from app.models.fit import format_bytes
@@ -53,6 +53,9 @@ def main(argv: list[str]) -> int:
                 print(line)
         except UserError as exc:  # an unusual config: the download is still worth doing
             print(exc.message(lang))
+        if not plan.download_bytes:  # all here already (offline too): nothing to fetch
+            print(resolve_snapshot(plan.store, plan.repo_id, plan.commit))
+            return 0
         download = Downloads().start(plan)
     except UserError as exc:
         print(exc.message(lang), file=sys.stderr)

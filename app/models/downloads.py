@@ -180,6 +180,8 @@ class Download:
     def _run(self) -> None:
         try:
             self._attempts()
+        except UserError as exc:  # gone offline since it started: the next attempt is refused
+            self._set(status="failed", error=exc)
         finally:
             self._finished.set()
 
@@ -282,6 +284,7 @@ class Downloads:
         self._downloads: dict[str, Download] = {}
 
     def start(self, plan: DownloadPlan, **options: Any) -> Download:
+        plan.source.require_online()
         plan.require_disk()
         if plan.source.kind == "modelscope" and importlib.util.find_spec("modelscope") is None:
             raise UserError("models.modelscope_missing")

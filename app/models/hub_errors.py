@@ -23,6 +23,9 @@ def error_for(event: dict[str, Any], repo_id: str, revision: str, source: Source
     if kind == "gguf_only":
         base = event.get("base")
         return UserError("browser.gguf_only" if base else "browser.gguf_only_no_base", base=base, **params)
+    if kind == "gated" and source.token_withheld:
+        # The saved token stayed home: asking for one again would not help.
+        return UserError(f"models.err_gated_token_withheld_{source.kind}", **params)
     if kind == "gated":
         return UserError("models.err_gated_no_access" if source.token else "models.err_gated", **params)
     if kind == "repo_not_found" and not source.token and source.kind != "modelscope":

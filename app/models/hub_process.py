@@ -4,6 +4,8 @@ request, read its JSON events.
 Why a child process: huggingface_hub reads HF_ENDPOINT / HF_TOKEN / HF_HUB_OFFLINE when it is
 imported, and an exception from a progress callback does not stop Xet transfers. A child gets
 its own environment, and terminating it stops the transfer for real.
+
+Offline (HF_HUB_OFFLINE=1 or Settings → Offline), no child starts: nothing leaves the machine.
 """
 
 from __future__ import annotations
@@ -37,8 +39,6 @@ def _child_env(source: Source, store: ModelStore) -> dict[str, str]:
     # The token travels in the request, never through the environment, so a mirror cannot get it by accident.
     for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "MODELSCOPE_API_TOKEN"):
         env.pop(name, None)
-    # A download is an explicit request to go online, even when the app loads models offline.
-    env["HF_HUB_OFFLINE"] = "0"
     env["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
     env["HF_HUB_CACHE"] = str(store.hf_cache)
     if source.endpoint:
@@ -51,6 +51,8 @@ def _child_env(source: Source, store: ModelStore) -> dict[str, str]:
 
 
 def spawn_child(source: Source, store: ModelStore, stderr: Any) -> subprocess.Popen:
+    """The child for one request; refused (UserError) when offline: every Hub call passes here."""
+    source.require_online()
     return subprocess.Popen(
         [sys.executable, "-m", "app.models.hub_child"],
         stdin=subprocess.PIPE,

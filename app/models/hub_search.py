@@ -33,6 +33,7 @@ def search_hub(
     query: str, source: Source, store: ModelStore, limit: int = SEARCH_LIMIT, timeout: float = 60
 ) -> list[HubHit]:
     """Text-generation models matching `query`, most downloaded first."""
+    source.require_online("browser.offline_search")
     query = " ".join(query.split())[:MAX_QUERY_CHARS]
     if not query:
         raise UserError("models.pick_model")

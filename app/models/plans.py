@@ -12,12 +12,12 @@ from typing import Any
 from app.errors import UserError
 from app.hardware import Hardware
 from app.i18n import translate
-from app.models.cache import ModelStore, is_weight_file
+from app.models.cache import ModelStore, is_weight_file, resolve_snapshot, select_model_files
 from app.models.catalog import CatalogEntry, find_entry
-from app.models.fit import FitReport, ModelShape, check_fit, format_bytes
+from app.models.fit import FitReport, ModelShape, check_fit, format_bytes, read_config
 from app.models.hub_errors import error_for
 from app.models.hub_process import request_source, run_child
-from app.models.sources import Source
+from app.models.sources import Source, offline_reason
 from app.settings import EngineSettings
 
 # Room left on the disk after a download: a completely full disk breaks everything else too.
@@ -120,9 +120,12 @@ def plan_download(
     timeout: float = 120,
 ) -> DownloadPlan:
     """Ask the source which files vLLM needs, their sizes and what is cached; read config.json.
+    Offline, a cached model is planned from its files and anything else is refused, unasked.
     `free_bytes` overrides the measured free disk space (for previews of another disk, and tests)."""
     repo_id = check_repo_id(repo_id)
     revision = (revision or "").strip() or ("master" if source.kind == "modelscope" else "main")
+    if offline_reason(source.offline):
+        return cached_plan(repo_id, revision, source, store)
     request = {"op": "plan", "repo": repo_id, "revision": revision, **request_source(source, store)}
     events = run_child(source, store, request, timeout)
     last = events[-1] if events else {"event": "error", "kind": "crashed", "detail": ""}
@@ -137,6 +140,27 @@ def plan_download(
         files=tuple(PlannedFile(f["name"], int(f["size"]), bool(f["cached"])) for f in last["files"]),
         config=last.get("config") or {},
         free_bytes=disk_free(store.root(source.kind)) if free_bytes is None else free_bytes,
+    )
+
+
+def cached_plan(repo_id: str, revision: str, source: Source, store: ModelStore) -> DownloadPlan:
+    """The plan of a model already on this computer, from its files alone (offline: nothing is asked);
+    a model that is not fully here gets the offline sentence."""
+    try:
+        folder = resolve_snapshot(store, repo_id, None if source.kind == "modelscope" else revision)
+    except UserError:
+        source.require_online()
+        raise
+    names = select_model_files([str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()])
+    return DownloadPlan(
+        repo_id=repo_id,
+        revision=revision,
+        source=source,
+        store=store,
+        commit=None if source.kind == "modelscope" else folder.name,
+        files=tuple(PlannedFile(n, (folder / n).stat().st_size, True) for n in names),
+        config=read_config(folder),
+        free_bytes=disk_free(store.root(source.kind)),
     )
 
 

@@ -22,6 +22,7 @@ from app.models.catalog import find_entry
 from app.models.downloads import DownloadState, format_eta, progress_line
 from app.models.fit import format_bytes
 from app.models.hub_search import search_hub
+from app.models.sources import refuse_if_offline
 from app.ui.i18n import request_language
 
 if TYPE_CHECKING:
@@ -116,6 +117,14 @@ class BrowserPanel:
 
     # ---- the Hub ----
 
+    def search_off(self, lang: str) -> str:
+        """Why the Hub search is off (offline), or "" when it works."""
+        try:
+            refuse_if_offline(self.app.settings.offline, "browser.offline_search")
+        except UserError as exc:
+            return "⚠️ " + exc.message(lang)
+        return ""
+
     def search(self, query: str, lang: str) -> tuple[list[list[Any]], str]:
         """Matching text-generation models as table cells, and a sentence when there is none."""
         source = self.models.source()
@@ -196,7 +205,7 @@ def browser_section(panel: BrowserPanel, i18n: gr.I18n, tabs: gr.Tabs | None) ->
         go = gr.Button(i18n("browser.download_and_load"), variant="primary", elem_id="browser-go")
         cancel = gr.Button(i18n("browser.cancel"), variant="stop")
     note = gr.Markdown(elem_id="browser-note")
-    with gr.Accordion(i18n("browser.search"), open=False):
+    with gr.Accordion(i18n("browser.search"), open=False) as search_box:
         with gr.Row():
             query = gr.Textbox(label=i18n("browser.search"), placeholder=i18n("browser.search_placeholder"), scale=4)
             search = gr.Button(i18n("browser.search_button"))
@@ -225,6 +234,11 @@ def browser_section(panel: BrowserPanel, i18n: gr.I18n, tabs: gr.Tabs | None) ->
         label = translate("browser.load" if cached else "browser.download_and_load", lang)
         return name, text, gr.Button(value=label)
 
+    def on_search_state(request: gr.Request):
+        # Offline: the box says why before anyone types (Settings → Offline may change meanwhile).
+        off = panel.search_off(request_language(request))
+        return gr.Textbox(interactive=not off), gr.Button(interactive=not off), off
+
     def on_search(text: str, request: gr.Request):
         lang = request_language(request)
         cells, message = panel.search(text, lang)
@@ -249,6 +263,9 @@ def browser_section(panel: BrowserPanel, i18n: gr.I18n, tabs: gr.Tabs | None) ->
     gr.on(None, *show_table, **private)
     table.select(on_pick, keys, [picked, note, go], **private)
     results.select(on_pick_result, None, [picked, note, go], **private)
+    search_state = (on_search_state, None, [query, search, search_note])
+    gr.on(None, *search_state, **private)
+    search_box.expand(*search_state, **private)
     searching = {"show_progress_on": search_note, **private}
     search.click(on_search, query, [results, search_note], **searching)
     query.submit(on_search, query, [results, search_note], **searching)

@@ -25,7 +25,7 @@ from app.models.downloads import progress_line
 from app.models.fit import format_bytes, read_config, settings_that_fit, weight_file_bytes
 from app.models.hub_search import suggestions
 from app.models.plans import DownloadPlan, check_plan_fit, plan_download, plan_lines
-from app.models.sources import Source, TokenStore, source_from_settings
+from app.models.sources import Source, TokenStore, source_from_settings, token_choice_applies
 from app.settings import AppSettings
 from app.ui.i18n import gradio_i18n, request_language
 from app.ui.model_browser import BrowserPanel, browser_section
@@ -275,7 +275,7 @@ def models_tab(app: App, i18n: gr.I18n | None = None, tabs: gr.Tabs | None = Non
         send_token = gr.Checkbox(
             settings.send_token_to_mirror,
             label=i18n("models.send_token_to_mirror"),
-            visible=settings.download_source == "mirror",
+            visible=token_choice_applies(settings.download_source),
         )
     source_note = gr.Markdown()
     browser_section(BrowserPanel(panel), i18n, tabs)
@@ -313,7 +313,7 @@ def models_tab(app: App, i18n: gr.I18n | None = None, tabs: gr.Tabs | None = Non
 
     def on_source(kind: str, mirror_url: str, send: bool, request: gr.Request):
         note = panel.set_source(kind, mirror_url, send, request_language(request))
-        return note, gr.update(visible=kind == "mirror"), gr.update(visible=kind == "mirror")
+        return note, gr.update(visible=kind == "mirror"), gr.update(visible=token_choice_applies(kind))
 
     def on_check(repo: str, rev: str, request: gr.Request) -> str:
         return panel.check(repo, rev, request_language(request))

@@ -19,6 +19,7 @@ from app.engine import EngineState
 from app.errors import UserError
 from app.i18n import translate
 from app.models.parsers import reasoning_parser_names, tool_call_parser_names
+from app.models.sources import offline_variable
 from app.settings import (
     AUTO,
     DTYPES,
@@ -202,6 +203,27 @@ class SettingsPanel:
             reason = status.error.message(lang) if status.error else ""
             yield translate("settings_ui.reload_failed", lang, reason=reason)
 
+    def offline_state(self, request: gr.Request) -> tuple[bool, str]:
+        """The switch as saved (another tab may have changed it), and why the app is offline anyway."""
+        return self.app.settings.offline, offline_note(self.app.settings.offline, request_language(request), False)
+
+    def set_offline(self, offline: bool, request: gr.Request) -> str:
+        """Saved at once; turning it on also stops the downloads running now: nothing more leaves."""
+        self.app.update_settings(offline=bool(offline))
+        if offline:
+            self.app.downloads.cancel_all()
+        return offline_note(bool(offline), request_language(request), True)
+
+
+def offline_note(offline: bool, lang: str, changed: bool) -> str:
+    """Why the app is offline whatever the switch says (HF_HUB_OFFLINE), else what a change did."""
+    variable = offline_variable()
+    if variable:
+        return translate("settings_ui.offline_env", lang, variable=variable)
+    if not changed:
+        return ""
+    return translate("settings_ui.offline_on" if offline else "settings_ui.offline_off", lang)
+
 
 def _shown(value: Any) -> str:
     if isinstance(value, list):
@@ -220,6 +242,16 @@ def parser_field(i18n: gr.I18n, name: str, value: str, names: list[str]) -> gr.D
     """ "auto" (from the model), "none", or one of vLLM's parsers by the name `vllm serve` takes."""
     choices = [(i18n("settings_ui.parser_auto"), AUTO), (i18n("settings_ui.parser_none"), NO_PARSER), *names]
     return field(gr.Dropdown, i18n, name, value or NO_PARSER, True, choices=choices)
+
+
+def offline_section(panel: SettingsPanel, i18n: gr.I18n) -> None:
+    """Settings → Offline: never contact Hugging Face, the mirror or ModelScope (as HF_HUB_OFFLINE=1)."""
+    with gr.Accordion(i18n("settings_ui.network"), open=True):
+        offline = field(gr.Checkbox, i18n, "offline", panel.app.settings.offline, True, elem_id="offline")
+        note = gr.Markdown()
+    gr.on(None, panel.offline_state, None, [offline, note], api_visibility="private")
+    # `input`, not `change`: the page-load refresh above must not save anything.
+    offline.input(panel.set_offline, offline, note, api_visibility="private")
 
 
 def settings_tab(app: App, i18n: gr.I18n) -> None:
@@ -295,6 +327,7 @@ def settings_tab(app: App, i18n: gr.I18n) -> None:
             reasoning_parser = parser_field(i18n, "reasoning_parser", engine.reasoning_parser, reasoning_parser_names())
         apply = gr.Button(i18n("settings_ui.apply_reload"), variant="primary", elem_id="apply-reload")
         engine_result = gr.Markdown()
+    offline_section(panel, i18n)
 
     # fmt: off
     sampling_fields = [temperature, top_p, top_k, min_p, max_tokens, repetition_penalty, presence_penalty,
