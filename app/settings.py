@@ -192,6 +192,11 @@ def apply_preset(name: str, base: EngineSettings | None = None) -> EngineSetting
     return dataclasses.replace(settings, **PRESETS[name])
 
 
+# The highest "largest attachment" that can be set, in MB: the page takes uploads up to this size,
+# so that the app's own refusal, with the limit set, is what a user sees for a file too big.
+MAX_ATTACHMENT_MB = 1024.0
+
+
 @dataclass
 class AppSettings:
     """Everything saved between runs."""
@@ -213,7 +218,7 @@ class AppSettings:
     def validate(self) -> None:
         self.engine.validate()
         self.sampling.validate()
-        _check_range("max_attachment_mb", self.max_attachment_mb, 0.01, 1024.0)
+        _check_range("max_attachment_mb", self.max_attachment_mb, 0.01, MAX_ATTACHMENT_MB)
         if self.preset not in PRESETS:
             raise SettingsError("settings.bad_choice", name="preset", value=self.preset, choices=", ".join(PRESETS))
         if self.download_source not in DOWNLOAD_SOURCES:
