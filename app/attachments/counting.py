@@ -1,10 +1,11 @@
 """Counting a document in the loaded model's tokens while it is read.
 
-Tokenizing a whole file at once costs memory in proportion to the file (a 40 MB text is 28
-million tokens: 9 GB in the tokenizer, of which the process kept 5 GB), though a model's
-context holds a few thousand to a few hundred thousand. So the text is counted in pieces
-of about 64 KiB, cut at line ends, and refused as soon as the running count is more than the
-context: the work and memory are bounded by the context, not by the file.
+Tokenizing a whole file at once costs time and memory in proportion to the file (a 40 MB log,
+37 million tokens, took 123 s to refuse; the process grew from 0.7 to 12 GB and kept 6.6 GB),
+though a model's context holds a few thousand to a few hundred thousand tokens. So the text is
+counted in pieces of about 64 KiB, cut at line ends, and refused as soon as the running count is
+more than the context: the work and memory are bounded by the context, not by the file (the
+same log: refused in 0.4 s, 0.2 GB more at the peak, nothing kept).
 """
 
 from __future__ import annotations
