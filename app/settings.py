@@ -156,6 +156,11 @@ def apply_preset(name: str, base: EngineSettings | None = None) -> EngineSetting
     return dataclasses.replace(settings, **PRESETS[name])
 
 
+# The highest "largest attachment" that can be set, in MB: the page takes uploads up to this size,
+# so that the app's own refusal, with the limit set, is what a user sees for a file too big.
+MAX_ATTACHMENT_MB = 1024.0
+
+
 @dataclass
 class AppSettings:
     """Everything saved between runs."""
@@ -174,7 +179,7 @@ class AppSettings:
     # Models whose own Python code the user agreed to run, asked per model in the page.
     trusted_models: list[Annotated[str, Field(min_length=1)]] = field(default_factory=list)
     # The largest file (or picture) a message may carry, in MB: bigger ones are refused unread.
-    max_attachment_mb: Annotated[float, _between(0.01, 1024.0)] = 50.0
+    max_attachment_mb: Annotated[float, _between(0.01, MAX_ATTACHMENT_MB)] = 50.0
 
     def validate(self) -> None:
         check(self)

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 PDF_TEXT = "Quarterly report: revenue grew by forty percent."
 DOCX_PARAGRAPH = "Meeting notes for the launch."
 
 
-def pdf_bytes(text: str = PDF_TEXT, password: str | None = None) -> bytes:
-    """A one-page PDF whose text layer is `text` (Helvetica, ASCII), optionally encrypted."""
+def pdf_bytes(text: str = PDF_TEXT, password: str | None = None, pages: int = 1) -> bytes:
+    """A PDF of `pages` pages whose text layer is `text` (Helvetica, ASCII), optionally encrypted."""
     from pypdf import PdfWriter
     from pypdf.generic import DecodedStreamObject, DictionaryObject, NameObject
 
     writer = PdfWriter()
-    page = writer.add_blank_page(width=612, height=792)
     font = DictionaryObject(
         {
             NameObject("/Type"): NameObject("/Font"),
@@ -22,12 +22,15 @@ def pdf_bytes(text: str = PDF_TEXT, password: str | None = None) -> bytes:
             NameObject("/BaseFont"): NameObject("/Helvetica"),
         }
     )
-    page[NameObject("/Resources")] = DictionaryObject(
-        {NameObject("/Font"): DictionaryObject({NameObject("/F1"): writer._add_object(font)})}
-    )
-    stream = DecodedStreamObject()
-    stream.set_data(f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode("latin-1"))
-    page[NameObject("/Contents")] = writer._add_object(stream)
+    font_ref = writer._add_object(font)
+    for _ in range(pages):
+        page = writer.add_blank_page(width=612, height=792)
+        page[NameObject("/Resources")] = DictionaryObject(
+            {NameObject("/Font"): DictionaryObject({NameObject("/F1"): font_ref})}
+        )
+        stream = DecodedStreamObject()
+        stream.set_data(f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode("latin-1"))
+        page[NameObject("/Contents")] = writer._add_object(stream)
     if password is not None:
         writer.encrypt(user_password=password, owner_password=password, algorithm="RC4-128")
     out = io.BytesIO()
@@ -67,3 +70,20 @@ def png_bytes(
     out = io.BytesIO()
     Image.new(mode, size, color if mode == "RGB" else 0).save(out, format="PNG")
     return out.getvalue()
+
+
+def write_big_text(path: Path, n_bytes: int) -> Path:
+    """A text file of about `n_bytes` (log-like English and Chinese lines, each different),
+    written a block at a time so that the test process does not hold it."""
+    block_lines = 2_000
+    with path.open("w", encoding="utf-8") as f:
+        written, line = 0, 0
+        while written < n_bytes:
+            numbers = range(line, line + block_lines)
+            block = "".join(
+                f"{n:08d} INFO request {n * 7919 % 100_003} served in {n % 997} ms; 温度 21 度\n" for n in numbers
+            )
+            f.write(block)
+            written += len(block.encode("utf-8"))
+            line += block_lines
+    return path

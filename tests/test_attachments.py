@@ -12,10 +12,12 @@ import pytest
 from transformers import AutoTokenizer
 
 from app.attachments import Attachment, AttachmentKind, attach, check_fits, check_size, file_part, read_file
+from app.attachments.counting import pieces
 from app.conversations import Conversations, begin, edit_turn, new_turn, regenerate_turn
 from app.engine import Engine
 from app.errors import UserError
 from app.i18n import translate
+from app.remote import RemoteEngine
 from tests.attachment_files import (
     CHINESE_TEXT,
     DOCX_PARAGRAPH,
@@ -86,10 +88,27 @@ def test_bad_files_get_one_sentence(name: str, data: bytes | None, key: str) -> 
 
 
 def test_a_file_over_the_size_limit_is_refused_unread() -> None:
-    error = refusal(check_size, "video-notes.txt", 200 * 2**20, 50)
+    error = refusal(check_size, "video-notes.txt", 2000 * 2**20, 1024)
     assert error.key == "attachments.too_big"
-    assert "200.0 MB" in error.message("en") and "50 MB" in error.message("en")
+    # Where to change the limit, and numbers as people write them.
+    assert "2,000.0 MB" in error.message("en") and "1,024 MB" in error.message("en")
+    assert "Settings → Attachments" in error.message("en") and "设置 → 附件" in error.message("zh-CN")
     one_sentence_in_both_languages(error)
+
+
+def test_a_type_not_read_gets_the_apps_own_sentence() -> None:
+    error = refusal(read_file, "setup.exe", b"MZ\x90\x00")
+    assert error.message("en") == "setup.exe: .exe files are not read; attach text, code, PDF, Word, HTML or pictures."
+    assert ".exe" in error.message("zh-CN")
+
+
+def test_text_is_counted_in_pieces_cut_at_line_ends() -> None:
+    text = "".join(f"line {n}\n" for n in range(50_000))
+    cut = list(pieces(text, size=4096))
+    assert "".join(cut) == text and len(cut) > 50
+    assert all(piece.endswith("\n") and 4096 <= len(piece) < 2 * 4096 for piece in cut[:-1])
+    # One long line is cut where it must be.
+    assert [len(p) for p in pieces("x" * 10_000, size=4096)] == [4096, 4096, 1808]
 
 
 # ---- counting and the prompt, with the shared tiny engine ----------------------------------
@@ -135,20 +154,50 @@ def test_a_file_that_overflows_the_context_is_refused_with_both_numbers(engine: 
     long_text = ("The quick brown fox jumps over the lazy dog. " * 200).encode()
     error = refusal(attach, engine, "book.txt", long_text, 50)
     assert error.key == "attachments.too_long"
-    assert error.params["tokens"] > TEST_MAX_MODEL_LEN == error.params["max_len"]
-    assert str(TEST_MAX_MODEL_LEN) in error.message("en") and "longer context" in error.message("en")
+    assert int(error.params["tokens"].replace(",", "")) > TEST_MAX_MODEL_LEN
+    assert error.message("en").startswith("book.txt is longer than the loaded model's context (at least 2,")
+    assert "the context holds 512" in error.message("en") and "longer context" in error.message("en")
     one_sentence_in_both_languages(error)
     # Two files that fit one by one, but not together with the message.
     half = ("The quick brown fox jumps over the lazy dog. " * 25).encode()
     files = [attach(engine, f"part{i}.txt", half, 50)[1] for i in range(3)]
     error = refusal(check_fits, engine, "Compare them.", files)
     assert error.key == "attachments.overflow" and "fewer" in error.message("en")
-    assert error.params["tokens"] >= TEST_MAX_MODEL_LEN
+    assert int(error.params["tokens"].replace(",", "")) >= TEST_MAX_MODEL_LEN
+
+
+def test_counting_stops_once_the_context_is_exceeded(engine: Engine, tiny_model: Path) -> None:
+    """A long text is refused after its first piece: the count it names is a true lower bound,
+    far below the whole file's."""
+    text = "".join(f"{n:06d} the sea is calm today; 海面平静。\n" for n in range(20_000))
+    error = refusal(attach, engine, "log.txt", text.encode(), 50)
+    at_least = int(error.params["tokens"].replace(",", ""))
+    whole = len(AutoTokenizer.from_pretrained(tiny_model).encode(text, add_special_tokens=False))
+    assert TEST_MAX_MODEL_LEN < at_least <= whole / 4
+
+
+def test_a_long_pdf_is_read_only_until_the_context_is_full(engine: Engine) -> None:
+    page_text = "Revenue grew by forty percent in the third quarter, and costs fell. " * 3
+    shares: list[float] = []
+    error = refusal(attach, engine, "annual.pdf", pdf_bytes(page_text, pages=200), 50, 0, shares.append)
+    assert error.key == "attachments.too_long"
+    # About ten pages of two hundred were read (the progress the page shows says how far).
+    assert 0 < max(shares) < 0.2
+
+
+def test_attaching_while_the_model_loads_says_to_attach_again() -> None:
+    loading = RemoteEngine("http://127.0.0.1:9/v1")  # still connecting: a model on its way
+    error = refusal(attach, loading, "notes.txt", b"some notes", 50)
+    assert error.key == "attachments.model_loading"
+    assert error.message("en") == "http://127.0.0.1:9/v1 is still loading: attach notes.txt again once it is ready."
+    one_sentence_in_both_languages(error)
 
 
 def test_a_text_only_model_says_it_cannot_see_pictures(engine: Engine) -> None:
     error = refusal(attach, engine, "cat.png", png_bytes(), 50)
     assert error.key == "attachments.no_vision" and "cannot see pictures" in error.message("en")
+    # The picture was never attached: nothing to remove.
+    assert "cat.png was not attached" in error.message("en") and "remove" not in error.message("en")
     one_sentence_in_both_languages(error)
 
 

@@ -89,7 +89,13 @@ def test_more_pictures_than_the_model_takes_are_refused(vision_engine: Engine) -
     limit = vision_engine.images_per_prompt
     with pytest.raises(UserError) as caught:
         check_images(vision_engine, limit + 1)
-    assert caught.value.key == "attachments.too_many_images" and str(limit) in caught.value.message("en")
+    assert caught.value.key == "attachments.too_many_attached"
+    assert f"at most {limit:,} pictures" in caught.value.message("en")
+    # Attaching one more than it takes: that one is not attached, and the sentence says so.
+    with pytest.raises(UserError) as caught:
+        attach(vision_engine, "extra.png", png_bytes(), 50, limit)
+    assert caught.value.key == "attachments.too_many_images"
+    assert "so extra.png was not attached" in caught.value.message("en")
 
 
 def test_v1_takes_image_url_parts(vision_engine: Engine, make_app, start_server) -> None:

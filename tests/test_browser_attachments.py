@@ -11,7 +11,7 @@ import pytest
 from playwright.sync_api import expect
 
 from app.application import App
-from tests.attachment_files import pdf_bytes
+from tests.attachment_files import pdf_bytes, png_bytes
 from tests.browser_pages import app_fixture, browser_fixture, open_page_fixture, shot  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.browser
@@ -56,3 +56,75 @@ def test_a_file_dropped_on_the_message_box_is_attached(open_page: Any, app: App)
         }
     }""")
     expect(page.locator("#attachment-chips .attachment-chip")).to_contain_text("notes.txt · ")
+
+
+def _pick(page: Any, *paths: Path) -> None:
+    with page.expect_file_chooser() as chooser:
+        page.locator("#attach").click()
+    chooser.value.set_files([str(p) for p in paths])
+
+
+def test_refusals_are_the_apps_own_sentences_and_the_limit_is_in_settings(
+    open_page: Any, app: App, tmp_path: Path
+) -> None:
+    exe = tmp_path / "setup.exe"
+    exe.write_bytes(b"MZ\x90\x00" * 100)
+    big = tmp_path / "big60mb.txt"
+    with big.open("wb") as f:
+        f.truncate(60 * 2**20)
+    page = open_page(app)
+    _pick(page, exe)
+    toasts = page.locator(".toast-body")
+    expect(toasts.filter(has_text="setup.exe")).to_contain_text(
+        "setup.exe: .exe files are not read; attach text, code, PDF, Word, HTML or pictures."
+    )
+    _pick(page, big)
+    expect(toasts.filter(has_text="big60mb.txt")).to_contain_text(
+        "big60mb.txt is 60.0 MB, more than the 50 MB a file may have: attach a smaller file, "
+        "or raise Largest attachment under Settings → Attachments."
+    )
+    expect(page.get_by_text("maximum allowed size")).to_have_count(0)
+    expect(page.locator("#attachment-chips .attachment-chip")).to_have_count(0)
+    shot(page, "22-refused")
+    # The field the sentence names.
+    page.get_by_role("tab", name="Settings").click()
+    page.locator("#attachment-settings").get_by_text("Attachments", exact=True).click()
+    page.get_by_label("Largest attachment (MB)").fill("100")
+    page.locator("#attachment-settings-save").click()
+    expect(page.locator("#attachment-settings-result")).to_contain_text("files up to 100 MB can be attached")
+    assert app.settings.max_attachment_mb == 100
+
+
+def test_reading_a_slow_file_shows_its_progress(open_page: Any, app: App, tmp_path: Path) -> None:
+    row = "<tr><td>Linux <b>build</b></td><td><a href='https://example.com/a'>yes</a></td></tr>\n"
+    slow = tmp_path / "table.html"
+    slow.write_text(f"<html><body><table>{row * 6000}</table></body></html>")
+    page = open_page(app)
+    _pick(page, slow)
+    expect(page.locator("#attachment-chips")).to_contain_text("Reading table.html")
+    shot(page, "23-reading")
+    expect(page.locator(".toast-body")).to_contain_text("table.html is longer than the loaded model's context")
+
+
+def test_the_clear_button_is_named_and_thumbnails_keep_their_shape(open_page: Any, app: App) -> None:
+    from app.attachments import Attachment, read_file
+    from app.conversations import begin, new_turn
+
+    pictures = [read_file("wide.png", png_bytes((1200, 800))), read_file("tall.png", png_bytes((300, 900)))]
+    for picture in pictures:
+        app.conversations.files.save(picture)
+    begin(app.conversations, new_turn(app.conversations, None, "Look.", [Attachment.of(p) for p in pictures]), "")
+    page = open_page(app)
+    clear = page.get_by_role("button", name="Remove all attached files")
+    expect(clear).to_have_attribute("title", "Remove all attached files")
+    thumbs = page.locator("#chatbot img.attachment-thumb")
+    expect(thumbs).to_have_count(2)
+    sizes = thumbs.evaluate_all(
+        "imgs => imgs.map(i => [i.clientWidth, i.clientHeight, i.naturalWidth, i.naturalHeight])"
+    )
+    shot(page, "24-thumbnails")
+    # Each as wide or tall as 160 CSS pixels at most, in its own shape, from twice as many pixels.
+    assert [(nw, nh) for _, _, nw, nh in sizes] == [(320, 213), (107, 320)]
+    assert [max(w, h) for w, h, _, _ in sizes] == [160, 160]
+    for w, h, nw, nh in sizes:
+        assert abs(w * nh - h * nw) <= max(nw, nh)  # the same shape, to a pixel

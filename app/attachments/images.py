@@ -33,8 +33,8 @@ def read_image(name: str, data: bytes) -> FileContent:
                     raise UserError(
                         "attachments.image_too_large",
                         name=name,
-                        width=width,
-                        height=height,
+                        width=f"{width:,}",
+                        height=f"{height:,}",
                         limit=f"{MAX_PIXELS / 1e6:g}",
                     )
                 mime = FORMATS.get(image.format or "")

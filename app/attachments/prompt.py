@@ -11,61 +11,61 @@ context is refused then, with both numbers, before anything is sent.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from app.attachments.files import AttachmentKind, FileContent, check_size, read_file
+from app.attachments.counting import ContextBudget, TokenCounter, check_ready, counter_of
+from app.attachments.files import AttachmentKind, FileContent, check_size, clean_name, read_file
 from app.attachments.images import pil_image
 from app.attachments.store import Attachment, AttachmentFiles
 from app.errors import UserError
-
-
-class TokenCounter(Protocol):
-    """What attaching needs from the engine: its tokenizer, context and image limit. The remote
-    engine (app.remote) has neither a tokenizer nor pictures here: its files are not counted
-    (the server refuses a prompt too long) and pictures are refused."""
-
-    @property
-    def model_name(self) -> str | None: ...
-
-    @property
-    def max_model_len(self) -> int | None: ...
-
-    @property
-    def images_per_prompt(self) -> int: ...
-
-    def count_tokens(self, text: str) -> int: ...
 
 
 def file_part(name: str, text: str) -> str:
     return f"[File: {name}]\n{text}\n[End of file: {name}]"
 
 
-def attach(engine: TokenCounter, name: str, data: bytes, limit_mb: float) -> tuple[FileContent, Attachment]:
-    """Read a file for the next message, count it, and check that the loaded model can take it."""
+def attach(
+    engine: TokenCounter,
+    name: str,
+    data: bytes,
+    limit_mb: float,
+    images_waiting: int = 0,
+    progress: Callable[[float], None] | None = None,
+) -> tuple[FileContent, Attachment]:
+    """Read a file for the next message, count it, and check that the loaded model can take it
+    (with the `images_waiting` pictures already attached). A document is counted while it is
+    read and refused once it is longer than the context; only one that fits is counted whole.
+    `progress` hears the share of the file read so far."""
+    name = clean_name(name)
     check_size(name, len(data), limit_mb)
-    content = read_file(name, data)
-    if engine.model_name is None:
-        raise UserError("engine.no_model")
+    check_ready(engine, name)
+    content = read_file(name, data, ContextBudget(engine, name, progress))
     if content.kind == AttachmentKind.IMAGE:
-        check_images(engine, 1)
+        check_images(engine, images_waiting + 1, content.name)
         return content, Attachment.of(content)
     tokens = _count(engine, file_part(content.name, content.text))
     max_len = engine.max_model_len or 0
     if tokens and tokens >= max_len:
-        raise UserError("attachments.too_long", name=content.name, tokens=tokens, max_len=max_len)
+        raise UserError("attachments.too_long", name=content.name, tokens=f"{tokens:,}", max_len=f"{max_len:,}")
     return content, Attachment.of(content, tokens)
 
 
-def check_images(engine: TokenCounter, count: int) -> None:
-    """Refuse pictures for a model that cannot see them, or more than it takes at once."""
+def check_images(engine: TokenCounter, count: int, name: str | None = None) -> None:
+    """Refuse pictures for a model that cannot see them, or more than it takes at once: the
+    picture `name` being attached (it is then not attached), or those already attached."""
     if count <= 0:
         return
     limit = getattr(engine, "images_per_prompt", 0)
+    model = engine.model_name or "?"
     if limit <= 0:
-        raise UserError("attachments.no_vision", model=engine.model_name or "?")
+        if name is not None:
+            raise UserError("attachments.no_vision", model=model, name=name)
+        raise UserError("attachments.no_vision_attached", model=model)
     if count > limit:
-        raise UserError("attachments.too_many_images", model=engine.model_name or "?", count=count, limit=limit)
+        if name is not None:
+            raise UserError("attachments.too_many_images", model=model, name=name, limit=f"{limit:,}")
+        raise UserError("attachments.too_many_attached", model=model, count=f"{count:,}", limit=f"{limit:,}")
 
 
 def check_fits(engine: TokenCounter, text: str, attachments: Sequence[Attachment]) -> None:
@@ -76,11 +76,13 @@ def check_fits(engine: TokenCounter, text: str, attachments: Sequence[Attachment
     tokens = files + _count(engine, text)
     max_len = engine.max_model_len or 0
     if tokens >= max_len:
-        raise UserError("attachments.overflow", tokens=tokens, max_len=max_len, count=len(attachments))
+        raise UserError(
+            "attachments.overflow", tokens=f"{tokens:,}", max_len=f"{max_len:,}", count=f"{len(attachments):,}"
+        )
 
 
 def _count(engine: TokenCounter, text: str) -> int:
-    count = getattr(engine, "count_tokens", None)
+    count = counter_of(engine)
     return count(text) if count is not None else 0
 
 

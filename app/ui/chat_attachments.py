@@ -12,19 +12,29 @@ import base64
 import html
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import gradio as gr
 
 from app.application import App
 from app.attachments import Attachment, AttachmentFiles, AttachmentKind, attach, check_fits, check_images, check_size
-from app.attachments.files import IMAGE_SUFFIXES, clean_name
+from app.attachments.files import clean_name
 from app.errors import UserError
 from app.i18n import translate
 from app.ui.i18n import request_language, shown_error
 
+# The size of a thumbnail on the page, in CSS pixels; its JPEG has twice as many, to be sharp
+# on a HiDPI screen (assets/style.css keeps its shape).
 THUMBNAIL_PX = 160
+THUMBNAIL_SCALE = 2
+# The ✕ beside the attach button: its text is the translated "Remove all attached files", which
+# screen readers read (the page shows a cross in its place, assets/style.css); this makes it the
+# tooltip too.
+CLEAR_TOOLTIP_JS = """() => {
+  const button = document.querySelector('#attachments-clear');
+  if (button) button.title = button.textContent.trim();
+}"""
 
 
 class AttachmentTray:
@@ -33,27 +43,38 @@ class AttachmentTray:
     def __init__(self, app: App) -> None:
         self.app = app
 
-    def add(self, uploaded: Any, pending: list[Attachment] | None, request: gr.Request) -> tuple[list, str]:
-        """Read the files the user picked or dropped; each bad one gets its sentence, the good ones stay."""
+    def add(
+        self,
+        uploaded: Any,
+        pending: list[Attachment] | None,
+        request: gr.Request,
+        progress: gr.Progress = gr.Progress(),  # noqa: B008 (how Gradio hands a handler its progress)
+    ) -> tuple[list, str]:
+        """Read the files the user picked or dropped; each bad one gets its sentence, the good ones
+        stay. The page shows how far the reading is, file by file (a PDF page by page)."""
         lang = request_language(request)
         pending = list(pending or [])
         problems = []
-        for path, name in _uploads(uploaded):
+        files = _uploads(uploaded)
+        for number, (path, name) in enumerate(files):
+            told = _told_progress(progress, number, len(files), translate("attachments.reading", lang, name=name))
+            told(0.0)
             try:
-                pending.append(self._read(path, name))
+                pending.append(self._read(path, name, pending, told))
             except UserError as exc:
                 problems.append(exc.message(lang))
         for problem in problems:
             gr.Warning(problem)
         return pending, chips(pending, lang)
 
-    def _read(self, path: str, name: str) -> Attachment:
+    def _read(self, path: str, name: str, pending: list[Attachment], progress: Callable[[float], None]) -> Attachment:
         limit = self.app.settings.max_attachment_mb
         # Refused by its size on disk, before a byte of it is read.
         check_size(name, os.path.getsize(path), limit)
         with open(path, "rb") as f:
             data = f.read()
-        content, attachment = attach(self.app.engine, name, data, limit)
+        pictures = sum(a.kind == AttachmentKind.IMAGE for a in pending)
+        content, attachment = attach(self.app.engine, name, data, limit, pictures, progress)
         self.app.conversations.files.save(content)
         return attachment
 
@@ -72,11 +93,9 @@ class AttachmentTray:
         return pending
 
 
-def accepted_types() -> list[str]:
-    """What the file picker offers (any file can still be dropped; the core says what it reads)."""
-    from app.attachments.files import HTML_SUFFIXES, TEXT_SUFFIXES
-
-    return sorted({*TEXT_SUFFIXES, *HTML_SUFFIXES, *IMAGE_SUFFIXES, ".pdf", ".docx"})
+def _told_progress(progress: gr.Progress, before: int, count: int, desc: str) -> Callable[[float], None]:
+    """The share read of one of `count` files picked together, as the page's progress of all of them."""
+    return lambda done: progress((before + done) / count, desc=desc)
 
 
 def chips(pending: Sequence[Attachment], lang: str) -> str:
@@ -110,9 +129,9 @@ def _thumbnail(files: AttachmentFiles, attachment: Attachment) -> str | None:
 
     try:
         with Image.open(io.BytesIO(files.read(attachment))) as image:
-            image.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
+            image.thumbnail((THUMBNAIL_PX * THUMBNAIL_SCALE,) * 2)
             out = io.BytesIO()
-            image.convert("RGB").save(out, format="JPEG", quality=80)
+            image.convert("RGB").save(out, format="JPEG", quality=85)
     except (UserError, OSError, ValueError):
         return None
     return "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode("ascii")
@@ -137,19 +156,27 @@ class Tray:
         self.handlers = AttachmentTray(app)
         self.pending = gr.State([])
         with gr.Row(equal_height=True, elem_id="attachment-tray"):
+            # Any file may be picked or dropped: the core says in one sentence what it does not read
+            # (Gradio's own refusal of a type lists every suffix allowed).
             self.button = gr.UploadButton(
-                i18n("attachments.attach"),
-                file_count="multiple",
-                file_types=accepted_types(),
-                size="sm",
-                scale=0,
-                elem_id="attach",
+                i18n("attachments.attach"), file_count="multiple", size="sm", scale=0, elem_id="attach"
             )
             self.chips = gr.HTML(elem_id="attachment-chips")
-            self.clear = gr.Button("✕", size="sm", scale=0, min_width=40, elem_id="attachments-clear")
-        shown = {"show_progress": "hidden", "api_visibility": "private"}
-        self.button.upload(self.handlers.add, [self.button, self.pending], [self.pending, self.chips], **shown)
-        self.clear.click(self.handlers.remove_all, None, [self.pending, self.chips], **shown)
+            self.clear = gr.Button(
+                i18n("attachments.clear_all"), size="sm", scale=0, min_width=40, elem_id="attachments-clear"
+            )
+        private = {"api_visibility": "private"}
+        # Reading a big file takes a while: its progress shows where its chip will be.
+        self.button.upload(
+            self.handlers.add,
+            [self.button, self.pending],
+            [self.pending, self.chips],
+            show_progress="full",
+            show_progress_on=[self.chips],
+            **private,
+        )
+        self.clear.click(self.handlers.remove_all, None, [self.pending, self.chips], show_progress="hidden", **private)
+        gr.on(None, None, None, None, js=CLEAR_TOOLTIP_JS, **private)
 
     def sent(self, event: Any) -> None:
         """After a message was sent with them, the files leave the tray (a refused one keeps them)."""

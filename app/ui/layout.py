@@ -10,6 +10,8 @@ from fastapi import FastAPI
 from app.application import App
 from app.conversations import MAX_IMPORT_BYTES
 from app.files import private_dir
+from app.settings import MAX_ATTACHMENT_MB
+from app.ui.attachment_settings import attachment_settings
 from app.ui.chat import chat_tab
 from app.ui.chat_panel import export_dir
 from app.ui.i18n import gradio_i18n
@@ -37,6 +39,7 @@ def build_blocks(app: App, i18n: gr.I18n) -> gr.Blocks:
                 models_tab(app, i18n, tabs)
             with gr.Tab(i18n("ui.tab_settings"), id="settings"):
                 settings_tab(app, i18n)
+                attachment_settings(app, i18n)
                 tools_settings(app, i18n)
             with gr.Tab(i18n("ui.tab_system"), id="system"):
                 system_tab(app, i18n)
@@ -74,8 +77,11 @@ def mount_ui(http: FastAPI, app: App, auth: tuple[str, str] | None = None) -> Fa
         footer_links=["api"],
         css_paths=[STYLE],
         allowed_paths=[str(export_dir(app))],
-        # The largest file the page takes (an imported chat); Gradio refuses bigger uploads itself.
-        max_file_size=MAX_IMPORT_BYTES,
+        # The largest file the page takes: Gradio refuses bigger ones itself, in its own words, before
+        # a handler sees them. Up to the highest attachment limit that can be set, the app's own
+        # sentence (the limit set, and where to change it) refuses an attachment, and an imported
+        # chat is refused by its size too (app.history.imports).
+        max_file_size=max(MAX_IMPORT_BYTES, int(MAX_ATTACHMENT_MB * 2**20)),
         auth=auth,
     )
     # Gradio's queue looks for new events every millisecond while idle (50 ms on Windows), and for
