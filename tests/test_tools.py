@@ -302,6 +302,16 @@ def test_a_server_that_exits_at_start_says_its_exit_code_and_last_stderr_lines(
     engine_loop.run(panel.host.close())
 
 
+# Answers every request with an MCP error of its own.
+REFUSES = """import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if "id" in m and "method" in m:
+        error = {"code": -32602, "message": "Unsupported protocol version"}
+        print(json.dumps({"jsonrpc": "2.0", "id": m["id"], "error": error}), flush=True)
+"""
+
+
 def test_a_command_that_is_not_an_mcp_server_is_told_so_within_the_start_timeout(
     engine_loop: Any, tmp_path: Path
 ) -> None:
@@ -310,6 +320,7 @@ def test_a_command_that_is_not_an_mcp_server_is_told_so_within_the_start_timeout
         "echoes": ("cat", []),  # answers, with our own requests
         "prints": (sys.executable, ["-c", "print('hello')", SECRET]),  # writes what is not MCP, exits 0
         "waits": ("sleep", ["100"]),  # never answers
+        "refuses": (sys.executable, ["-c", REFUSES]),  # speaks MCP, and gives its own reason
     }
     messages = {}
     for name, (command, args) in commands.items():
@@ -331,6 +342,7 @@ def test_a_command_that_is_not_an_mcp_server_is_told_so_within_the_start_timeout
         ConnectionState.FAILED,
         "waits did not answer as an MCP server within 3 s (started `sleep 100`: is it the right command?)",
     )
+    assert messages["refuses"][1] == "The server could not start: Unsupported protocol version"
     # Bounded by the start timeout (and the SDK's few seconds to stop the process), not the sleep.
     assert messages["waits"][2] < 20, messages
     assert host.status("waits").error.message("zh-CN") == (

@@ -206,7 +206,7 @@ def explain_connect_error(
 
 def _explain_stdio_start(leaf: BaseException, config: ServerConfig, stderr: StderrTail | None) -> UserError:
     from mcp.shared.exceptions import MCPError
-    from mcp_types import CONNECTION_CLOSED
+    from mcp_types import CONNECTION_CLOSED, METHOD_NOT_FOUND
 
     if isinstance(leaf, FileNotFoundError) or not (shutil.which(config.command) or os.path.exists(config.command)):
         return UserError("tools.command_not_found", command=config.command)
@@ -218,8 +218,9 @@ def _explain_stdio_start(leaf: BaseException, config: ServerConfig, stderr: Stde
         if not lines:
             return UserError("tools.exited_at_start_silent", name=config.name, code=str(code))
         return UserError("tools.exited_at_start", name=config.name, code=str(code), output="\n".join(lines))
-    if isinstance(leaf, MCPError):
-        # It answered, but not in MCP (`cat` echoes the requests back), or closed its output.
+    # It closed its output, or does not know MCP's first request (`cat` echoes our own
+    # requests back, and our answer to them); another error is a server's own reason.
+    if isinstance(leaf, MCPError) and leaf.code in (CONNECTION_CLOSED, METHOD_NOT_FOUND):
         return UserError("tools.not_mcp", name=config.name, command=shown_command(config))
     return UserError("tools.connect_failed", reason=_first_line(leaf))
 
