@@ -265,6 +265,92 @@ def test_bad_servers_each_get_one_sentence(engine_loop: Any, tmp_path: Path) -> 
     engine_loop.run(host.close())
 
 
+SECRET = "sk-very-secret-123"
+# Much more on stderr than is kept, a line with a secret from the server's env, then exit 3.
+EXITS_AT_START = (
+    "import os, sys; sys.stderr.write('noise\\n' * 200_000); "
+    "[print(f'line {i}', file=sys.stderr) for i in range(1, 6)]; "
+    "print('using key ' + os.environ['API_KEY'], '\\x1b[31mred\\x1b[0m', 'x' * 1_000, file=sys.stderr); "
+    "print('boom', file=sys.stderr); sys.exit(3)"
+)
+
+
+def test_a_server_that_exits_at_start_says_its_exit_code_and_last_stderr_lines(
+    engine_loop: Any, tmp_path: Path, make_app: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from app.ui.tools import ToolsPanel
+
+    panel = ToolsPanel(make_app(Engine()), ToolHost(tmp_path))
+    env = f"API_KEY={SECRET}"
+    shown = engine_loop.run(
+        panel.save("", "bad", "stdio", sys.executable, f"-c\n{EXITS_AT_START}", env, "", "", True, _request())
+    )
+    status = panel.host.status("bad")
+    kept = f"using key *** red {'x' * (200 - len('using key *** red '))}"
+    assert status.error.message("en") == f"bad exited with code 3 at start:\nline 3\nline 4\nline 5\n{kept}\nboom"
+    assert status.error.message("zh-CN").startswith("bad 启动时退出，退出码 3：\nline 3")
+    # The page shows the sentence, then the lines as the server wrote them (a code block).
+    assert shown[-2] == (
+        f"Not connected: bad exited with code 3 at start:\n\n```text\nline 3\nline 4\nline 5\n{kept}\nboom\n```"
+    )
+    assert SECRET not in caplog.text and SECRET not in shown[-2]
+    quiet = {"name": "quiet", "kind": "stdio", "command": sys.executable, "args": ["-c", "import sys; sys.exit(2)"]}
+    panel.host.save_server(quiet)
+    assert engine_loop.run(panel.host.connect("quiet")).error.message("en") == (
+        "quiet exited with code 2 at start, and wrote nothing to its standard error."
+    )
+    engine_loop.run(panel.host.close())
+
+
+# Answers every request with an MCP error of its own.
+REFUSES = """import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if "id" in m and "method" in m:
+        error = {"code": -32602, "message": "Unsupported protocol version"}
+        print(json.dumps({"jsonrpc": "2.0", "id": m["id"], "error": error}), flush=True)
+"""
+
+
+def test_a_command_that_is_not_an_mcp_server_is_told_so_within_the_start_timeout(
+    engine_loop: Any, tmp_path: Path
+) -> None:
+    host = ToolHost(tmp_path, start_timeout_s=3)
+    commands = {
+        "echoes": ("cat", []),  # answers, with our own requests
+        "prints": (sys.executable, ["-c", "print('hello')", SECRET]),  # writes what is not MCP, exits 0
+        "waits": ("sleep", ["100"]),  # never answers
+        "refuses": (sys.executable, ["-c", REFUSES]),  # speaks MCP, and gives its own reason
+    }
+    messages = {}
+    for name, (command, args) in commands.items():
+        host.save_server({"name": name, "kind": "stdio", "command": command, "args": args, "env": {"KEY": SECRET}})
+        start = time.monotonic()
+        status = engine_loop.run(host.connect(name), timeout=60)
+        messages[name] = (status.state, status.error.message("en"), time.monotonic() - start)
+    python = sys.executable
+    assert messages["echoes"][:2] == (
+        ConnectionState.FAILED,
+        "echoes did not answer as an MCP server (started `cat`: is it the right command?)",
+    )
+    assert messages["prints"][:2] == (
+        ConnectionState.FAILED,
+        f"prints did not answer as an MCP server (started `{python} -c 'print('\"'\"'hello'\"'\"')' ***`: "
+        "is it the right command?)",
+    )
+    assert messages["waits"][:2] == (
+        ConnectionState.FAILED,
+        "waits did not answer as an MCP server within 3 s (started `sleep 100`: is it the right command?)",
+    )
+    assert messages["refuses"][1] == "The server could not start: Unsupported protocol version"
+    # Bounded by the start timeout (and the SDK's few seconds to stop the process), not the sleep.
+    assert messages["waits"][2] < 20, messages
+    assert host.status("waits").error.message("zh-CN") == (
+        "waits 在 3 秒内没有以 MCP 服务器的方式响应（启动的是 `sleep 100`：命令是否正确？）"
+    )
+    engine_loop.run(host.close())
+
+
 @pytest.fixture
 def http_server() -> Iterator[str]:
     port = free_port()
@@ -343,8 +429,8 @@ def test_a_tool_call_through_v1_runs_nothing(
     assert host.status("t").state == ConnectionState.OFF and host.pending(SESSION) is None
 
 
-def _request() -> Any:
-    return type("Request", (), {"headers": {"accept-language": "en"}, "session_hash": SESSION})()
+def _request(lang: str = "en") -> Any:
+    return type("Request", (), {"headers": {"accept-language": lang}, "session_hash": SESSION})()
 
 
 def test_settings_tools_panel_shows_state_turns_tools_off_and_explains_bad_servers(
@@ -356,9 +442,10 @@ def test_settings_tools_panel_shows_state_turns_tools_off_and_explains_bad_serve
     engine_loop.run(host.connect("t"))
     panel = ToolsPanel(make_app(engine), host)
     *form, status, tools = panel.select("t", _request())
-    assert form[:2] == ["t", "stdio"] and status.startswith("Connected: 4 tools")
+    assert form[:2] == ["t", "stdio"] and status.startswith("Connected: 1 of 4 tools on (echo, slow, crash, huge)")
     assert tools["choices"] and tools["value"] == ["echo"]
-    panel.set_tools("t", ["echo", "slow"])
+    # The state line counts what is on as soon as a tool is ticked.
+    assert panel.set_tools("t", ["echo", "slow"], _request()).startswith("Connected: 2 of 4 tools on")
     assert host.settings.server("t").disabled_tools == ("crash", "huge")
     with pytest.raises(Exception, match="needs a command to run"):
         engine_loop.run(panel.save("", "bad", "stdio", "", "", "", "", "", True, _request()))
@@ -367,6 +454,24 @@ def test_settings_tools_panel_shows_state_turns_tools_off_and_explains_bad_serve
     assert host.settings.server("gone").env == {"A": "1"}
     panel.remove("gone", _request())
     assert host.settings.server("gone") is None
+
+
+def test_remove_asks_first_and_removes_the_server_it_named(engine_loop: Any, make_app: Any, host: ToolHost) -> None:
+    from app.ui.tools import ToolsPanel
+
+    panel = ToolsPanel(make_app(Engine()), host)
+    host.save_server({"name": "spare", "kind": "stdio", "command": "no-such-mcp"})
+    group, question, asked = panel.ask_remove("spare", _request())
+    assert group["visible"] is True and asked == "spare"
+    assert question == ("Remove the server “spare”? Its settings, saved token and always-allowed tools are forgotten.")
+    assert "移除服务器“spare”" in panel.ask_remove("spare", _request("zh-CN"))[1]
+    # Asking removes nothing; Yes removes the server the question named.
+    assert host.settings.server("spare") is not None
+    *_, group, asked = panel.remove(asked, _request())
+    assert host.settings.server("spare") is None and host.settings.server("t") is not None
+    assert group["visible"] is False and asked == ""
+    with pytest.raises(Exception, match="Choose a server first"):
+        panel.ask_remove("", _request())
 
 
 def test_the_chat_says_when_the_model_cannot_call_tools_and_shows_the_switch_only_where_it_applies(

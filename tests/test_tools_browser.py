@@ -1,4 +1,5 @@
-"""A tool call in the real page: the approval bar, Allow once, the collapsed block after a reload."""
+"""Tools in the real page: the approval bar, Allow once, the collapsed block after a reload;
+Remove in Settings → Tools asks before a server goes."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from app.engine import Engine
 from app.settings import AppSettings
 from app.tools.host import ToolHost
 from tests.browser_pages import browser_fixture, open_page_fixture, shot  # noqa: F401 (fixtures)
+from tests.conftest import wait_until
 from tests.test_tools import SAMPLING, host, only  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.browser
@@ -54,3 +56,35 @@ def test_the_user_allows_a_call_in_the_page_and_sees_it_collapsed_after_a_reload
     block.get_by_role("button").first.click()
     expect(chat.get_by_text(result)).to_be_visible()
     shot(page, "tools-2-after-reload")
+
+
+def test_remove_asks_in_the_page_and_only_yes_removes_the_server(
+    browser: Any, start_server: Any, make_app: Any
+) -> None:
+    # No model is needed: the page opens with none loaded.
+    app = make_app(Engine())
+    app.tools.save_server({"name": "spare", "kind": "stdio", "command": "no-such-mcp"})
+    context = browser.new_context(locale="en-US", viewport={"width": 1280, "height": 1000})
+    try:
+        page = context.new_page()
+        page.goto(start_server(app).url)
+        page.get_by_role("tab", name="Settings").click()
+        page.locator("#tools-settings").get_by_text("Tools (MCP servers)").click()
+        page.locator("#tools-servers input").click()
+        page.get_by_role("option", name="spare").click()
+        expect(page.locator("#tools-status")).to_contain_text("Not connected yet")
+        question = page.locator("#tools-remove-question")
+        expect(question).to_be_hidden()
+        page.locator("#tools-remove").click()
+        expect(question).to_contain_text("Remove the server “spare”?")
+        shot(page, "tools-3-remove-question")
+        page.locator("#tools-remove-no").click()
+        expect(question).to_be_hidden()
+        assert app.tools.settings.server("spare") is not None
+        page.locator("#tools-remove").click()
+        page.locator("#tools-remove-yes").click()
+        expect(page.locator("#tools-status")).to_contain_text("Fill in the form")
+        expect(question).to_be_hidden()
+        assert wait_until(lambda: app.tools.settings.server("spare") is None, timeout=10)
+    finally:
+        context.close()

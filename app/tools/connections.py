@@ -21,10 +21,13 @@ from typing import Any
 
 from app.errors import UserError
 from app.tools.config import ServerConfig, ServerKind
+from app.tools.stdio import StderrTail, shown_command, stdio_transport
 
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 60.0
+# A server that failed to start is stopped by then; its stderr ends once all it started has ended.
+STDERR_END_S = 3.0
 
 
 class ConnectionState(enum.StrEnum):
@@ -58,6 +61,7 @@ class CallOutcome:
 class ServerConnection:
     config: ServerConfig
     token: str | None = field(default=None, repr=False)
+    start_timeout_s: float = CONNECT_TIMEOUT_S
     _status: ServerStatus = field(default_factory=lambda: ServerStatus(ConnectionState.OFF))
     _client: Any = None
     _task: asyncio.Task | None = None
@@ -78,11 +82,20 @@ class ServerConnection:
             self._status = ServerStatus(ConnectionState.CONNECTING)
             self._task = asyncio.get_running_loop().create_task(self._hold())
         try:
-            await asyncio.wait_for(self._ready.wait(), CONNECT_TIMEOUT_S)
+            await asyncio.wait_for(self._ready.wait(), self.start_timeout_s)
         except TimeoutError:
             await self.close()
-            self._status = ServerStatus(ConnectionState.FAILED, error=UserError("tools.connect_timeout"))
+            self._status = ServerStatus(ConnectionState.FAILED, error=self._timeout_error())
         return self._status
+
+    def _timeout_error(self) -> UserError:
+        if self.config.kind == ServerKind.HTTP:
+            return UserError("tools.connect_timeout")
+        # A command that is no MCP server (`sleep`, a shell) may never answer at all.
+        seconds = f"{self.start_timeout_s:,g}"
+        return UserError(
+            "tools.not_mcp_in_time", name=self.config.name, command=shown_command(self.config), seconds=seconds
+        )
 
     async def call(self, tool: str, arguments: dict[str, Any], timeout: float) -> CallOutcome:
         """Run one tool; UserError (one sentence) if the server cannot answer in `timeout` seconds."""
@@ -110,20 +123,23 @@ class ServerConnection:
         task, self._task = self._task, None
         self._closing.set()
         if task is not None and not task.done():
-            try:
-                await asyncio.wait_for(asyncio.shield(task), 10)
-            except (TimeoutError, Exception):
-                task.cancel()
-                with contextlib.suppress(BaseException):
-                    await task
+            # A connected server's session ends itself; one still starting (a command that
+            # never answers) has nothing to end gracefully.
+            if self._client is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.shield(task), 10)
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
         self._client = None
         self._status = ServerStatus(ConnectionState.OFF)
 
     async def _hold(self) -> None:
         from mcp import Client
 
+        stderr = StderrTail() if self.config.kind == ServerKind.STDIO else None
         try:
-            async with Client(self._target()) as client:
+            async with Client(self._target(stderr)) as client:
                 listed = await client.list_tools()
                 tools = tuple(ToolInfo(t.name, t.description or "", dict(t.input_schema or {})) for t in listed.tools)
                 self._client = client
@@ -133,18 +149,20 @@ class ServerConnection:
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # the SDK raises exception groups
-            error = explain_connect_error(exc, self.config, bool(self._refused))
+            if stderr is not None:
+                await stderr.wait_ended(STDERR_END_S)
+            error = explain_connect_error(exc, self.config, bool(self._refused), stderr)
             log.info("MCP server %s: %s", self.config.name, error.message("en"))
             self._status = ServerStatus(ConnectionState.FAILED, error=error)
         finally:
+            if stderr is not None:
+                stderr.close()
             self._client = None
             self._ready.set()
 
-    def _target(self) -> Any:
-        if self.config.kind == ServerKind.STDIO:
-            from mcp.client.stdio import StdioServerParameters
-
-            return StdioServerParameters(command=self.config.command, args=list(self.config.args), env=self.config.env)
+    def _target(self, stderr: StderrTail | None) -> Any:
+        if stderr is not None:
+            return stdio_transport(self.config, stderr)
         return _http_transport(self.config.url, self.token, self._refused)
 
 
@@ -168,20 +186,42 @@ async def _http_transport(url: str, token: str | None, refused: list[int]) -> As
         yield streams
 
 
-def explain_connect_error(exc: BaseException, config: ServerConfig, refused: bool = False) -> UserError:
-    """One sentence for a server that would not start or answer (`refused`: it said 401/403)."""
+def explain_connect_error(
+    exc: BaseException, config: ServerConfig, refused: bool = False, stderr: StderrTail | None = None
+) -> UserError:
+    """One sentence for a server that would not start or answer (`refused`: it said 401/403;
+    `stderr`: what a stdio server wrote there, and how it ended)."""
     leaf = _innermost(exc)
-    if config.kind == ServerKind.STDIO and (
-        isinstance(leaf, FileNotFoundError) or not (shutil.which(config.command) or os.path.exists(config.command))
-    ):
-        return UserError("tools.command_not_found", command=config.command)
+    if config.kind == ServerKind.STDIO:
+        return _explain_stdio_start(leaf, config, stderr)
     text = f"{type(leaf).__name__}: {leaf}"
     if refused or "401" in text or "403" in text:
         return UserError("tools.unauthorized", url=config.url)
-    if config.kind == ServerKind.HTTP and "connect" in text.lower():
+    if "connect" in text.lower():
         return UserError("tools.unreachable", url=config.url)
     if "closed" in text.lower():
         return UserError("tools.server_exited")
+    return UserError("tools.connect_failed", reason=_first_line(leaf))
+
+
+def _explain_stdio_start(leaf: BaseException, config: ServerConfig, stderr: StderrTail | None) -> UserError:
+    from mcp.shared.exceptions import MCPError
+    from mcp_types import CONNECTION_CLOSED, METHOD_NOT_FOUND
+
+    if isinstance(leaf, FileNotFoundError) or not (shutil.which(config.command) or os.path.exists(config.command)):
+        return UserError("tools.command_not_found", command=config.command)
+    closed = isinstance(leaf, MCPError) and leaf.code == CONNECTION_CLOSED
+    code = stderr.exit_code() if stderr is not None else None
+    lines = stderr.last_lines(config.env) if stderr is not None else []
+    # Exiting at once, silent and content (`true`, a script that only prints), is no MCP server either.
+    if closed and code is not None and (code != 0 or lines):
+        if not lines:
+            return UserError("tools.exited_at_start_silent", name=config.name, code=str(code))
+        return UserError("tools.exited_at_start", name=config.name, code=str(code), output="\n".join(lines))
+    # It closed its output, or does not know MCP's first request (`cat` echoes our own
+    # requests back, and our answer to them); another error is a server's own reason.
+    if isinstance(leaf, MCPError) and leaf.code in (CONNECTION_CLOSED, METHOD_NOT_FOUND):
+        return UserError("tools.not_mcp", name=config.name, command=shown_command(config))
     return UserError("tools.connect_failed", reason=_first_line(leaf))
 
 

@@ -20,7 +20,7 @@ from typing import Any, Literal
 from app.errors import UserError
 from app.tools.calls import OfferedTool, offered_name
 from app.tools.config import ServerConfig, ToolConfigFiles, ToolSettings, allow_key, parse_server, parse_settings
-from app.tools.connections import CallOutcome, ConnectionState, ServerConnection, ServerStatus
+from app.tools.connections import CONNECT_TIMEOUT_S, CallOutcome, ConnectionState, ServerConnection, ServerStatus
 
 
 class Decision(enum.StrEnum):
@@ -44,8 +44,10 @@ KEEP_TOKEN = object()
 
 
 class ToolHost:
-    def __init__(self, config_dir: Path) -> None:
+    def __init__(self, config_dir: Path, start_timeout_s: float = CONNECT_TIMEOUT_S) -> None:
         self._files = ToolConfigFiles(config_dir)
+        # How long a server may take to start and answer before it is given up on.
+        self._start_timeout_s = start_timeout_s
         self._settings = self._files.load()
         self._lock = threading.RLock()
         self._connections: dict[str, ServerConnection] = {}
@@ -166,7 +168,7 @@ class ToolHost:
         if connection is None or connection.config != config:
             if connection is not None:
                 await connection.close()
-            connection = ServerConnection(config, self._files.token(name))
+            connection = ServerConnection(config, self._files.token(name), self._start_timeout_s)
             self._connections[name] = connection
         if connection.status.state == ConnectionState.CONNECTED:
             return connection.status

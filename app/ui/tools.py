@@ -4,6 +4,8 @@ that are always allowed (revocable) and the loop's limits."""
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
@@ -97,16 +99,27 @@ class ToolsPanel:
             self._tool_choices(config),
         )
 
-    def remove(self, selected: str, request: gr.Request) -> tuple:
+    def ask_remove(self, selected: str, request: gr.Request) -> tuple:
+        """Remove asks first, naming the server: (the question shown, the server it is about)."""
         lang = request_language(request)
-        if selected:
-            self.host.remove_server(selected)
+        if not selected or self.host.settings.server(selected) is None:
+            raise shown_error(translate("tools_ui.choose_server", lang))
+        question = translate("tools_ui.remove_confirm", lang, name=selected)
+        return gr.update(visible=True), question, selected
+
+    def remove(self, asked: str, request: gr.Request) -> tuple:
+        """The user said yes to removing `asked` (the server the question named)."""
+        lang = request_language(request)
+        if asked:
+            self.host.remove_server(asked)
         return (
             self._server_list(NEW, lang),
             *self._form(None),
             self._status_text(None, lang),
             self._tool_choices(None),
             self._allowed(),
+            gr.update(visible=False),
+            "",
         )
 
     def forget_token(self, selected: str, request: gr.Request) -> str:
@@ -119,10 +132,12 @@ class ToolsPanel:
     def refresh_allowed(self, request: gr.Request) -> tuple:
         return self._allowed(), self._support_note(request_language(request))
 
-    def set_tools(self, selected: str, enabled_tools: list[str]) -> None:
+    def set_tools(self, selected: str, enabled_tools: list[str], request: gr.Request) -> str:
+        """Turn tools on or off; the state line then counts those on."""
         status = self.host.status(selected)
         for tool in status.tools:
             self.host.set_tool_enabled(selected, tool.name, tool.name in enabled_tools)
+        return self._status_text(self.host.settings.server(selected), request_language(request))
 
     def set_allowed(self, kept: list[str]) -> dict[str, Any]:
         """Unticked in the list: no longer always allowed (asked again next time)."""
@@ -175,9 +190,14 @@ class ToolsPanel:
         token = translate("tools_ui.token_set", lang) if self.host.has_token(config.name) else ""
         if status.state == ConnectionState.CONNECTED:
             names = ", ".join(t.name for t in status.tools) or "-"
-            return translate("tools_ui.status_connected", lang, count=len(status.tools), tools=names) + token
+            on = sum(t.name not in config.disabled_tools for t in status.tools)
+            counts = {"on": f"{on:,}", "count": f"{len(status.tools):,}"}
+            return translate("tools_ui.status_connected", lang, **counts, tools=names) + token
         if status.state == ConnectionState.FAILED and status.error is not None:
-            return translate("tools_ui.status_failed", lang, error=status.error.message(lang)) + token
+            # The sentence, then what the server wrote (its last stderr lines) as it wrote it.
+            sentence, _, output = status.error.message(lang).partition("\n")
+            failed = translate("tools_ui.status_failed", lang, error=sentence) + token
+            return failed + (f"\n\n{_code_block(output)}" if output else "")
         return translate("tools_ui.status_not_connected", lang) + token
 
     def _tool_choices(self, config: ServerConfig | None) -> dict[str, Any]:
@@ -195,6 +215,13 @@ class ToolsPanel:
         if tools_supported(self.app.engine) or self.app.engine.model_name is None:
             return gr.update(value="", visible=False)
         return gr.update(value=translate("chat_tools.model_cannot", lang), visible=True)
+
+
+def _code_block(text: str) -> str:
+    """`text` verbatim in Markdown: fenced by more backticks than any run of them inside it."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}text\n{text}\n{fence}"
 
 
 def _env(text: str, lang: str) -> dict[str, str]:
@@ -219,26 +246,13 @@ def tools_settings(app: App, i18n: gr.I18n) -> None:
         gr.Markdown(i18n("tools_ui.help"))
         support = gr.Markdown(visible=False, elem_classes="chat-notice")
         servers = gr.Dropdown(label=i18n("tools_ui.servers"), choices=[], elem_id="tools-servers")
-        with gr.Row():
-            name = gr.Textbox(label=i18n("tools_ui.name"), max_lines=1, elem_id="tools-name")
-            kind = gr.Radio([("stdio", "stdio"), ("HTTP", "http")], value="stdio", label=i18n("tools_ui.kind"))
-            enabled = gr.Checkbox(label=i18n("tools_ui.enabled"), value=True)
-        command = gr.Textbox(label=i18n("tools_ui.command"), max_lines=1, elem_id="tools-command")
-        args = gr.Textbox(label=i18n("tools_ui.args"), lines=2, elem_id="tools-args")
-        env = gr.Textbox(label=i18n("tools_ui.env"), lines=2, placeholder="KEY=value")
-        with gr.Row():
-            url = gr.Textbox(label=i18n("tools_ui.url"), max_lines=1, placeholder="http://127.0.0.1:8000/mcp")
-            token = gr.Textbox(
-                label=i18n("tools_ui.token"),
-                type="password",
-                max_lines=1,
-                placeholder=i18n("tools_ui.token_placeholder"),
-            )
+        form = _server_form(i18n)
         with gr.Row():
             save = gr.Button(i18n("tools_ui.save"), variant="primary", size="sm", elem_id="tools-save")
             check = gr.Button(i18n("tools_ui.check"), size="sm")
             forget = gr.Button(i18n("tools_ui.forget_token"), size="sm")
-            remove = gr.Button(i18n("tools_ui.remove"), variant="stop", size="sm")
+            remove = gr.Button(i18n("tools_ui.remove"), variant="stop", size="sm", elem_id="tools-remove")
+        ask = _remove_question(i18n)
         status = gr.Markdown(elem_id="tools-status")
         tools = gr.CheckboxGroup(label=i18n("tools_ui.tools"), choices=[], visible=False, elem_id="tools-list")
         allowed = gr.CheckboxGroup(
@@ -248,15 +262,60 @@ def tools_settings(app: App, i18n: gr.I18n) -> None:
             max_rounds = gr.Number(label=i18n("tools_ui.max_rounds"), precision=0, minimum=1, maximum=64)
             timeout = gr.Number(label=i18n("tools_ui.timeout"), minimum=1, maximum=3600)
             limits = gr.Button(i18n("tools_ui.save_limits"), size="sm")
-    form = [name, kind, command, args, env, url, token, enabled]
     gr.on(None, panel.opened, None, [servers, *form, status, tools, allowed, max_rounds, timeout, support], **private)
+    hide = lambda: (gr.update(visible=False), "")  # noqa: E731
     servers.input(panel.select, [servers], [*form, status, tools], **private)
+    servers.input(hide, None, [ask.group, ask.asked], queue=False, **private)
     save.click(panel.save, [servers, *form], [servers, *form, status, tools], **private)
     check.click(panel.check, [servers], [status, tools], show_progress_on=status, **private)
     forget.click(panel.forget_token, [servers], [status], **private)
-    remove.click(panel.remove, [servers], [servers, *form, status, tools, allowed], **private)
-    tools.input(panel.set_tools, [servers, tools], None, **private)
+    remove.click(panel.ask_remove, [servers], [ask.group, ask.text, ask.asked], **private)
+    ask.no.click(hide, None, [ask.group, ask.asked], queue=False, **private)
+    removed = [servers, *form, status, tools, allowed, ask.group, ask.asked]
+    ask.yes.click(panel.remove, [ask.asked], removed, **private)
+    tools.input(panel.set_tools, [servers, tools], [status], **private)
     allowed.input(panel.set_allowed, [allowed], [allowed], **private)
     limits.click(panel.save_limits, [max_rounds, timeout], None, **private)
     # "Always allow" may have been chosen in the chat since the page loaded.
     section.expand(panel.refresh_allowed, None, [allowed, support], **private)
+
+
+def _server_form(i18n: gr.I18n) -> list[Any]:
+    """One server's fields: name, kind, command, args, env, url, token, enabled (`ToolsPanel._form`'s order)."""
+    with gr.Row():
+        name = gr.Textbox(label=i18n("tools_ui.name"), max_lines=1, elem_id="tools-name")
+        kind = gr.Radio([("stdio", "stdio"), ("HTTP", "http")], value="stdio", label=i18n("tools_ui.kind"))
+        enabled = gr.Checkbox(label=i18n("tools_ui.enabled"), value=True)
+    command = gr.Textbox(label=i18n("tools_ui.command"), max_lines=1, elem_id="tools-command")
+    args = gr.Textbox(label=i18n("tools_ui.args"), lines=2, elem_id="tools-args")
+    env = gr.Textbox(label=i18n("tools_ui.env"), lines=2, placeholder="KEY=value")
+    with gr.Row():
+        url = gr.Textbox(label=i18n("tools_ui.url"), max_lines=1, placeholder="http://127.0.0.1:8000/mcp")
+        token = gr.Textbox(
+            label=i18n("tools_ui.token"),
+            type="password",
+            max_lines=1,
+            placeholder=i18n("tools_ui.token_placeholder"),
+        )
+    return [name, kind, command, args, env, url, token, enabled]
+
+
+@dataclass(frozen=True)
+class RemoveQuestion:
+    """Remove's question, hidden until Remove is pressed."""
+
+    group: gr.Group
+    text: gr.Markdown
+    yes: gr.Button
+    no: gr.Button
+    # The server the question names: Yes removes that one, whatever is selected by then.
+    asked: gr.State
+
+
+def _remove_question(i18n: gr.I18n) -> RemoveQuestion:
+    with gr.Group(visible=False) as group:
+        text = gr.Markdown(elem_id="tools-remove-question")
+        with gr.Row():
+            yes = gr.Button(i18n("tools_ui.remove_yes"), variant="stop", size="sm", elem_id="tools-remove-yes")
+            no = gr.Button(i18n("tools_ui.cancel"), size="sm", elem_id="tools-remove-no")
+    return RemoveQuestion(group, text, yes, no, gr.State(""))
