@@ -72,6 +72,13 @@ def serve_parser() -> argparse.ArgumentParser:
         "localhost, 127.0.0.1, [::1] and the --host address)",
     )
     p.add_argument(
+        "--allowed-media-domains",
+        nargs="+",
+        metavar="DOMAIN",
+        help="as for vllm serve: media URLs in requests may come only from these host names (default: any "
+        "public host; never this computer or its network)",
+    )
+    p.add_argument(
         "--engine",
         choices=("local", "remote"),
         default="local",
@@ -117,6 +124,7 @@ def access_from_args(args: argparse.Namespace) -> Access:
         auth=args.auth,
         allowed_origins=args.allowed_origins,
         allowed_hosts=args.allowed_hosts,
+        allowed_media_domains=args.allowed_media_domains,
     )
 
 
