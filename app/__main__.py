@@ -57,6 +57,14 @@ def serve_parser() -> argparse.ArgumentParser:
         help="vLLM's reasoning parser, as for vllm serve (default: auto, from "
         "the model; none: reasoning stays in the text)",
     )
+    p.add_argument(
+        "--fit-max-tokens",
+        dest="api_fit_max_tokens",
+        action="store_true",
+        default=None,
+        help="on /v1, lower a max_tokens longer than the model's context to fit instead of refusing it "
+        "(for agents that always ask 32000; vllm serve refuses)",
+    )
     p.add_argument("--host", help="address to listen on (default 127.0.0.1: this computer only)")
     p.add_argument("--port", type=int, help="port (default 7860)")
     p.add_argument("--no-browser", action="store_true", help="do not open the browser")
@@ -111,7 +119,8 @@ def settings_from_args(args: argparse.Namespace, saved: AppSettings) -> AppSetti
         if (value := getattr(args, name)) is not None:
             overrides[name] = "" if value.lower() == "none" else value
     engine = dataclasses.replace(engine, **overrides)
-    settings = dataclasses.replace(saved, engine=engine, preset=args.preset or saved.preset)
+    fit = saved.api_fit_max_tokens if args.api_fit_max_tokens is None else args.api_fit_max_tokens
+    settings = dataclasses.replace(saved, engine=engine, preset=args.preset or saved.preset, api_fit_max_tokens=fit)
     settings.validate()
     return settings
 

@@ -23,6 +23,7 @@ import httpx
 from starlette.responses import JSONResponse
 from starlette.types import Message, Receive, Scope, Send
 
+from app.api.adapting import fits_length, fitted_request, in_app_words, read_body
 from app.api.errors import CALLER_LANGUAGE, error_response
 from app.application import App
 from app.engine import EngineState
@@ -92,9 +93,12 @@ class OpenAIServer:
                 return
             await error_response(exc, lang)(scope, receive, send)
             return
+        max_model_len = engine.status.max_model_len
+        if self.app.settings.api_fit_max_tokens and fits_length(scope["path"]) and max_model_len:
+            scope, receive = await fitted_request(scope, receive, max_model_len)
         language = CALLER_LANGUAGE.set(lang)
         try:
-            await served(scope, receive, send)
+            await served(scope, receive, in_app_words(send, lang))
         finally:
             CALLER_LANGUAGE.reset(language)
 
@@ -146,7 +150,7 @@ class OpenAIServer:
     async def _pass_through(self, engine: RemoteEngine, scope: Scope, receive: Receive, send: Send, lang: str) -> None:
         if self._remote_client is None:
             self._remote_client = httpx.AsyncClient(timeout=httpx.Timeout(600, connect=10))
-        body = await _read_body(receive)
+        body = await read_body(receive)
         headers = {
             k.decode("latin-1"): v.decode("latin-1")
             for k, v in scope["headers"]
@@ -232,17 +236,6 @@ def _not_ready(status: Any) -> UserError:
     if status.state == EngineState.FAILED and status.error is not None:
         return EngineError("engine.not_ready", reason=status.error.message("en"))
     return EngineError("engine.no_model")
-
-
-async def _read_body(receive: Receive) -> bytes:
-    chunks, more = [], True
-    while more:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunks.append(message.get("body", b""))
-        more = message.get("more_body", False)
-    return b"".join(chunks)
 
 
 async def _relay(response: httpx.Response, send: Send) -> Any:
