@@ -5,7 +5,9 @@ folder, which Llama versions share while calling tools differently): the `llm` C
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import json
 from collections.abc import Iterator
 
 import anthropic
@@ -104,3 +106,29 @@ def test_the_flags_fit_max_tokens_and_name_the_media_domains_for_this_run() -> N
     assert settings_from_args(plain, dataclasses.replace(saved, api_fit_max_tokens=True)).api_fit_max_tokens is True
     assert settings_from_args(plain, saved).api_fit_max_tokens is False
     assert access_from_args(plain).allowed_media_domains == ()
+
+
+def test_the_reworded_refusal_follows_the_callers_language_and_other_errors_pass_unchanged() -> None:
+    from app.api.adapting import in_app_words
+
+    vllms = '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set'
+
+    def answer(message: str) -> dict:
+        sent: list[dict] = []
+
+        async def send(msg: dict) -> None:
+            sent.append(msg)
+
+        async def run() -> None:
+            body = json.dumps({"type": "error", "error": {"type": "invalid_request_error", "message": message}})
+            length = str(len(body.encode())).encode()
+            relay = in_app_words(send, "zh-CN")
+            await relay({"type": "http.response.start", "status": 400, "headers": [(b"content-length", length)]})
+            await relay({"type": "http.response.body", "body": body.encode()})
+
+        asyncio.run(run())
+        assert dict(sent[0]["headers"])[b"content-length"] == str(len(sent[1]["body"])).encode()
+        return json.loads(sent[1]["body"])["error"]
+
+    assert answer(vllms)["message"] == translate("api.tools_need_parser", "zh-CN", choice='"auto"')
+    assert answer("Something else.")["message"] == "Something else."

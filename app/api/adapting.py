@@ -42,9 +42,13 @@ def fits_length(path: str) -> bool:
 
 async def fitted_request(scope: Scope, receive: Receive, max_model_len: int) -> tuple[Scope, Receive]:
     """The request with every length field above `max_model_len` lowered to it. The perimeter
-    has already read the body within its limit and checked it is JSON."""
+    has already read the body within its limit."""
     body = await read_body(receive)
-    data = json.loads(body or b"null")
+    try:
+        data = json.loads(body or b"null")
+    except ValueError:
+        # Not JSON after all (the perimeter checks POST bodies only): vLLM says what is wrong.
+        return scope, replay(body, receive)
     fields = [
         f for f in LENGTH_FIELDS[scope["path"]] if isinstance(data, dict) and _too_long(data.get(f), max_model_len)
     ]
