@@ -6,7 +6,9 @@ answers as `vllm serve` does. That server's state belongs to one AsyncLLM: it is
 for each engine the app loads, and a request is only ever handed to the one built for the engine
 loaded now. While a model loads or switches, requests get 503, as from a server still starting.
 The API key, the perimeter and CORS stay the app's own (outside this), and so do /metrics and
-/api/vllm/generate.
+/api/vllm/generate. Media URLs in requests are fetched by the app's own connector (app.api.media);
+app.api.adapting rewords vLLM's refusals that name `vllm serve` flags and, when asked, fits
+max_tokens to the context.
 
 In remote mode the same paths go, unchanged and streamed, to the remote server.
 """
