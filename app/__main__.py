@@ -32,6 +32,14 @@ def serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model to load at start: a Hugging Face id or a local folder")
     p.add_argument("--preset", choices=sorted(PRESETS), help="engine preset (default: the saved one)")
     add_engine_flags(p)
+    p.add_argument(
+        "--fit-max-tokens",
+        dest="api_fit_max_tokens",
+        action="store_true",
+        default=None,
+        help="on /v1, lower a max_tokens longer than the model's context to fit instead of refusing it "
+        "(for agents that always ask 32000; vllm serve refuses)",
+    )
     p.add_argument("--host", help="address to listen on (default 127.0.0.1: this computer only)")
     p.add_argument("--port", type=int, help="port (default 7860)")
     p.add_argument("--no-browser", action="store_true", help="do not open the browser")
@@ -45,6 +53,13 @@ def serve_parser() -> argparse.ArgumentParser:
         "--allowed-hosts",
         help="comma-separated extra host names the app answers to, e.g. my-pc.local (default: "
         "localhost, 127.0.0.1, [::1] and the --host address)",
+    )
+    p.add_argument(
+        "--allowed-media-domains",
+        nargs="+",
+        metavar="DOMAIN",
+        help="as for vllm serve: media URLs in requests may come only from these host names (default: any "
+        "public host; never this computer or its network)",
     )
     p.add_argument(
         "--engine",
@@ -61,7 +76,8 @@ def settings_from_args(args: argparse.Namespace, saved: AppSettings) -> AppSetti
     """Saved settings with this run's flags on top."""
     engine = apply_preset(args.preset, saved.engine) if args.preset else saved.engine
     engine = dataclasses.replace(engine, **engine_flag_values(args))
-    settings = dataclasses.replace(saved, engine=engine, preset=args.preset or saved.preset)
+    fit = saved.api_fit_max_tokens if args.api_fit_max_tokens is None else args.api_fit_max_tokens
+    settings = dataclasses.replace(saved, engine=engine, preset=args.preset or saved.preset, api_fit_max_tokens=fit)
     settings.validate()
     return settings
 
@@ -74,6 +90,7 @@ def access_from_args(args: argparse.Namespace) -> Access:
         auth=args.auth,
         allowed_origins=args.allowed_origins,
         allowed_hosts=args.allowed_hosts,
+        allowed_media_domains=args.allowed_media_domains,
     )
 
 

@@ -1,5 +1,6 @@
 """Who may reach this run of the app, and how: the address it listens on, the API key, the page's
-login, extra host names and the web origins allowed to call the API.
+login, extra host names and the web origins allowed to call the API; and the only domains media
+URLs in requests may come from (--allowed-media-domains).
 
 All of it comes from this run's flags and is never saved: a LAN run with a key and a login must
 not leave a saved host behind that a plain start next day refuses, nor a key in a file.
@@ -8,6 +9,7 @@ not leave a saved host behind that a plain start next day refuses, nor a key in 
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from app.errors import UserError
@@ -24,6 +26,8 @@ class Access:
     ui_auth: tuple[str, str] | None = None
     allowed_origins: tuple[str, ...] = ()
     allowed_hosts: tuple[str, ...] = ()
+    # Empty: any public host (never this computer or its network, see app.api.media_fetch).
+    allowed_media_domains: tuple[str, ...] = ()
 
     @classmethod
     def from_flags(
@@ -35,6 +39,7 @@ class Access:
         auth: str | None = None,
         allowed_origins: str | None = None,
         allowed_hosts: str | None = None,
+        allowed_media_domains: Sequence[str] | None = None,
     ) -> Access:
         if port is not None and not 1 <= port <= 65535:
             raise UserError("settings.out_of_range", name="port", value=port, low=1, high=65535)
@@ -45,6 +50,7 @@ class Access:
             ui_auth=parse_ui_auth(auth) if auth is not None else None,
             allowed_origins=_comma_list(allowed_origins),
             allowed_hosts=_comma_list(allowed_hosts),
+            allowed_media_domains=tuple(d.strip().lower() for d in allowed_media_domains or () if d.strip()),
         )
 
     def check_exposure(self) -> None:

@@ -180,6 +180,9 @@ class AppSettings:
     trusted_models: list[Annotated[str, Field(min_length=1)]] = field(default_factory=list)
     # The largest file (or picture) a message may carry, in MB: bigger ones are refused unread.
     max_attachment_mb: Annotated[float, _between(0.01, MAX_ATTACHMENT_MB)] = 50.0
+    # /v1: a max_tokens longer than the model's context is lowered to fit instead of refused
+    # (`vllm serve` refuses it), for agents that ask a fixed 32,000 whatever the model.
+    api_fit_max_tokens: bool = False
 
     def validate(self) -> None:
         check(self)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from fastapi import Request
@@ -12,6 +13,10 @@ from app.errors import UserError
 from app.i18n import language_from_accept
 
 _Body = TypeVar("_Body", bound=BaseModel)
+
+# The language of the API request being answered, for sentences made where the request's headers
+# are out of reach (inside vLLM's server: the media connector). Set around each /v1 request.
+CALLER_LANGUAGE: ContextVar[str] = ContextVar("caller_language", default="en")
 
 # Anything not listed is a mistake in the request (400), as `vllm serve` treats it.
 _STATUS_BY_KEY = {

@@ -6,7 +6,9 @@ answers as `vllm serve` does. That server's state belongs to one AsyncLLM: it is
 for each engine the app loads, and a request is only ever handed to the one built for the engine
 loaded now. While a model loads or switches, requests get 503, as from a server still starting.
 The API key, the perimeter and CORS stay the app's own (outside this), and so do /metrics and
-/api/vllm/generate.
+/api/vllm/generate. Media URLs in requests are fetched by the app's own connector (app.api.media);
+app.api.adapting rewords vLLM's refusals that name `vllm serve` flags and, when asked, fits
+max_tokens to the context.
 
 In remote mode the same paths go, unchanged and streamed, to the remote server.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -24,7 +27,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from app.api.errors import error_response
+from app.api.adapting import fits_length, fitted_request, in_app_words
+from app.api.errors import CALLER_LANGUAGE, error_response
 from app.application import App
 from app.engine import EngineState
 from app.errors import EngineError, UserError
@@ -93,7 +97,14 @@ class OpenAIServer:
                 return
             await error_response(exc, lang)(scope, receive, send)
             return
-        await served(scope, receive, send)
+        max_model_len = engine.status.max_model_len
+        if self.app.settings.api_fit_max_tokens and fits_length(scope["path"]) and max_model_len:
+            scope, receive = await fitted_request(scope, receive, max_model_len)
+        language = CALLER_LANGUAGE.set(lang)
+        try:
+            await served(scope, receive, in_app_words(send, lang))
+        finally:
+            CALLER_LANGUAGE.reset(language)
 
     async def prepare(self) -> None:
         """Build vLLM's server now if an engine is ready, let go of it if none is."""
@@ -126,10 +137,11 @@ class OpenAIServer:
         async with self._lock:
             if self._built is None or self._built[0] is not llm:
                 self._release()
-                self._built = (
-                    llm,
-                    await build_served_app(llm, engine.source or engine.model_name, engine.model_name, engine.settings),
+                source = engine.source or engine.model_name
+                served = await build_served_app(
+                    llm, source, engine.model_name, engine.settings, self.app.access.allowed_media_domains
                 )
+                self._built = (llm, served)
             return self._built[1]
 
     def _release(self) -> None:
@@ -178,14 +190,26 @@ def remote_url(base_url: str, path: str, query: bytes) -> str:
     return url + (f"?{query.decode('latin-1')}" if query else "")
 
 
-async def build_served_app(llm: Any, source: str, name: str, settings: EngineSettings | None) -> Any:
-    """vLLM's OpenAI server (a FastAPI app) for one loaded AsyncLLM, as `vllm serve` builds it."""
+async def build_served_app(
+    llm: Any, source: str, name: str, settings: EngineSettings | None, media_domains: Sequence[str] = ()
+) -> Any:
+    """vLLM's OpenAI server (a FastAPI app) for one loaded AsyncLLM, as `vllm serve` builds it;
+    media URLs fetched only from public hosts (and only `media_domains` when given)."""
+    from starlette.middleware.cors import CORSMiddleware
     from vllm.entrypoints.launchers.api_server.app_state import init_app_state
     from vllm.entrypoints.launchers.app import build_app
 
+    from app.api.media import use_public_media
+
+    use_public_media(media_domains)
     args = serve_args(source, name, settings)
     tasks = await llm.get_supported_tasks()
     served = build_app(args, tasks, llm.model_config)
+    # Its CORS layer allows no origin here (CORS is the app's own, outside) but still adds
+    # "Vary: Origin" to every answer, and the app's own adds it again ("Origin, Origin"). The
+    # stack is already built (vLLM's SageMaker bootstrap rebuilds it): built again without it.
+    served.user_middleware = [m for m in served.user_middleware if m.cls is not CORSMiddleware]
+    served.middleware_stack = served.build_middleware_stack()
     await init_app_state(llm, served.state, args, tasks)
     # vLLM's error handlers stop their uvicorn server when the engine dies; here the app's
     # supervisor restarts the engine instead, so they get a server that ignores them.

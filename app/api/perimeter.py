@@ -277,7 +277,7 @@ class Perimeter:
         if problem is not None:
             await error_response(problem, lang, status=400)(scope, receive, send)
             return
-        await self.asgi(scope, _replay(body, receive), send)
+        await self.asgi(scope, replay(body, receive), send)
 
 
 def _json_problem(body: bytes) -> UserError | None:
@@ -290,7 +290,8 @@ def _json_problem(body: bytes) -> UserError | None:
     return None
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
+def replay(body: bytes, receive: Receive) -> Receive:
+    """`receive` that gives the whole `body` first, then whatever the client sends next."""
     sent = False
 
     async def replayed() -> Message:
