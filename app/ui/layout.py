@@ -31,12 +31,12 @@ PROGRESS_POLL_S = 0.1
 def build_blocks(app: App, i18n: gr.I18n) -> gr.Blocks:
     with gr.Blocks(title="vllm-chat") as blocks:
         timer = gr.Timer(STATUS_REFRESH_S)
-        status_bar(app, timer)
+        page_status = status_bar(app, timer)
         with gr.Tabs() as tabs:
             with gr.Tab(i18n("ui.tab_chat"), id="chat"):
                 chat_tab(app, i18n, timer)
             with gr.Tab(i18n("ui.tab_models"), id="models"):
-                models_tab(app, i18n, tabs)
+                models_tab(app, i18n, tabs, page_status)
             with gr.Tab(i18n("ui.tab_settings"), id="settings"):
                 settings_tab(app, i18n)
                 tools_settings(app, i18n)
