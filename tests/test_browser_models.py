@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from playwright.sync_api import expect
 
@@ -16,7 +17,7 @@ from app.application import App
 from app.engine import Engine
 from app.settings import AppPaths, AppSettings
 from tests.browser_pages import browser_fixture, shot  # noqa: F401 (Chromium, as a fixture)
-from tests.conftest import tiny_engine_settings
+from tests.conftest import still_running, tiny_engine_settings
 from tests.hub_server import HubRepo, HubServer
 
 pytestmark = [pytest.mark.browser]
@@ -49,7 +50,7 @@ def test_load_and_unload_say_so_at_once(browser, make_app, start_server, engine_
         shot(page, "models-loading")
         expect(bar).to_contain_text(f"Ready: {tiny_model.name}", timeout=180_000)
         expect(page.locator("#models-report")).not_to_contain_text("⏳")
-        children = app.engine.child_pids()
+        children = [psutil.Process(pid) for pid in app.engine.child_pids()]
         assert children
 
         page.locator("#models-unload").click()
@@ -58,7 +59,7 @@ def test_load_and_unload_say_so_at_once(browser, make_app, start_server, engine_
         shot(page, "models-unloaded")
         # Its memory is free: the engine's processes are gone when it says so.
         assert app.engine.vllm is None and app.engine.child_pids() == []
-        assert not [pid for pid in children if Path(f"/proc/{pid}").exists()]
+        assert not still_running(children)
     finally:
         context.close()
         engine_loop.run(app.engine.unload())
