@@ -190,55 +190,57 @@ def serve(app: App, autoload: str | None = None, open_browser: bool = True) -> N
         )
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
 
-    async def run() -> int | None:
-        # Until the server takes over the signals, TERM cancels this task, so that an engine
-        # already starting is shut down below (Ctrl+C does the same through asyncio).
-        loop, main = asyncio.get_running_loop(), asyncio.current_task()
-        signal.signal(signal.SIGTERM, lambda *_: loop.call_soon_threadsafe(main.cancel))
-        loading = app.load_model_in_background(autoload) if autoload else None
-        server: AppServer | None = None
-        try:
-            if loading is not None:
-                await _engine_starting(app, loading)
-            http = build_http_app(app)
-            config = uvicorn.Config(
-                http,
-                host=host,
-                port=port,
-                log_level="info",
-                timeout_graceful_shutdown=STOP_DRAIN_S,
-                timeout_keep_alive=KEEP_ALIVE_S,
-            )
-            server = AppServer(config, http.state.stopping)
-            if open_browser:
-                threading.Thread(target=_open_when_up, args=(server, url), daemon=True).start()
-            print(f"vllm-chat: open {url} in your browser / 在浏览器中打开 {url}", flush=True)
-            # From here the server handles TERM and Ctrl+C (its lifespan shuts the app down) and
-            # passes the signal on when it is done: to us, handled after the run.
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, lambda *_: None)
-            await server.serve()
-        finally:
-            # After a normal stop the server's lifespan has unloaded the engine already; after a
-            # stop or a failure before the server ran, the engine may be loading or loaded.
-            if loading is not None and not loading.done():
-                loading.cancel()
-                await asyncio.wait([loading])
-            await app.engine.unload()
-        return server.stop_signal if server is not None else None
-
     # A stop before the server ran (TERM, Ctrl+C) ends here, once the engine is shut down.
     stop_signal = None
     with (
         asyncio.Runner(loop_factory=_loop_factory()) as runner,
         contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError),
     ):
-        stop_signal = runner.run(run())
+        stop_signal = runner.run(_run(app, autoload, open_browser, url))
     if stop_signal is not None:
         # Everything is shut down: end with the signal's own status, as its default action
         # would, rather than after Python's teardown of torch, vLLM and Gradio (seconds here).
         signal.signal(stop_signal, signal.SIG_DFL)
         signal.raise_signal(stop_signal)
+
+
+async def _run(app: App, autoload: str | None, open_browser: bool, url: str) -> int | None:
+    """Serve until told to stop; the signal that stopped the server, if one did."""
+    # Until the server takes over the signals, TERM cancels this task, so that an engine
+    # already starting is shut down below (Ctrl+C does the same through asyncio).
+    loop, main = asyncio.get_running_loop(), asyncio.current_task()
+    signal.signal(signal.SIGTERM, lambda *_: loop.call_soon_threadsafe(main.cancel))
+    loading = app.load_model_in_background(autoload) if autoload else None
+    server: AppServer | None = None
+    try:
+        if loading is not None:
+            await _engine_starting(app, loading)
+        http = build_http_app(app)
+        config = uvicorn.Config(
+            http,
+            host=app.access.host,
+            port=app.access.port,
+            log_level="info",
+            timeout_graceful_shutdown=STOP_DRAIN_S,
+            timeout_keep_alive=KEEP_ALIVE_S,
+        )
+        server = AppServer(config, http.state.stopping)
+        if open_browser:
+            threading.Thread(target=_open_when_up, args=(server, url), daemon=True).start()
+        print(f"vllm-chat: open {url} in your browser / 在浏览器中打开 {url}", flush=True)
+        # From here the server handles TERM and Ctrl+C (its lifespan shuts the app down) and
+        # passes the signal on when it is done: to us, handled after the run.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: None)
+        await server.serve()
+    finally:
+        # After a normal stop the server's lifespan has unloaded the engine already; after a
+        # stop or a failure before the server ran, the engine may be loading or loaded.
+        if loading is not None and not loading.done():
+            loading.cancel()
+            await asyncio.wait([loading])
+        await app.engine.unload()
+    return server.stop_signal if server is not None else None
 
 
 async def _engine_starting(app: App, loading: asyncio.Task) -> None:
