@@ -220,7 +220,7 @@ run_app() {
 }
 
 stop_app() {
-    local pid target waited=0
+    local pid target deadline
     pid="$(cat "$pid_file" 2>/dev/null || true)"
     if [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null || ! is_our_app "$pid"; then
         say "vllm-chat is not running"
@@ -230,9 +230,10 @@ stop_app() {
     target="$(group_of "$pid")"
     say "stopping vllm-chat (process $pid)"
     kill -TERM "$pid" 2>/dev/null || true
-    while kill -0 "$pid" 2>/dev/null && [ "$waited" -lt "$stop_timeout" ]; do
-        sleep 1
-        waited=$((waited + 1))
+    # Checked often: the app usually needs a few seconds, and the GPU is free once it is gone.
+    deadline=$((SECONDS + stop_timeout))
+    while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do
+        sleep 0.2
     done
     # Left-over engine processes in its group; the app itself only if it did not exit.
     if [ "$target" != "$pid" ] || kill -0 "$pid" 2>/dev/null; then

@@ -117,7 +117,7 @@ class App:
         """Watch the engine for as long as the app runs; restarts it once if it dies."""
         from app.supervision import supervise
 
-        return self._spawn(supervise(self))
+        return self.spawn(supervise(self))
 
     def load_model_in_background(self, model: str, engine_settings: EngineSettings | None = None) -> asyncio.Task:
         """Start loading without waiting; failures show up in `engine.status`."""
@@ -128,10 +128,11 @@ class App:
             except UserError as exc:
                 log.warning("%s", exc)
 
-        return self._spawn(run())
+        return self.spawn(run())
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task:
-        """A task of the app's, kept referenced until it ends (the loop holds only weak ones)."""
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task:
+        """A task of the app's, kept referenced until it ends (the loop holds only weak ones): it
+        goes on if the page that started it closes."""
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import time
 import traceback
@@ -21,22 +20,22 @@ from typing import Any
 import psutil
 
 from app.engine_build import (
-    _alive,
     _build_llm,
     _check_model_files,
     _device_type,
     _display_name,
     _engine_args,
     _import_vllm,
-    _new_vllm_children,
 )
 from app.engine_errors import explain_generate_error, explain_load_error, explain_render_error
+from app.engine_processes import EngineProcesses, shut_down
 from app.engine_requests import model_defaults_as_settings, prompt_token_ids, sampling_params
 from app.engine_types import (
     ChatDelta,
     ChatOptions,
     EngineState,
     EngineStatus,
+    LoadStage,
     Message,
     as_message_dict,
     content_text,  # noqa: F401 (the adapters' name for it)
@@ -61,7 +60,7 @@ class Engine:
         # vLLM's log file (app.logs), where a failed EngineCore leaves the reason.
         self._log_file = log_file
         self._llm: Any = None
-        self._children: list[psutil.Process] = []
+        self._processes = EngineProcesses()
         self._status = EngineStatus(EngineState.EMPTY, since=time.time())
         self._lock = asyncio.Lock()
         self._settings: EngineSettings | None = None
@@ -101,7 +100,7 @@ class Engine:
         return self._llm.get_num_unfinished_requests() if self._llm is not None else 0
 
     def child_pids(self) -> list[int]:
-        return [p.pid for p in self._children]
+        return self._processes.pids
 
     def _set(self, state: EngineState, **fields: Any) -> None:
         self._status = EngineStatus(state, since=time.time(), **fields)
@@ -118,46 +117,16 @@ class Engine:
             name = name or _display_name(model)
             # From here new requests are refused as "still loading"; those already running on
             # the old model get a moment to finish before it goes.
-            self._set(EngineState.LOADING, model=name, stage="engine.stage_checking")
-            await self._drain(DRAIN_TIMEOUT_S)
+            self._set(EngineState.LOADING, model=name, stage=LoadStage.CHECKING)
+            if self.num_unfinished_requests():
+                self._set(EngineState.LOADING, model=name, stage=LoadStage.FINISHING)
+                await self._drain(DRAIN_TIMEOUT_S)
+            if self._llm is not None:
+                self._set(EngineState.LOADING, model=name, stage=LoadStage.CLOSING)
             await self._unload_locked()
             log_offset = log_size(self._log_file)
             try:
-                settings.validate()
-                await asyncio.to_thread(check_parser_names, settings)
-                _check_model_files(model, weights=settings.load_format != "dummy")
-                folder = Path(model).expanduser()
-                settings = with_parsers(settings, name, folder if folder.is_dir() else None, load_catalog())
-                self._set(EngineState.LOADING, model=name, stage="engine.stage_configuring")
-                await asyncio.to_thread(_import_vllm)
-                args = _engine_args(model, name, settings)
-                config = await asyncio.to_thread(args.create_engine_config)
-                self._set(EngineState.LOADING, model=name, stage="engine.stage_starting")
-                before = {p.pid for p in psutil.Process().children(recursive=True)}
-                build = asyncio.ensure_future(asyncio.to_thread(_build_llm, config, args))
-                try:
-                    llm = await asyncio.shield(build)
-                except asyncio.CancelledError:
-                    # The build thread cannot be interrupted: the engine it is starting is shut
-                    # down (below) once it is up, before another load may start beside it.
-                    await wait_through_cancellation(build)
-                    self._llm = None if build.exception() else build.result()
-                    raise
-                finally:
-                    self._children = _new_vllm_children(before)
-                self._llm = llm
-                self._reply_parser = parser_class(
-                    settings.reasoning_parser, llm.renderer.tokenizer, llm.model_config.model
-                )
-                self._settings = settings
-                self._source = model
-                self._model_defaults = llm.model_config.get_diff_sampling_param()
-                self._set(
-                    EngineState.READY,
-                    model=name,
-                    max_model_len=llm.model_config.max_model_len,
-                    device=_device_type(),
-                )
+                await self._start(model, name, settings)
             except asyncio.CancelledError:
                 await self._unload_locked()
                 self._set(EngineState.EMPTY)
@@ -176,10 +145,44 @@ class Engine:
                 self._set(EngineState.FAILED, model=name, error=error)
                 raise error from exc
 
+    async def _start(self, model: str, name: str, settings: EngineSettings) -> None:
+        """Check, configure and start the engine, saying each stage in the status; READY at the end."""
+        self._set(EngineState.LOADING, model=name, stage=LoadStage.CHECKING)
+        settings.validate()
+        await asyncio.to_thread(check_parser_names, settings)
+        _check_model_files(model, weights=settings.load_format != "dummy")
+        folder = Path(model).expanduser()
+        settings = with_parsers(settings, name, folder if folder.is_dir() else None, load_catalog())
+        self._set(EngineState.LOADING, model=name, stage=LoadStage.CONFIGURING)
+        await asyncio.to_thread(_import_vllm)
+        args = _engine_args(model, name, settings)
+        config = await asyncio.to_thread(args.create_engine_config)
+        self._set(EngineState.LOADING, model=name, stage=LoadStage.STARTING)
+        before = {p.pid for p in psutil.Process().children(recursive=True)}
+        build = asyncio.ensure_future(asyncio.to_thread(_build_llm, config, args))
+        try:
+            llm = await asyncio.shield(build)
+        except asyncio.CancelledError:
+            # The build thread cannot be interrupted: the engine it is starting is shut
+            # down (by the caller) once it is up, before another load may start beside it.
+            await wait_through_cancellation(build)
+            self._llm = None if build.exception() else build.result()
+            raise
+        finally:
+            self._processes = EngineProcesses.started_since(before)
+        self._llm = llm
+        self._reply_parser = parser_class(settings.reasoning_parser, llm.renderer.tokenizer, llm.model_config.model)
+        self._settings = settings
+        self._source = model
+        self._model_defaults = llm.model_config.get_diff_sampling_param()
+        self._set(EngineState.READY, model=name, max_model_len=llm.model_config.max_model_len, device=_device_type())
+
     async def unload(self) -> None:
+        """Stop the loaded engine; the status says "no model" from the start, and the device
+        memory is free when this returns."""
         async with self._lock:
-            await self._unload_locked()
             self._set(EngineState.EMPTY)
+            await self._unload_locked()
 
     async def check_alive(self, reason: str = "engine.died") -> bool:
         """False if the loaded engine died (its process gone, or vLLM saw it fail): it is then
@@ -188,7 +191,7 @@ class Engine:
         llm = self._llm
         if llm is None or self._status.state != EngineState.READY:
             return True
-        gone = [p for p in self._children if not _alive(p)]
+        gone = self._processes.gone()
         if not gone and not llm.errored:
             return True
         async with self._lock:
@@ -208,26 +211,22 @@ class Engine:
             await asyncio.sleep(0.05)
 
     async def _unload_locked(self) -> None:
+        """Shut the engine down and wait until its processes are gone: only then is the device
+        memory free for the next engine, which checks free memory at start. Runs to the end even
+        if the caller is cancelled meanwhile (the processes must not be left behind)."""
         llm, self._llm = self._llm, None
+        processes, self._processes = self._processes, EngineProcesses()
         self._settings = None
         self._source = None
         self._model_defaults = {}
         self._reply_parser = None
-        if llm is not None:
-            llm.shutdown()
-        # Wait for the EngineCore process to be gone: only then is the device memory free
-        # for the next engine, which checks free memory at start.
-        if llm is not None:
-            # Drop the last references now: a later __del__ at interpreter exit runs vLLM's
-            # shutdown again after its module globals are gone.
-            del llm
-            gc.collect()
-        children, self._children = self._children, []
-        alive = [p for p in children if p.is_running()]
-        if alive:
-            _, alive = await asyncio.to_thread(psutil.wait_procs, alive, 30)
-            for proc in alive:
-                proc.kill()
+        if llm is None and not processes.procs:
+            return
+        stopping = asyncio.ensure_future(shut_down(llm, processes))
+        del llm
+        if await wait_through_cancellation(stopping):
+            raise asyncio.CancelledError
+        stopping.result()
 
     # ---- generation --------------------------------------------------------------------
 

@@ -1,5 +1,5 @@
-"""Building a vLLM engine: checking a model folder before anything starts, the engine
-arguments from our settings, and finding the engine's own processes."""
+"""Building a vLLM engine: checking a model folder before anything starts and the engine
+arguments from our settings (its processes: app.engine_processes)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from app.engine_fields import engine_arg_values
 from app.errors import EngineError
 from app.settings import EngineSettings
@@ -18,12 +16,6 @@ from app.settings import EngineSettings
 # On CPU, vLLM would otherwise reserve most of the RAM for the KV cache and refuse to start
 # on a machine that is doing anything else.
 DEFAULT_CPU_KV_CACHE_GIB = 4.0
-
-
-def _new_vllm_children(before: set[int]) -> list[psutil.Process]:
-    """The EngineCore and its workers started since `before`; multiprocessing's resource
-    tracker also appears among the children but lives as long as we do."""
-    return [p for p in psutil.Process().children(recursive=True) if p.pid not in before and _is_vllm_process(p)]
 
 
 # ---- helpers: engine arguments ------------------------------------------------------------
@@ -78,20 +70,6 @@ def _engine_args(model: str, name: str, settings: EngineSettings) -> Any:
         elif "VLLM_CPU_KVCACHE_SPACE" not in os.environ:
             kwargs["kv_cache_memory_bytes"] = int(DEFAULT_CPU_KV_CACHE_GIB * 2**30)
     return AsyncEngineArgs(**kwargs)
-
-
-def _alive(proc: psutil.Process) -> bool:
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
-def _is_vllm_process(proc: psutil.Process) -> bool:
-    try:
-        return proc.name().startswith("VLLM::")
-    except psutil.Error:
-        return False
 
 
 def _display_name(model: str) -> str:

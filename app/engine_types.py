@@ -19,13 +19,24 @@ class EngineState(enum.StrEnum):
     FAILED = "failed"
 
 
+class LoadStage(enum.StrEnum):
+    """Where a load is; the value is the i18n key that says it."""
+
+    FINISHING = "engine.stage_finishing"  # replies still running on the old model may finish
+    CLOSING = "engine.stage_closing"  # the old model's processes are stopping
+    CHECKING = "engine.stage_checking"
+    CONFIGURING = "engine.stage_configuring"
+    STARTING = "engine.stage_starting"
+    CONNECTING = "remote.stage_connecting"
+
+
 @dataclass(frozen=True)
 class EngineStatus:
     """What the engine is doing, for status bars and health checks."""
 
     state: EngineState
     model: str | None = None
-    stage: str | None = None  # i18n key of the loading stage
+    stage: LoadStage | None = None
     error: UserError | None = None
     since: float = 0.0
     max_model_len: int | None = None

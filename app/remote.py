@@ -21,7 +21,7 @@ from typing import Any, NoReturn
 import openai
 
 from app.engine import ChatDelta, EngineState, EngineStatus, Message, as_message_dict
-from app.engine_types import ChatOptions
+from app.engine_types import ChatOptions, LoadStage
 from app.errors import EngineError
 from app.reasoning import ThinkingTags
 from app.settings import FALLBACK_SAMPLING, EngineSettings, SamplingSettings
@@ -52,7 +52,7 @@ class RemoteEngine:
         self._status = EngineStatus(
             EngineState.LOADING,
             model=self.base_url,
-            stage="remote.stage_connecting",
+            stage=LoadStage.CONNECTING,
             since=time.time(),
             device="remote",
         )

@@ -20,6 +20,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,8 +120,16 @@ def format_eta(seconds: float) -> str:
 class Download:
     """One model being downloaded by a child process, with automatic retries."""
 
-    def __init__(self, plan: DownloadPlan, max_attempts: int = MAX_ATTEMPTS, backoff: float = FIRST_BACKOFF) -> None:
+    def __init__(
+        self,
+        plan: DownloadPlan,
+        max_attempts: int = MAX_ATTEMPTS,
+        backoff: float = FIRST_BACKOFF,
+        on_finish: Callable[[], None] | None = None,
+    ) -> None:
         self.plan = plan
+        # Called in the worker thread once the download has ended (done, failed or cancelled).
+        self._on_finish = on_finish
         self.max_attempts = max_attempts
         self.backoff = backoff
         self._lock = threading.Lock()
@@ -184,6 +193,8 @@ class Download:
             self._set(status="failed", error=exc)
         finally:
             self._finished.set()
+            if self._on_finish is not None:
+                self._on_finish()
 
     def _attempts(self) -> None:
         for attempt in range(1, self.max_attempts + 1):
@@ -282,6 +293,7 @@ class Downloads:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._downloads: dict[str, Download] = {}
+        self._ended = 0
 
     def start(self, plan: DownloadPlan, **options: Any) -> Download:
         plan.source.require_online()
@@ -294,9 +306,20 @@ class Downloads:
                 if current.plan.revision != plan.revision:
                     raise UserError("models.busy_other_revision", repo=plan.repo_id, revision=current.plan.revision)
                 return current
-            download = Download(plan, **options)
+            download = Download(plan, on_finish=self._count_ended, **options)
             self._downloads[plan.key] = download
         return download.start()
+
+    @property
+    def ended(self) -> int:
+        """How many downloads have ended so far: when it changes, the models on this computer
+        (and the partial files) may have changed."""
+        with self._lock:
+            return self._ended
+
+    def _count_ended(self) -> None:
+        with self._lock:
+            self._ended += 1
 
     def all(self) -> list[Download]:
         with self._lock:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import gradio as gr
 from fastapi import FastAPI
+from starlette.routing import Mount
 
 from app.application import App
 from app.conversations import MAX_IMPORT_BYTES
@@ -31,12 +33,12 @@ PROGRESS_POLL_S = 0.1
 def build_blocks(app: App, i18n: gr.I18n) -> gr.Blocks:
     with gr.Blocks(title="vllm-chat") as blocks:
         timer = gr.Timer(STATUS_REFRESH_S)
-        status_bar(app, timer)
+        page_status = status_bar(app, timer)
         with gr.Tabs() as tabs:
             with gr.Tab(i18n("ui.tab_chat"), id="chat"):
                 chat_tab(app, i18n, timer)
             with gr.Tab(i18n("ui.tab_models"), id="models"):
-                models_tab(app, i18n, tabs)
+                models_tab(app, i18n, tabs, page_status)
             with gr.Tab(i18n("ui.tab_settings"), id="settings"):
                 settings_tab(app, i18n)
                 attachment_settings(app, i18n)
@@ -61,14 +63,16 @@ def progress_only_where_named(blocks: gr.Blocks) -> None:
             fn.show_progress_on = []
 
 
-def mount_ui(http: FastAPI, app: App, auth: tuple[str, str] | None = None) -> FastAPI:
-    """Mount the page at "/"; `auth` (user, password) puts Gradio's login in front of it."""
+def mount_ui(http: FastAPI, app: App, auth: tuple[str, str] | None = None) -> Callable[[], None]:
+    """Mount the page at "/"; `auth` (user, password) puts Gradio's login in front of it. Returns
+    what ends the open pages' streams (each tab's session heartbeat, which lasts as long as the
+    tab), for the app's stop: Gradio ends them itself only when it runs its own server."""
     i18n = gradio_i18n()
     blocks = build_blocks(app, i18n)
     # The engine batches: do not serialize chats from several tabs behind Gradio's default limit of one.
     blocks.queue(default_concurrency_limit=None)
     private_dir(export_dir(app))
-    mounted = gr.mount_gradio_app(
+    gr.mount_gradio_app(
         http,
         blocks,
         path="/",
@@ -90,4 +94,5 @@ def mount_ui(http: FastAPI, app: App, auth: tuple[str, str] | None = None) -> Fa
     # anything a click can tell; progress bars move at the pace Gradio uses on Windows.
     blocks._queue.sleep_when_free = QUEUE_IDLE_POLL_S
     blocks._queue.progress_update_sleep_when_free = PROGRESS_POLL_S
-    return mounted
+    page = next(route.app for route in http.routes if isinstance(route, Mount) and route.path == "")
+    return page.stop_event.set

@@ -29,6 +29,8 @@ from app.models.sources import Source, TokenStore, source_from_settings, token_c
 from app.settings import AppSettings
 from app.ui.i18n import gradio_i18n, request_language
 from app.ui.model_browser import BrowserPanel, browser_section
+from app.ui.model_load import load_steps, unload_steps
+from app.ui.status import PageStatus, status_now
 
 # How often the download progress refreshes while something downloads.
 PROGRESS_REFRESH_S = 1.0
@@ -258,8 +260,12 @@ def _message(raise_it: Any, lang: str) -> str:
     return ""
 
 
-def models_tab(app: App, i18n: gr.I18n | None = None, tabs: gr.Tabs | None = None) -> None:
-    """Render the Models tab inside an open gr.Tab; `tabs` is switched to the chat once a model is ready."""
+def models_tab(
+    app: App, i18n: gr.I18n | None = None, tabs: gr.Tabs | None = None, page: PageStatus | None = None
+) -> None:
+    """Render the Models tab inside an open gr.Tab; `tabs` is switched to the chat once a model is
+    ready; loads and unloads update `page`'s status bar at once, and on its ticks the models on
+    this computer follow downloads that end (wherever they were started)."""
     i18n = i18n or gradio_i18n()
     panel = ModelsPanel(app)
     settings = app.settings
@@ -290,9 +296,9 @@ def models_tab(app: App, i18n: gr.I18n | None = None, tabs: gr.Tabs | None = Non
             check = gr.Button(i18n("models.check"))
             download = gr.Button(i18n("models.download"), variant="primary")
             cancel = gr.Button(i18n("models.cancel"), variant="stop")
-            load = gr.Button(i18n("models.load"), variant="primary")
+            load = gr.Button(i18n("models.load"), variant="primary", elem_id="models-load")
         trust = gr.Checkbox(False, label=i18n("models.trust_code"), info=i18n("models.trust_code_info"))
-        report = gr.Markdown()
+        report = gr.Markdown(elem_id="models-report")
         progress = gr.Markdown()
     timer = gr.Timer(PROGRESS_REFRESH_S, active=False)
     with gr.Accordion(i18n("models.token_title"), open=False):
@@ -302,14 +308,15 @@ def models_tab(app: App, i18n: gr.I18n | None = None, tabs: gr.Tabs | None = Non
             clear_token = gr.Button(i18n("models.clear_token"))
         token_note = gr.Markdown()
     with gr.Accordion(i18n("models.cached_title"), open=True):
-        cached = gr.Markdown()
+        cached = gr.Markdown(elem_id="models-cached")
         with gr.Row():
             cached_pick = gr.Dropdown([], label=i18n("models.cached_pick"), scale=3)
             load_cached = gr.Button(i18n("models.load"), variant="primary")
+            unload = gr.Button(i18n("models.unload"), elem_id="models-unload")
             delete = gr.Button(i18n("models.delete"), variant="stop")
             clean = gr.Button(i18n("models.clean_orphans"))
             refresh = gr.Button(i18n("models.refresh"))
-        cache_note = gr.Markdown()
+        cache_note = gr.Markdown(elem_id="models-cache-note")
 
     def on_source(kind: str, mirror_url: str, send: bool, request: gr.Request):
         note = panel.set_source(kind, mirror_url, send, request_language(request))
@@ -329,16 +336,32 @@ def models_tab(app: App, i18n: gr.I18n | None = None, tabs: gr.Tabs | None = Non
         return text, gr.Timer(active=running)
 
     def on_cached(current: str | None, request: gr.Request):
+        ended = app.downloads.ended
         text, choices = panel.cached_table(request_language(request))
         values = [value for _, value in choices]
         # Refreshes come every second while downloading: keep what the user picked.
-        return text, gr.Dropdown(choices=choices, value=current if current in values else next(iter(values), None))
+        picked = current if current in values else next(iter(values), None)
+        return ended, text, gr.Dropdown(choices=choices, value=picked)
 
-    async def on_load(repo: str, rev: str, trusted: bool, request: gr.Request) -> str:
-        return await panel.load(repo, rev, request_language(request), trust=trusted)
+    def on_downloads_ended(seen: int, current: str | None, request: gr.Request):
+        if app.downloads.ended == seen:
+            return gr.skip(), gr.skip(), gr.skip()
+        return on_cached(current, request)
 
-    async def on_load_cached(choice: str, trusted: bool, request: gr.Request) -> str:
-        return await panel.load(choice, None, request_language(request), trust=trusted)
+    def with_bar(line: str, request: gr.Request) -> Any:
+        return (line, status_now(app, request)) if page is not None else line
+
+    async def on_load(repo: str, rev: str, trusted: bool, request: gr.Request):
+        async for line in load_steps(panel, repo, rev, request_language(request), trust=trusted):
+            yield with_bar(line, request)
+
+    async def on_load_cached(choice: str, trusted: bool, request: gr.Request):
+        async for line in load_steps(panel, choice, None, request_language(request), trust=trusted):
+            yield with_bar(line, request)
+
+    async def on_unload(request: gr.Request):
+        async for line in unload_steps(app, request_language(request)):
+            yield with_bar(line, request)
 
     def on_delete(choice: str, request: gr.Request) -> str:
         return panel.delete(choice, request_language(request))
@@ -353,7 +376,9 @@ def models_tab(app: App, i18n: gr.I18n | None = None, tabs: gr.Tabs | None = Non
         return panel.clear_token(request_language(request))
 
     private = {"api_visibility": "private"}
-    show_cache = (on_cached, cached_pick, [cached, cached_pick])
+    seen_ended = gr.State(0)
+    bar = [page.bar] if page is not None else []
+    show_cache = (on_cached, cached_pick, [seen_ended, cached, cached_pick])
     show_progress = (on_progress, None, [progress, timer])
     gr.on(None, *show_cache, **private)
     gr.on(None, *show_progress, **private)
@@ -364,10 +389,15 @@ def models_tab(app: App, i18n: gr.I18n | None = None, tabs: gr.Tabs | None = Non
     download.click(on_download, [name, revision], [report, timer], **private).then(*show_progress, **private)
     cancel.click(on_cancel, name, report, **private).then(*show_progress, **private).then(*show_cache, **private)
     timer.tick(*show_progress, **private).then(*show_cache, **private)
-    load.click(on_load, [name, revision, trust], report, show_progress_on=report, **private)
+    load.click(on_load, [name, revision, trust], [report, *bar], **private)
     save_token.click(on_save_token, token, [token_note, token], **private)
     clear_token.click(on_clear_token, None, token_note, **private)
-    load_cached.click(on_load_cached, [cached_pick, trust], cache_note, show_progress_on=cache_note, **private)
+    load_cached.click(on_load_cached, [cached_pick, trust], [cache_note, *bar], **private)
+    unload.click(on_unload, None, [cache_note, *bar], **private)
     delete.click(on_delete, cached_pick, cache_note, **private).then(*show_cache, **private)
     clean.click(on_clean, None, cache_note, **private).then(*show_cache, **private)
     refresh.click(*show_cache, **private)
+    if page is not None:
+        page.timer.tick(
+            on_downloads_ended, [seen_ended, cached_pick], [seen_ended, cached, cached_pick], queue=False, **private
+        )

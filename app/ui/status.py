@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+from dataclasses import dataclass
 
 import gradio as gr
 
@@ -60,13 +61,28 @@ def memory_text(hardware: Hardware, lang: str) -> str:
     return translate("status.ram", lang, used=f"{used / GIB:.1f}", total=f"{hardware.ram_total / GIB:.1f}")
 
 
-def status_bar(app: App, timer: gr.Timer) -> None:
+@dataclass(frozen=True)
+class PageStatus:
+    """The status bar and the page's timer, for events elsewhere that change what the bar says
+    (a load, an unload) and would otherwise wait up to a tick for it."""
+
+    bar: gr.HTML
+    timer: gr.Timer
+
+
+def status_bar(app: App, timer: gr.Timer) -> PageStatus:
     """Render the bar; it refreshes on each tick of `timer` and when the page loads."""
     bar = gr.HTML(elem_id="status-bar")
 
     def refresh(request: gr.Request) -> str:
-        return status_text(app, detect(), request_language(request))
+        return status_now(app, request)
 
     # No triggers: runs when the page loads.
     gr.on(None, refresh, None, bar, show_progress="hidden", api_visibility="private")
     timer.tick(refresh, None, bar, show_progress="hidden", api_visibility="private")
+    return PageStatus(bar, timer)
+
+
+def status_now(app: App, request: gr.Request) -> str:
+    """The bar's HTML now, in the page's language."""
+    return status_text(app, detect(), request_language(request))

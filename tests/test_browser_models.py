@@ -1,0 +1,94 @@
+"""The Models tab in a real browser: Load says what it is doing at once (in the status bar and
+under the button) and Unload frees the model; a download that ends, wherever it was started,
+shows in "Models on this computer" without a click on Refresh."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from playwright.sync_api import expect
+
+from app.application import App
+from app.engine import Engine
+from app.settings import AppPaths, AppSettings
+from tests.browser_pages import browser_fixture, shot  # noqa: F401 (Chromium, as a fixture)
+from tests.conftest import still_running, tiny_engine_settings
+from tests.hub_server import HubRepo, HubServer
+
+pytestmark = [pytest.mark.browser]
+# Sooner than the status bar's own refresh (2 s) and a busy machine's slack: "at once".
+AT_ONCE_MS = 1_500
+REPO = "org/tiny-chat"
+
+
+def _models_tab(browser: Any, url: str) -> tuple[Any, Any]:
+    context = browser.new_context(locale="en-US", viewport={"width": 1280, "height": 1000})
+    page = context.new_page()
+    page.goto(url)
+    page.get_by_role("tab", name="Models").click()
+    return context, page
+
+
+@pytest.mark.engine
+def test_load_and_unload_say_so_at_once(browser, make_app, start_server, engine_loop, tiny_model: Path) -> None:
+    app = make_app(Engine(), AppSettings(engine=tiny_engine_settings()))
+    context, page = _models_tab(browser, start_server(app).url)
+    bar = page.locator("#status-bar")
+    try:
+        expect(bar).to_contain_text("No model loaded")
+        page.get_by_text("Any Hugging Face repo or a folder on this computer").click()
+        page.get_by_label("Hugging Face repo id, or a model folder on this computer").fill(str(tiny_model))
+        page.locator("#models-load").click()
+        expect(bar).to_contain_text(f"Loading {tiny_model.name}", timeout=AT_ONCE_MS)
+        # Under the button, the stage the engine is at.
+        expect(page.locator("#models-report")).to_contain_text("⏳ Loading", timeout=AT_ONCE_MS)
+        shot(page, "models-loading")
+        expect(bar).to_contain_text(f"Ready: {tiny_model.name}", timeout=180_000)
+        expect(page.locator("#models-report")).not_to_contain_text("⏳")
+        children = [psutil.Process(pid) for pid in app.engine.child_pids()]
+        assert children
+
+        page.locator("#models-unload").click()
+        expect(bar).to_contain_text("No model loaded", timeout=AT_ONCE_MS)
+        expect(page.locator("#models-cache-note")).to_contain_text(f"Unloaded {tiny_model.name}", timeout=15_000)
+        shot(page, "models-unloaded")
+        # Its memory is free: the engine's processes are gone when it says so.
+        assert app.engine.vllm is None and app.engine.child_pids() == []
+        assert not still_running(children)
+    finally:
+        context.close()
+        engine_loop.run(app.engine.unload())
+
+
+@pytest.fixture
+def hub(tiny_model: Path) -> Iterator[HubServer]:
+    files = {p.name: p.read_bytes() for p in tiny_model.iterdir() if p.is_file()}
+    with HubServer([HubRepo(REPO, files)]) as server:
+        yield server
+
+
+def test_a_download_that_ends_shows_among_the_models_on_this_computer(
+    browser, hub, app_home, start_server, tmp_path, monkeypatch
+) -> None:
+    from app.ui.models import ModelsPanel
+
+    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+    settings = AppSettings(download_source="mirror", mirror_endpoint=hub.url)
+    paths = dataclasses.replace(AppPaths.default(), hf_cache=tmp_path / "hf-cache")
+    app = App.build(settings, paths, engine=Engine())
+    context, page = _models_tab(browser, start_server(app).url)
+    cached = page.locator("#models-cached")
+    try:
+        expect(cached).to_contain_text("No models downloaded yet")
+        # Started elsewhere (another tab, "Download and load"): this tab's own progress is not running.
+        download = app.downloads.start(ModelsPanel(app).plan(REPO, None))
+        assert download.wait(120).status == "done", download.progress()
+        expect(cached).to_contain_text(REPO, timeout=10_000)
+        shot(page, "models-downloaded")
+    finally:
+        context.close()
