@@ -72,7 +72,7 @@ class BrowserPanel:
             format_bytes(e.download_bytes),
             license_,
             row.fit_line(lang, self.catalog),
-            row.context or "-",
+            f"{row.context:,}" if row.context else "-",
             self._state(row, lang),
         ]
 
