@@ -167,7 +167,8 @@ def check_fit(
     per_token = shape.kv_bytes_per_token
     asked = engine.max_model_len or shape.max_position_embeddings
     if not hardware.has_gpu:
-        report = _check_cpu(weights, per_token, asked, shape.max_position_embeddings, hardware, engine)
+        model_len = shape.max_position_embeddings
+        report = _check_cpu(weights, per_token, asked, model_len, hardware, engine, quantized_alternative)
     else:
         gpus = Gpus.of(hardware.gpus, engine.tensor_parallel_size)
         report = _check_gpu(weights, per_token, asked, gpus, engine, quantized_alternative)
@@ -200,10 +201,7 @@ def _check_gpu(
     if fitting is not None:
         notes.append(("models.fit_raise_utilization", dict(util=fitting, length=target)))
     if verdict == "too_big":
-        if quantized_alternative:
-            notes.append(("models.fit_try_quantized", dict(model=quantized_alternative)))
-        else:
-            notes.append(("models.fit_try_smaller", {}))
+        notes.append(_smaller_note(quantized_alternative))
     busy_note, recommended_util = _busy_note(gpus, util)
     notes.extend(busy_note)
     return FitReport(
@@ -239,6 +237,12 @@ def _gpu_verdict(
     # settings_that_fit shortens only a length the user left open; vLLM refuses the one they set.
     key = "models.fit_shorter_set" if length_set else "models.fit_shorter"
     return "shorter", recommended, asked, (key, dict(common, asked=asked, fits=max_fit, recommended=recommended))
+
+
+def _smaller_note(quantized_alternative: str | None) -> tuple[str, dict[str, Any]]:
+    if quantized_alternative:
+        return "models.fit_try_quantized", dict(model=quantized_alternative)
+    return "models.fit_try_smaller", {}
 
 
 def _busy_note(gpus: Gpus, util: float) -> tuple[list[tuple[str, dict[str, Any]]], float | None]:
@@ -284,7 +288,13 @@ def cpu_kv_cache_bytes(engine: EngineSettings) -> int:
 
 
 def _check_cpu(
-    weights: int, per_token: int, asked: int | None, model_len: int | None, hardware: Hardware, engine: EngineSettings
+    weights: int,
+    per_token: int,
+    asked: int | None,
+    model_len: int | None,
+    hardware: Hardware,
+    engine: EngineSettings,
+    quantized_alternative: str | None,
 ) -> FitReport:
     kv_budget = cpu_kv_cache_bytes(engine)
     max_fit = memory.tokens_that_fit(kv_budget, per_token, memory.CPU_BLOCK_TOKENS)
@@ -304,7 +314,7 @@ def _check_cpu(
     )
     if need > hardware.ram_total:
         verdict, recommended = "cpu_too_big", None
-        notes = [("models.fit_cpu_too_big", common), ("models.fit_try_smaller", {})]
+        notes = [("models.fit_cpu_too_big", common), _smaller_note(quantized_alternative)]
     else:
         verdict = "cpu"
         recommended = asked if asked is None or max_fit >= asked else _pow2_floor(max_fit)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 
 from app.errors import UserError
-from app.hardware import Hardware, detect
+from app.hardware import Hardware
 from app.i18n import translate
 from app.models.browser import BrowserFilters, BrowserRow, browse, families
 from app.models.cache import list_cached
@@ -42,7 +42,7 @@ class BrowserPanel:
         self.hardware = hardware
 
     def machine(self) -> Hardware:
-        return self.hardware or detect()
+        return self.hardware or self.models.machine()
 
     def cached_repos(self) -> set[str]:
         return {m.repo_id.lower() for m in list_cached(self.models.store) if m.path}
