@@ -29,7 +29,11 @@ if TYPE_CHECKING:
 
 # How often a running "Download and load" updates its row.
 PROGRESS_REFRESH_S = 1.0
-TABLE_COLUMNS = ("name", "params", "quant", "size", "license", "fit", "context", "state")
+# No context column: the verdict says the context a load gets, beside the model's own.
+TABLE_COLUMNS = ("name", "params", "quant", "size", "license", "fit", "state")
+# Each narrow column holds its header's longest word in either language at a 1,000-pixel window
+# (a 700-pixel table), where Gradio's percentages left 49 pixels for "Parameters".
+COLUMN_WIDTHS = ["19%", "10%", "12%", "8%", "12%", "29%", "10%"]
 SEARCH_COLUMNS = ("repo", "downloads", "likes", "updated", "gated")
 
 
@@ -72,7 +76,6 @@ class BrowserPanel:
             format_bytes(e.download_bytes),
             license_,
             row.fit_line(lang, self.catalog),
-            f"{row.context:,}" if row.context else "-",
             self._state(row, lang),
         ]
 
@@ -188,7 +191,7 @@ def browser_section(panel: BrowserPanel, i18n: gr.I18n, tabs: gr.Tabs | None) ->
         interactive=False,
         wrap=True,
         elem_id="model-browser",
-        column_widths=["20%", "7%", "8%", "8%", "11%", "30%", "7%", "9%"],
+        column_widths=COLUMN_WIDTHS,
     )
     keys = gr.State([])
     picked = gr.State("")
