@@ -13,14 +13,16 @@ from typing import Any
 import gradio as gr
 import pytest
 from gradio_client.exceptions import AppError
+from playwright.sync_api import expect
 
 from app.application import App
 from app.engine import Engine
-from app.hardware import Gpu, Hardware
+from app.hardware import Gpu, Hardware, detect
 from app.models.fit import format_bytes, weight_file_bytes
 from app.settings import AppPaths, AppSettings
 from app.settings_file import load_settings
 from app.ui.settings import SAMPLING_FIELDS, SettingsPanel
+from tests.browser_pages import ARTIFACTS, browser_fixture  # noqa: F401 (Chromium, as a fixture)
 from tests.ui_clients import SHORT, app_fixture, connect_fixture, make_ui_app, server_fixture  # noqa: F401
 
 
@@ -119,6 +121,33 @@ def test_on_a_gpu_the_utilization_applies_and_the_kv_cache_size_is_cpu_only(make
     assert kv_cache["info"].startswith("CPU only")
     # The RAM does not bound a cache the GPU holds.
     assert asyncio.run(apply(panel, 100.0)) == ["Saved. They take effect when you load a model."]
+
+
+@pytest.mark.browser
+def test_the_engine_panel_in_the_page_enables_the_field_this_machine_uses(
+    browser: Any, make_app: Any, start_server: Any
+) -> None:
+    server = start_server(make_app(Engine()))
+    context = browser.new_context(locale="en-US", viewport={"width": 1400, "height": 1200})
+    try:
+        page = context.new_page()
+        page.goto(server.url)
+        page.get_by_role("tab", name="Settings").click()
+        kv_cache = page.get_by_label("KV cache size (GiB)")
+        utilization = page.locator("input[type=range][aria-label*='GPU memory utilization']")
+        if detect().has_gpu:
+            expect(page.get_by_text("CPU only: on a GPU")).to_be_visible()
+            expect(kv_cache).to_be_disabled()
+            expect(utilization).to_be_enabled()
+        else:
+            expect(page.get_by_text("GPU only: no NVIDIA GPU found")).to_be_visible()
+            expect(kv_cache).to_be_enabled()
+            expect(utilization).to_be_disabled()
+            expect(page.get_by_text("Empty: 4.0 GiB (the app’s default). At most")).to_be_visible()
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "settings-engine-memory.png"), full_page=True)
+    finally:
+        context.close()
 
 
 # ---- restart, concurrency, bytes on the wire ------------------------------------------------
