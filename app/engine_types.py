@@ -88,6 +88,16 @@ class ChatEngine(Protocol):
     @property
     def max_model_len(self) -> int | None: ...
 
+    @property
+    def settings(self) -> EngineSettings | None:
+        """The settings the loaded model runs with; None when nothing is loaded here."""
+        ...
+
+    @property
+    def source(self) -> str | None:
+        """Where the loaded model's files are (a folder or a repo id); None when nothing is loaded here."""
+        ...
+
     async def load(self, model: str, settings: EngineSettings, name: str | None = None) -> None: ...
 
     async def unload(self) -> None: ...

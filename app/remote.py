@@ -80,6 +80,11 @@ class RemoteEngine:
     def settings(self) -> None:
         return None
 
+    @property
+    def source(self) -> None:
+        """The model's files are on the remote server, not on this computer."""
+        return None
+
     def num_unfinished_requests(self) -> int:
         return len(self._open)
 

@@ -408,3 +408,16 @@ def test_system_tab_served_by_gradio(make_app: object, tmp_path: Path) -> None:
         blocks.close()
     assert served.startswith("### vllm-chat doctor")
     assert f"This app is serving on port {port}." in served
+
+
+def test_system_tab_judges_the_loaded_model_by_its_folder(make_app: object, engine: object, tiny_model: Path) -> None:
+    """The engine shows the model as "tiny-qwen2", a name with no files behind it: the System tab
+    finds its weights through the folder the engine loaded it from."""
+    from app.ui.system import system_markdown
+
+    app = make_app(engine)  # type: ignore[operator]
+    assert app.engine.status.model == "tiny-qwen2"
+    text = system_markdown(app, "en")
+    assert "are not on this computer yet" not in text
+    # The tiny model's weights are a few MiB: 0.0 GiB, plus the 1 GiB cache and the runtime.
+    assert f"{tiny_model}: weights about 0.0 GiB, with the conversation cache and the runtime about" in text

@@ -206,6 +206,31 @@ def test_without_a_gpu_it_runs_on_cpu_and_says_how_slowly():
     assert check_fit(ModelShape.from_config(LLAMA31_8B), LLAMA31_8B_BYTES, small, settings).verdict == "cpu_too_big"
 
 
+def test_on_cpu_the_verdict_shows_weights_kv_cache_and_both_context_lengths(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
+    cpu = Hardware(gpus=[], cpu_count=16, ram_total=32 * GIB, ram_available=28 * GIB)
+    shape = ModelShape.from_config(QWEN25_7B)
+    lines = check_fit(shape, QWEN25_7B_BYTES, cpu, EngineSettings(cpu_kv_cache_gib=4)).lines("en")
+    # Weights 15,231,233,024 B = 14.2 GiB; 2 × 28 × 4 × 128 × 2 = 57,344 B = 56.0 KiB per token;
+    # 4 GiB hold 74,880 tokens (128-token blocks); with the 2 GiB runtime 21,673,683,968 B = 20.2 GiB.
+    assert (
+        "In RAM: weights 14.2 GiB, KV cache 4.0 GiB (your setting in Settings → Engine; 56.0 KiB per token, "
+        "room for 74,880 tokens) and the runtime: about 20.2 GiB of the 32.0 GiB this computer has." in lines[0]
+    )
+    assert lines[1] == "Context: its full 32,768 tokens."
+    mine = check_fit(shape, QWEN25_7B_BYTES, cpu, EngineSettings(cpu_kv_cache_gib=4, max_model_len=2048))
+    assert mine.lines("en")[1] == "Context: 2,048 of its 32,768 tokens (your max length)."
+    assert mine.lines("zh-CN")[1] == "上下文：其 32,768 个 token 中的 2,048 个（你设置的最大长度）。"
+    # The app's 4 GiB default, shown as such; 1 GiB holds 18,688 tokens: a load gets 16,384.
+    assert (
+        "KV cache 4.0 GiB (the default; change it in Settings → Engine;"
+        in check_fit(shape, QWEN25_7B_BYTES, cpu, EngineSettings()).lines("en")[0]
+    )
+    small = check_fit(shape, QWEN25_7B_BYTES, cpu, EngineSettings(cpu_kv_cache_gib=1))
+    assert (small.max_fit_len, small.recommended_max_len) == (18_688, 16_384)
+    assert small.lines("en")[1] == "Context: 16,384 of its 32,768 tokens (what the KV cache holds)."
+
+
 def test_float32_checkpoints_are_loaded_in_16_bits():
     fp32 = {**QWEN25_7B, "torch_dtype": "float32"}
     report = check_fit(ModelShape.from_config(fp32), 2 * QWEN25_7B_BYTES, CARD_24G, AT_090)

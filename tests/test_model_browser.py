@@ -59,7 +59,7 @@ def test_what_runs_on_each_card(size_gb: int, runs_full: set, shorter: set, does
     assert {k for k in does_not_fit if rows[k].fit is Fit.NO} == does_not_fit
     for key in shorter:
         line = rows[key].fit_line("zh-CN")
-        assert str(rows[key].context) in line and "token" in line
+        assert f"{rows[key].context:,}" in line and "token" in line
 
 
 def test_filters():
@@ -78,3 +78,19 @@ def test_cpu_only_machine_says_slowly():
     assert rows["qwen2.5-0.5b-instruct"].fit is not Fit.NO
     assert "CPU" in rows["qwen2.5-0.5b-instruct"].fit_line("en")
     assert rows["glm-4-9b-chat-hf"].fit is Fit.NO
+
+
+def test_cpu_verdict_names_the_context_used_and_the_models_own():
+    """Qwen2.5-0.5B: 32,768 tokens of context; 2 × 24 × 2 × 64 × 2 = 12,288 B per token, so the
+    4 GiB CPU KV cache holds all of it."""
+    hardware = Hardware(gpus=[], cpu_count=2, ram_total=16 * 2**30)
+    key = "qwen2.5-0.5b-instruct"
+    full = {r.entry.key: r for r in browse(CATALOG, hardware, EngineSettings(), set())}[key]
+    assert full.fit_line("en") == "🐢 Runs on the CPU with its full context (32,768 tokens), slowly"
+    mine = {r.entry.key: r for r in browse(CATALOG, hardware, EngineSettings(max_model_len=2048), set())}[key]
+    assert mine.fit_line("en") == (
+        "🐢 Runs on the CPU with 2,048 of its 32,768 tokens of context (your max length), slowly"
+    )
+    # Llama 3.1 8B AWQ: the catalog's 32,768 of the model's 131,072.
+    awq = {r.entry.key: r for r in browse(CATALOG, card(80), EngineSettings(), set())}["llama-3.1-8b-instruct-awq"]
+    assert awq.fit_line("en") == "✅ Runs with 32,768 of its 131,072 tokens of context (the catalog's length for chat)"

@@ -30,6 +30,8 @@ class BrowserRow:
     entry: CatalogEntry
     report: FitReport
     downloaded: bool
+    # The context length is the user's max model length, not the catalog's length for chat.
+    length_set: bool = False
 
     @property
     def fit(self) -> Fit:
@@ -50,12 +52,16 @@ class BrowserRow:
         return self.entry.variant_of is not None
 
     def fit_line(self, lang: str, catalog: list[CatalogEntry] | None = None) -> str:
-        """The verdict in one short phrase: fits with its full context / fits up to N / does not fit."""
+        """The verdict in one short phrase: the context it runs with beside the model's own / does not fit."""
         where = "cpu" if self.report.device == "cpu" else "gpu"
+        full = self.report.model_len or self.report.asked_len
+        if self.context is not None and (full is None or self.context >= full):
+            return translate(f"browser.fit_full_{where}", lang, context=f"{full or self.context:,}")
         if self.fit is Fit.FULL:
-            return translate(f"browser.fit_full_{where}", lang, context=self.context)
+            why = translate("browser.why_set" if self.length_set else "browser.why_catalog", lang)
+            return translate(f"browser.fit_part_{where}", lang, context=f"{self.context:,}", full=f"{full:,}", why=why)
         if self.fit is Fit.SHORTER:
-            return translate(f"browser.fit_shorter_{where}", lang, context=self.context, full=self.report.asked_len)
+            return translate(f"browser.fit_shorter_{where}", lang, context=f"{self.context:,}", full=f"{full:,}")
         smaller = find_entry(catalog or [], self.entry.quantized or "")
         if smaller is not None:
             return translate("browser.fit_no_variant", lang, variant=smaller.name)
@@ -103,7 +109,7 @@ def browse(
 
     def row(entry: CatalogEntry) -> BrowserRow:
         downloaded = any(repo.lower() in cached_repos for repo in entry.repo_ids)
-        return BrowserRow(entry, fit_of(entry, hardware, engine), downloaded)
+        return BrowserRow(entry, fit_of(entry, hardware, engine), downloaded, engine.max_model_len is not None)
 
     groups = [[row(base), *map(row, variants_of(catalog, base))] for base in catalog if base.variant_of is None]
     groups.sort(key=lambda group: min(_rank(r) for r in group))

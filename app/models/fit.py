@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,22 @@ def read_config(folder: Path) -> dict[str, Any]:
     return json.loads((folder / "config.json").read_text(encoding="utf-8"))
 
 
+class CacheOrigin(StrEnum):
+    """Where the CPU engine's KV cache size comes from (models.kv_from_<origin> says it)."""
+
+    SETTINGS = "settings"
+    ENV = "env"
+    DEFAULT = "default"
+
+
+@dataclass(frozen=True)
+class Phrase:
+    """A translated part of a note's sentence, put in when the note is shown in the user's language."""
+
+    key: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class FitReport:
     """The verdict and the numbers behind it. `verdict` is one of:
@@ -112,6 +129,8 @@ class FitReport:
     max_fit_len: int  # tokens of one request that fit in the KV budget
     asked_len: int | None  # the max model length that would be used
     recommended_max_len: int | None
+    # The model's own context length (max_position_embeddings), the "full context" of a verdict.
+    model_len: int | None = None
     gpu_name: str | None = None
     # GPU memory other programs hold; vLLM refuses to start unless the budget is free.
     busy_bytes: int = 0
@@ -129,7 +148,11 @@ class FitReport:
 
     def lines(self, lang: str = "en") -> list[str]:
         """The verdict as sentences in the user's language."""
-        return [translate(key, lang, **params) for key, params in self.notes]
+        return [translate(key, lang, **_phrased(params, lang)) for key, params in self.notes]
+
+
+def _phrased(params: dict[str, Any], lang: str) -> dict[str, Any]:
+    return {k: translate(v.key, lang, **v.params) if isinstance(v, Phrase) else v for k, v in params.items()}
 
 
 def check_fit(
@@ -144,9 +167,12 @@ def check_fit(
     per_token = shape.kv_bytes_per_token
     asked = engine.max_model_len or shape.max_position_embeddings
     if not hardware.has_gpu:
-        return _check_cpu(weights, per_token, asked, hardware, engine)
-    gpus = Gpus.of(hardware.gpus, engine.tensor_parallel_size)
-    return _check_gpu(weights, per_token, asked, gpus, engine, quantized_alternative)
+        model_len = shape.max_position_embeddings
+        report = _check_cpu(weights, per_token, asked, model_len, hardware, engine, quantized_alternative)
+    else:
+        gpus = Gpus.of(hardware.gpus, engine.tensor_parallel_size)
+        report = _check_gpu(weights, per_token, asked, gpus, engine, quantized_alternative)
+    return dataclasses.replace(report, model_len=shape.max_position_embeddings)
 
 
 def _check_gpu(
@@ -175,10 +201,7 @@ def _check_gpu(
     if fitting is not None:
         notes.append(("models.fit_raise_utilization", dict(util=fitting, length=target)))
     if verdict == "too_big":
-        if quantized_alternative:
-            notes.append(("models.fit_try_quantized", dict(model=quantized_alternative)))
-        else:
-            notes.append(("models.fit_try_smaller", {}))
+        notes.append(_smaller_note(quantized_alternative))
     busy_note, recommended_util = _busy_note(gpus, util)
     notes.extend(busy_note)
     return FitReport(
@@ -216,6 +239,12 @@ def _gpu_verdict(
     return "shorter", recommended, asked, (key, dict(common, asked=asked, fits=max_fit, recommended=recommended))
 
 
+def _smaller_note(quantized_alternative: str | None) -> tuple[str, dict[str, Any]]:
+    if quantized_alternative:
+        return "models.fit_try_quantized", dict(model=quantized_alternative)
+    return "models.fit_try_smaller", {}
+
+
 def _busy_note(gpus: Gpus, util: float) -> tuple[list[tuple[str, dict[str, Any]]], float | None]:
     """What to say when vLLM would refuse to start: its budget is not free on every GPU."""
     need = memory.vllm_budget(gpus.total_bytes, util)
@@ -246,6 +275,12 @@ def settings_that_fit(
     return engine, report
 
 
+def cpu_kv_cache_origin(engine: EngineSettings) -> CacheOrigin:
+    if engine.cpu_kv_cache_gib:
+        return CacheOrigin.SETTINGS
+    return CacheOrigin.ENV if os.environ.get("VLLM_CPU_KVCACHE_SPACE") else CacheOrigin.DEFAULT
+
+
 def cpu_kv_cache_bytes(engine: EngineSettings) -> int:
     """The KV cache an engine on the CPU gets: the same size app.engine asks vLLM for."""
     gib = engine.cpu_kv_cache_gib or float(os.environ.get("VLLM_CPU_KVCACHE_SPACE") or DEFAULT_CPU_KV_CACHE_GIB)
@@ -253,26 +288,39 @@ def cpu_kv_cache_bytes(engine: EngineSettings) -> int:
 
 
 def _check_cpu(
-    weights: int, per_token: int, asked: int | None, hardware: Hardware, engine: EngineSettings
+    weights: int,
+    per_token: int,
+    asked: int | None,
+    model_len: int | None,
+    hardware: Hardware,
+    engine: EngineSettings,
+    quantized_alternative: str | None,
 ) -> FitReport:
     kv_budget = cpu_kv_cache_bytes(engine)
     max_fit = memory.tokens_that_fit(kv_budget, per_token, memory.CPU_BLOCK_TOKENS)
     need = memory.cpu_need_bytes(weights, kv_budget)
     # Small models are bound by compute and overheads, not by reading the weights.
     tokens_per_second = min(CPU_BYTES_PER_SECOND / max(weights, 1), CPU_MAX_TOKENS_PER_SECOND)
+    # The same figures as on a GPU, in RAM: weights, the KV cache (a fixed size here) and what it holds.
     common = dict(
         weights=format_bytes(weights),
+        cache=format_bytes(kv_budget),
+        cache_from=Phrase(f"models.kv_from_{cpu_kv_cache_origin(engine)}"),
+        kv=format_bytes(per_token),
+        room=f"{max_fit:,}",
         ram=format_bytes(hardware.ram_total),
         need=format_bytes(need),
         tps=_format_rate(tokens_per_second),
     )
     if need > hardware.ram_total:
         verdict, recommended = "cpu_too_big", None
-        notes = [("models.fit_cpu_too_big", common), ("models.fit_try_smaller", {})]
+        notes = [("models.fit_cpu_too_big", common), _smaller_note(quantized_alternative)]
     else:
         verdict = "cpu"
         recommended = asked if asked is None or max_fit >= asked else _pow2_floor(max_fit)
-        notes = [("models.fit_cpu", dict(common, length=recommended or max_fit))]
+        length = recommended or max_fit
+        chosen = engine.max_model_len is not None and length == asked
+        notes = [("models.fit_cpu", common), _context_note(length, model_len, chosen)]
     return FitReport(
         verdict=verdict,
         device="cpu",
@@ -287,6 +335,17 @@ def _check_cpu(
         cpu_tokens_per_second=tokens_per_second,
         notes=notes,
     )
+
+
+def _context_note(length: int, model_len: int | None, chosen: bool) -> tuple[str, dict[str, Any]]:
+    """The context a load gets, beside the model's own: all of it, or how much and why not more
+    (`chosen`: the user's max model length; else the KV cache holds no more)."""
+    if model_len is None:
+        return "models.fit_context_room", dict(length=f"{length:,}")
+    if length >= model_len:
+        return "models.fit_context_full", dict(full=f"{model_len:,}")
+    key = "models.fit_context_set" if chosen else "models.fit_context_memory"
+    return key, dict(length=f"{length:,}", full=f"{model_len:,}")
 
 
 def _pow2_floor(tokens: int) -> int:

@@ -79,6 +79,12 @@ def cpu_need_bytes(weights: int, kv_cache_bytes: int) -> int:
     return weights + kv_cache_bytes + CPU_RUNTIME_RESERVE
 
 
+def cpu_kv_cache_room(ram_available: int, weights: int, held_bytes: int = 0) -> int:
+    """The largest KV cache an engine on the CPU can get: the RAM free once the engine loaded now
+    has gone (it holds `held_bytes`), less the weights and the runtime. Zero when none is left."""
+    return max(ram_available + held_bytes - weights - CPU_RUNTIME_RESERVE, 0)
+
+
 @dataclass(frozen=True)
 class Gpus:
     """The GPUs one engine uses. vLLM's arithmetic runs on each, so the smallest and fullest bound it."""

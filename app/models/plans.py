@@ -3,6 +3,7 @@ config.json, and whether it all fits on the disk and in memory, before anything 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 from dataclasses import dataclass
@@ -17,11 +18,14 @@ from app.models.catalog import CatalogEntry, find_entry
 from app.models.fit import FitReport, ModelShape, check_fit, format_bytes, read_config
 from app.models.hub_errors import error_for
 from app.models.hub_process import request_source, run_child
+from app.models.siblings import quantized_siblings
 from app.models.sources import Source, offline_reason
 from app.settings import EngineSettings
 
 # Room left on the disk after a download: a completely full disk breaks everything else too.
 DISK_MARGIN = 256 * 2**20
+# Verdicts a smaller, quantized version would help: no fit, or a shorter context than asked.
+SHORT_OF_MEMORY = frozenset({"too_big", "shorter", "cpu_too_big"})
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -167,16 +171,23 @@ def cached_plan(repo_id: str, revision: str, source: Source, store: ModelStore) 
 def check_plan_fit(
     plan: DownloadPlan, hardware: Hardware, engine: EngineSettings, catalog: list[CatalogEntry]
 ) -> FitReport:
-    """Will the planned model fit this machine; suggests the catalog's quantized variant when not."""
+    """Will the planned model fit this machine. When memory is short it suggests a quantized version:
+    the catalog's variant, or for any other repo those the Hub has (one search, only then)."""
+    shape = ModelShape.from_config(plan.config)
     entry = find_entry(catalog, plan.repo_id)
-    smaller = find_entry(catalog, entry.quantized) if entry and entry.quantized else None
-    return check_fit(
-        ModelShape.from_config(plan.config),
-        plan.weight_bytes,
-        hardware,
-        engine,
-        quantized_alternative=smaller.repo_for(plan.source.kind) if smaller else None,
-    )
+    if entry is not None:
+        smaller = find_entry(catalog, entry.quantized) if entry.quantized else None
+        alternative = smaller.repo_for(plan.source.kind) if smaller else None
+        return check_fit(shape, plan.weight_bytes, hardware, engine, quantized_alternative=alternative)
+    report = check_fit(shape, plan.weight_bytes, hardware, engine)
+    if report.verdict not in SHORT_OF_MEMORY:
+        return report
+    siblings = quantized_siblings(plan.repo_id, plan.source, plan.store)
+    if not siblings:
+        return report
+    report = check_fit(shape, plan.weight_bytes, hardware, engine, quantized_alternative=siblings[0])
+    note = ("models.fit_quantized_on_hub", {"repo": plan.repo_id, "repos": ", ".join(siblings)})
+    return dataclasses.replace(report, notes=[*report.notes, note])
 
 
 def plan_lines(plan: DownloadPlan, lang: str) -> list[str]:

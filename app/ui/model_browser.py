@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
 from app.errors import UserError
-from app.hardware import Hardware, detect
+from app.hardware import Hardware
 from app.i18n import translate
 from app.models.browser import BrowserFilters, BrowserRow, browse, families
 from app.models.cache import list_cached
@@ -30,7 +31,11 @@ if TYPE_CHECKING:
 
 # How often a running "Download and load" updates its row.
 PROGRESS_REFRESH_S = 1.0
-TABLE_COLUMNS = ("name", "params", "quant", "size", "license", "fit", "context", "state")
+# No context column: the verdict says the context a load gets, beside the model's own.
+TABLE_COLUMNS = ("name", "params", "quant", "size", "license", "fit", "state")
+# Each narrow column holds its header's longest word in either language at a 1,000-pixel window
+# (a 700-pixel table), where Gradio's percentages left 49 pixels for "Parameters".
+COLUMN_WIDTHS = ["19%", "10%", "12%", "8%", "12%", "29%", "10%"]
 SEARCH_COLUMNS = ("repo", "downloads", "likes", "updated", "gated")
 
 
@@ -43,7 +48,7 @@ class BrowserPanel:
         self.hardware = hardware
 
     def machine(self) -> Hardware:
-        return self.hardware or detect()
+        return self.hardware or self.models.machine()
 
     def cached_repos(self) -> set[str]:
         return {m.repo_id.lower() for m in list_cached(self.models.store) if m.path}
@@ -73,7 +78,6 @@ class BrowserPanel:
             format_bytes(e.download_bytes),
             license_,
             row.fit_line(lang, self.catalog),
-            row.context or "-",
             self._state(row, lang),
         ]
 
@@ -182,8 +186,30 @@ def _filters(fits: bool, downloaded: bool, family: str | None, max_b: float | No
     )
 
 
+@dataclass(frozen=True)
+class BrowserLayout:
+    """The browser's components, for its event wiring."""
+
+    filters: list[Any]  # fits only, downloaded only, family, largest size: the table's inputs
+    table: gr.Dataframe
+    keys: gr.State  # the catalog key of each row shown
+    picked: gr.State  # the picked row's key or Hub repo id
+    go: gr.Button
+    cancel: gr.Button
+    note: gr.Markdown
+    query: gr.Textbox
+    search: gr.Button
+    results: gr.Dataframe
+    search_note: gr.Markdown
+    search_box: gr.Accordion
+
+
 def browser_section(panel: BrowserPanel, i18n: gr.I18n, tabs: gr.Tabs | None) -> None:
     """Render the browser inside the open Models tab; `tabs` is switched to the chat when a model is ready."""
+    _wire(panel, _layout(panel, i18n), tabs)
+
+
+def _layout(panel: BrowserPanel, i18n: gr.I18n) -> BrowserLayout:
     with gr.Row():
         fits = gr.Checkbox(False, label=i18n("browser.filter_fits"))
         downloaded = gr.Checkbox(False, label=i18n("browser.filter_downloaded"))
@@ -197,7 +223,7 @@ def browser_section(panel: BrowserPanel, i18n: gr.I18n, tabs: gr.Tabs | None) ->
         interactive=False,
         wrap=True,
         elem_id="model-browser",
-        column_widths=["20%", "7%", "8%", "8%", "11%", "30%", "7%", "9%"],
+        column_widths=COLUMN_WIDTHS,
     )
     keys = gr.State([])
     picked = gr.State("")
@@ -211,9 +237,23 @@ def browser_section(panel: BrowserPanel, i18n: gr.I18n, tabs: gr.Tabs | None) ->
             search = gr.Button(i18n("browser.search_button"))
         results = gr.Dataframe(interactive=False, elem_id="hub-results")
         search_note = gr.Markdown()
+    return BrowserLayout(
+        [fits, downloaded, family, max_b],
+        table,
+        keys,
+        picked,
+        go,
+        cancel,
+        note,
+        query,
+        search,
+        results,
+        search_note,
+        search_box,
+    )
 
-    filter_inputs = [fits, downloaded, family, max_b]
 
+def _wire(panel: BrowserPanel, ui: BrowserLayout, tabs: gr.Tabs | None) -> None:
     def on_table(f: bool, d: bool, fam: str, mb: float, request: gr.Request):
         lang = request_language(request)
         cells, row_keys = panel.table(_filters(f, d, fam, mb), lang)
@@ -258,17 +298,17 @@ def browser_section(panel: BrowserPanel, i18n: gr.I18n, tabs: gr.Tabs | None) ->
         return panel.cancel(name, request_language(request))
 
     private = {"api_visibility": "private"}
-    show_table = (on_table, filter_inputs, [table, keys])
-    gr.on([c.change for c in filter_inputs], *show_table, **private)
+    show_table = (on_table, ui.filters, [ui.table, ui.keys])
+    gr.on([c.change for c in ui.filters], *show_table, **private)
     gr.on(None, *show_table, **private)
-    table.select(on_pick, keys, [picked, note, go], **private)
-    results.select(on_pick_result, None, [picked, note, go], **private)
-    search_state = (on_search_state, None, [query, search, search_note])
+    ui.table.select(on_pick, ui.keys, [ui.picked, ui.note, ui.go], **private)
+    ui.results.select(on_pick_result, None, [ui.picked, ui.note, ui.go], **private)
+    search_state = (on_search_state, None, [ui.query, ui.search, ui.search_note])
     gr.on(None, *search_state, **private)
-    search_box.expand(*search_state, **private)
-    searching = {"show_progress_on": search_note, **private}
-    search.click(on_search, query, [results, search_note], **searching)
-    query.submit(on_search, query, [results, search_note], **searching)
+    ui.search_box.expand(*search_state, **private)
+    searching = {"show_progress_on": ui.search_note, **private}
+    ui.search.click(on_search, ui.query, [ui.results, ui.search_note], **searching)
+    ui.query.submit(on_search, ui.query, [ui.results, ui.search_note], **searching)
     tab_output = [tabs] if tabs is not None else []
-    go.click(on_go, [picked, *filter_inputs], [note, table, *tab_output], show_progress_on=note, **private)
-    cancel.click(on_cancel, picked, note, **private)
+    ui.go.click(on_go, [ui.picked, *ui.filters], [ui.note, ui.table, *tab_output], show_progress_on=ui.note, **private)
+    ui.cancel.click(on_cancel, ui.picked, ui.note, **private)

@@ -17,7 +17,7 @@ import gradio as gr
 
 from app.application import App
 from app.errors import UserError
-from app.hardware import detect
+from app.hardware import Hardware, detect
 from app.i18n import translate
 from app.models.cache import ModelStore, delete_cached, list_cached, remove_orphans, resolve_snapshot
 from app.models.catalog import CatalogEntry, find_entry, load_catalog, repo_for_source
@@ -46,13 +46,17 @@ def looks_like_folder(name: str) -> bool:
 
 
 class ModelsPanel:
-    def __init__(self, app: App, free_bytes: int | None = None) -> None:
+    def __init__(self, app: App, free_bytes: int | None = None, hardware: Hardware | None = None) -> None:
         self.app = app
         self.catalog = load_catalog()
         self.store = ModelStore.for_app(app.paths)
         self.tokens = TokenStore(app.paths.config_dir / "hf_token")
-        # Tests pass the free disk space in; the app measures it.
+        # Tests pass the free disk space and a fabricated machine in; the app measures its own.
         self.free_bytes = free_bytes
+        self.hardware = hardware
+
+    def machine(self) -> Hardware:
+        return self.hardware or detect()
 
     # ---- where from ----
 
@@ -119,7 +123,7 @@ class ModelsPanel:
 
     def _fit_lines(self, plan: DownloadPlan, lang: str) -> list[str]:
         try:
-            return check_plan_fit(plan, detect(), self.app.settings.engine, self.catalog).lines(lang)
+            return check_plan_fit(plan, self.machine(), self.app.settings.engine, self.catalog).lines(lang)
         except UserError as exc:
             return [exc.message(lang)]
 
@@ -128,7 +132,7 @@ class ModelsPanel:
             raise UserError("engine.no_config", path=str(folder))
         weights = format_bytes(weight_file_bytes(folder))
         lines = [translate("models.plan_local", lang, path=str(folder), weights=weights)]
-        _, report = settings_that_fit(folder, detect(), self.app.settings.engine)
+        _, report = settings_that_fit(folder, self.machine(), self.app.settings.engine)
         if report is not None:
             lines += report.lines(lang)
         if "auto_map" in read_config(folder):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
@@ -17,6 +18,7 @@ import gradio as gr
 from app.application import App
 from app.engine import EngineState
 from app.errors import UserError
+from app.hardware import Hardware, detect
 from app.i18n import translate
 from app.models.parsers import reasoning_parser_names, tool_call_parser_names
 from app.models.sources import offline_variable
@@ -30,6 +32,8 @@ from app.settings import (
     SamplingSettings,
     apply_preset,
 )
+from app.ui.engine_memory import MemoryFields
+from app.ui.engine_memory import updates as memory_updates
 from app.ui.i18n import request_language, shown_error
 
 RELOAD_POLL_S = 0.5
@@ -68,6 +72,7 @@ def engine_values(preset: str, engine: EngineSettings) -> list[Any]:
         engine.quantization or NO_QUANTIZATION,
         engine.tool_call_parser or NO_PARSER,
         engine.reasoning_parser or NO_PARSER,
+        engine.cpu_kv_cache_gib,
     ]
 
 
@@ -85,8 +90,16 @@ def chosen_after_save(
 
 
 class SettingsPanel:
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App, hardware: Hardware | None = None) -> None:
         self.app = app
+        # Tests pass a fabricated machine in; the app detects its own.
+        self.hardware = hardware
+
+    def machine(self) -> Hardware:
+        return self.hardware or detect()
+
+    def memory_fields(self) -> MemoryFields:
+        return MemoryFields.of(self.app, self.machine())
 
     def current(self, request: gr.Request) -> list[Any]:
         """Every field from the saved settings (on page load: another tab may have changed them),
@@ -97,7 +110,12 @@ class SettingsPanel:
             gr.update(value=value, info=self.default_note(name, lang))
             for name, value in zip(SAMPLING_FIELDS, sampling_values(shown), strict=True)
         ]
-        return updates + engine_values(self.app.settings.preset, self.app.settings.engine)
+        engine = engine_values(self.app.settings.preset, self.app.settings.engine)
+        # The memory field this machine uses is enabled, the other one says where it applies.
+        utilization, kv_cache = memory_updates(self.memory_fields(), lang)
+        engine[1] = {**utilization, "value": engine[1]}
+        engine[-1] = {**kv_cache, "value": engine[-1]}
+        return updates + engine
 
     def default_note(self, name: str, lang: str) -> str:
         """ "Model default: 0.9" where the model's generation_config sets it, else the app's."""
@@ -153,7 +171,7 @@ class SettingsPanel:
     def preset_values(self, preset: str) -> list[Any]:
         """Choosing a preset fills the engine fields; nothing applies until "Apply and reload"."""
         if preset not in PRESETS:
-            return [gr.skip()] * 6
+            return [gr.skip()] * (len(engine_values(preset, self.app.settings.engine)) - 1)
         return engine_values(preset, apply_preset(preset, self.app.settings.engine))[1:]
 
     async def apply_engine(
@@ -165,11 +183,14 @@ class SettingsPanel:
         quantization: str,
         tool_call_parser: str,
         reasoning_parser: str,
+        cpu_kv_cache_gib: float | None,
         request: gr.Request,
     ) -> AsyncIterator[str]:
         """Save the engine settings and reload the model with them, reporting each loading stage."""
         lang = request_language(request)
         try:
+            kv_gib = None if cpu_kv_cache_gib is None else float(cpu_kv_cache_gib)
+            self.memory_fields().check_kv(kv_gib)
             engine = apply_preset(preset, self.app.settings.engine)
             engine = dataclasses.replace(
                 engine,
@@ -179,6 +200,7 @@ class SettingsPanel:
                 quantization=None if quantization in (None, "", NO_QUANTIZATION) else quantization,
                 tool_call_parser="" if tool_call_parser in (None, NO_PARSER) else tool_call_parser,
                 reasoning_parser="" if reasoning_parser in (None, NO_PARSER) else reasoning_parser,
+                cpu_kv_cache_gib=kv_gib,
             )
             self.app.update_settings(preset=preset, engine=engine)
         except UserError as exc:
@@ -254,100 +276,114 @@ def offline_section(panel: SettingsPanel, i18n: gr.I18n) -> None:
     offline.input(panel.set_offline, offline, note, api_visibility="private")
 
 
+@dataclass(frozen=True)
+class Section:
+    """One accordion's inputs, in the order the panel's functions take them, and its buttons' output."""
+
+    fields: list[Any]
+    result: gr.Markdown
+
+
 def settings_tab(app: App, i18n: gr.I18n) -> None:
     """Render the settings inside an open gr.Tab."""
     panel = SettingsPanel(app)
-    # What the chat would use now; the page's load event brings the loaded model's defaults.
-    sampling = app.engine.resolve_sampling(app.settings.sampling.chosen())
     with gr.Accordion(i18n("settings_ui.sampling"), open=True):
-        gr.Markdown(i18n("settings_ui.sampling_help"))
-        with gr.Row():
-            temperature = field(
-                gr.Slider, i18n, "temperature", sampling.temperature, True, minimum=0.0, maximum=2.0, step=0.05
-            )
-            top_p = field(gr.Slider, i18n, "top_p", sampling.top_p, True, minimum=0.0, maximum=1.0, step=0.01)
-            min_p = field(gr.Slider, i18n, "min_p", sampling.min_p, minimum=0.0, maximum=1.0, step=0.01)
-        with gr.Row():
-            # Plain numbers: out-of-range values reach the core's check and its translated message.
-            top_k = field(gr.Number, i18n, "top_k", sampling.top_k, True, precision=0)
-            max_tokens = field(gr.Number, i18n, "max_tokens", sampling.max_tokens, True, precision=0)
-            seed = field(gr.Number, i18n, "seed", sampling.seed, True, precision=0)
-        with gr.Row():
-            repetition_penalty = field(
-                gr.Slider, i18n, "repetition_penalty", sampling.repetition_penalty, minimum=0.0, maximum=2.0, step=0.01
-            )
-            presence_penalty = field(
-                gr.Slider, i18n, "presence_penalty", sampling.presence_penalty, minimum=-2.0, maximum=2.0, step=0.05
-            )
-            frequency_penalty = field(
-                gr.Slider, i18n, "frequency_penalty", sampling.frequency_penalty, minimum=-2.0, maximum=2.0, step=0.05
-            )
-        stop = gr.Textbox(
-            value="\n".join(sampling.stop or ()),
-            lines=2,
-            label=i18n("settings_ui.stop"),
-            info=i18n("settings_ui.stop_info"),
-        )
+        sampling = _sampling_fields(app, i18n)
         with gr.Row():
             save = gr.Button(i18n("settings_ui.save_sampling"), variant="primary")
             reset = gr.Button(i18n("settings_ui.reset_sampling"))
-        sampling_result = gr.Markdown()
-
-    engine = app.settings.engine
+        sampling_section = Section(sampling, gr.Markdown())
     with gr.Accordion(i18n("settings_ui.engine"), open=True):
-        gr.Markdown(i18n("settings_ui.engine_help"))
-        with gr.Row():
-            preset = gr.Dropdown(
-                choices=[(i18n(f"settings_ui.preset_{name}"), name) for name in PRESETS],
-                value=app.settings.preset if app.settings.preset in PRESETS else "balanced",
-                label=i18n("settings_ui.preset"),
-            )
-            gpu_memory_utilization = gr.Slider(
-                0.05,
-                0.99,
-                value=engine.gpu_memory_utilization,
-                step=0.01,
-                label=i18n("settings_ui.gpu_memory_utilization"),
-            )
-        with gr.Row():
-            max_model_len = gr.Number(
-                value=engine.max_model_len,
-                precision=0,
-                label=i18n("settings_ui.max_model_len"),
-                info=i18n("settings_ui.max_model_len_info"),
-            )
-            dtype = gr.Dropdown(choices=list(DTYPES), value=engine.dtype, label=i18n("settings_ui.dtype"))
-            quantization = gr.Dropdown(
-                choices=[(i18n("settings_ui.quantization_none"), NO_QUANTIZATION)] + [q for q in QUANTIZATIONS if q],
-                value=engine.quantization or NO_QUANTIZATION,
-                label=i18n("settings_ui.quantization"),
-            )
-        with gr.Row():
-            tool_call_parser = parser_field(i18n, "tool_call_parser", engine.tool_call_parser, tool_call_parser_names())
-            reasoning_parser = parser_field(i18n, "reasoning_parser", engine.reasoning_parser, reasoning_parser_names())
+        engine = _engine_fields(app, i18n, panel.machine().has_gpu)
         apply = gr.Button(i18n("settings_ui.apply_reload"), variant="primary", elem_id="apply-reload")
-        engine_result = gr.Markdown()
+        engine_section = Section(engine, gr.Markdown())
     offline_section(panel, i18n)
+    _wire(panel, sampling_section, engine_section, save, reset, apply)
 
+
+def _sampling_fields(app: App, i18n: gr.I18n) -> list[Any]:
+    # What the chat would use now; the page's load event brings the loaded model's defaults.
+    sampling = app.engine.resolve_sampling(app.settings.sampling.chosen())
+    gr.Markdown(i18n("settings_ui.sampling_help"))
+    with gr.Row():
+        temperature = field(
+            gr.Slider, i18n, "temperature", sampling.temperature, True, minimum=0.0, maximum=2.0, step=0.05
+        )
+        top_p = field(gr.Slider, i18n, "top_p", sampling.top_p, True, minimum=0.0, maximum=1.0, step=0.01)
+        min_p = field(gr.Slider, i18n, "min_p", sampling.min_p, minimum=0.0, maximum=1.0, step=0.01)
+    with gr.Row():
+        # Plain numbers: out-of-range values reach the core's check and its translated message.
+        top_k = field(gr.Number, i18n, "top_k", sampling.top_k, True, precision=0)
+        max_tokens = field(gr.Number, i18n, "max_tokens", sampling.max_tokens, True, precision=0)
+        seed = field(gr.Number, i18n, "seed", sampling.seed, True, precision=0)
+    with gr.Row():
+        repetition_penalty = field(
+            gr.Slider, i18n, "repetition_penalty", sampling.repetition_penalty, minimum=0.0, maximum=2.0, step=0.01
+        )
+        presence_penalty = field(
+            gr.Slider, i18n, "presence_penalty", sampling.presence_penalty, minimum=-2.0, maximum=2.0, step=0.05
+        )
+        frequency_penalty = field(
+            gr.Slider, i18n, "frequency_penalty", sampling.frequency_penalty, minimum=-2.0, maximum=2.0, step=0.05
+        )
+    stop = field(gr.Textbox, i18n, "stop", "\n".join(sampling.stop or ()), True, lines=2)
     # fmt: off
-    sampling_fields = [temperature, top_p, top_k, min_p, max_tokens, repetition_penalty, presence_penalty,
-                       frequency_penalty, seed, stop]
+    return [temperature, top_p, top_k, min_p, max_tokens, repetition_penalty, presence_penalty,
+            frequency_penalty, seed, stop]
     # fmt: on
-    engine_fields = [
-        preset,
-        gpu_memory_utilization,
-        max_model_len,
-        dtype,
-        quantization,
-        tool_call_parser,
-        reasoning_parser,
-    ]
 
+
+def _engine_fields(app: App, i18n: gr.I18n, on_gpu: bool) -> list[Any]:
+    """The engine's inputs; the page's load event says what the memory fields mean on this machine."""
+    engine = app.settings.engine
+    gr.Markdown(i18n("settings_ui.engine_help"))
+    with gr.Row():
+        preset = gr.Dropdown(
+            choices=[(i18n(f"settings_ui.preset_{name}"), name) for name in PRESETS],
+            value=app.settings.preset if app.settings.preset in PRESETS else "balanced",
+            label=i18n("settings_ui.preset"),
+        )
+        gpu_memory_utilization = field(
+            gr.Slider,
+            i18n,
+            "gpu_memory_utilization",
+            engine.gpu_memory_utilization,
+            True,
+            minimum=0.05,
+            maximum=0.99,
+            step=0.01,
+            interactive=on_gpu,
+        )
+        # Plain number: one too big for the RAM gets the panel's sentence, not a silent clamp.
+        cpu_kv_cache_gib = field(
+            gr.Number, i18n, "cpu_kv_cache_gib", engine.cpu_kv_cache_gib, step=0.5, interactive=not on_gpu
+        )
+    with gr.Row():
+        max_model_len = field(gr.Number, i18n, "max_model_len", engine.max_model_len, True, precision=0)
+        dtype = gr.Dropdown(choices=list(DTYPES), value=engine.dtype, label=i18n("settings_ui.dtype"))
+        quantization = gr.Dropdown(
+            choices=[(i18n("settings_ui.quantization_none"), NO_QUANTIZATION)] + [q for q in QUANTIZATIONS if q],
+            value=engine.quantization or NO_QUANTIZATION,
+            label=i18n("settings_ui.quantization"),
+        )
+    with gr.Row():
+        tool_call_parser = parser_field(i18n, "tool_call_parser", engine.tool_call_parser, tool_call_parser_names())
+        reasoning_parser = parser_field(i18n, "reasoning_parser", engine.reasoning_parser, reasoning_parser_names())
+    # fmt: off
+    return [preset, gpu_memory_utilization, max_model_len, dtype, quantization, tool_call_parser, reasoning_parser,
+            cpu_kv_cache_gib]
+    # fmt: on
+
+
+def _wire(
+    panel: SettingsPanel, sampling: Section, engine: Section, save: gr.Button, reset: gr.Button, apply: gr.Button
+) -> None:
+    private = {"api_visibility": "private"}
     # No triggers: runs when the page loads.
-    gr.on(None, panel.current, None, sampling_fields + engine_fields, api_visibility="private")
-    save.click(panel.save_sampling, sampling_fields, sampling_result, api_name="save_sampling")
-    reset.click(panel.reset_sampling, None, [*sampling_fields, sampling_result], api_visibility="private")
-    preset.input(panel.preset_values, preset, engine_fields[1:], api_visibility="private")
+    gr.on(None, panel.current, None, sampling.fields + engine.fields, **private)
+    save.click(panel.save_sampling, sampling.fields, sampling.result, api_name="save_sampling")
+    reset.click(panel.reset_sampling, None, [*sampling.fields, sampling.result], **private)
+    engine.fields[0].input(panel.preset_values, engine.fields[0], engine.fields[1:], **private)
     apply.click(
-        panel.apply_engine, engine_fields, engine_result, api_name="apply_engine", show_progress_on=engine_result
+        panel.apply_engine, engine.fields, engine.result, api_name="apply_engine", show_progress_on=engine.result
     )

@@ -16,11 +16,13 @@ ICONS = {Status.OK: "✅", Status.WARNING: "⚠️", Status.PROBLEM: "❌"}
 
 
 def system_markdown(app: App, lang: str) -> str:
-    """Run the doctor inside the running app (its port and its engine's GPU memory are its own)."""
+    """Run the doctor inside the running app (its port and its engine's GPU memory are its own).
+    The model is judged by where the engine loaded it from (a folder or a cached repo), not by
+    its display name, which names no files."""
     status = app.engine.status
     facts = gather_facts(
         app.settings,
-        model=status.model or app.settings.model,
+        model=app.engine.source or app.settings.model,
         host=app.access.host,
         port=app.access.port,
         serving=True,
