@@ -56,7 +56,7 @@ async def close_stream(
 # How long the page's own Stop leaves Gradio's cancel, sent with it, to land first: a second
 # cancellation would only interrupt the cleanup the first one started.
 STOP_GRACE_S = 0.05
-# Stops remembered per page, for replies that begin after their Stop (see ReplyStops).
+# Stops remembered (all tabs together), for replies that begin after their Stop (see ReplyStops).
 REMEMBERED_STOPS = 256
 
 
