@@ -120,7 +120,10 @@ def chat_tab(app: App, i18n: gr.I18n, timer: gr.Timer) -> None:
 
 def _sidebar(i18n: gr.I18n) -> Sidebar:
     new_chat = gr.Button(i18n("chat.new_chat"), variant="secondary", size="sm", elem_id="new-chat")
-    search = gr.Textbox(placeholder=i18n("chat.search"), show_label=False, container=False, max_lines=1)
+    # Each field has a label, shown or not: screen readers read it (Gradio's default is "Textbox").
+    search = gr.Textbox(
+        label=i18n("chat.search"), placeholder=i18n("chat.search"), show_label=False, container=False, max_lines=1
+    )
     conversations = gr.Radio(choices=[], label=i18n("chat.conversations"), elem_classes="conversation-list")
     with gr.Accordion(i18n("chat.manage"), open=False):
         title = gr.Textbox(label=i18n("chat.rename_label"), max_lines=1)
@@ -172,6 +175,7 @@ def _pane(app: App, i18n: gr.I18n) -> Pane:
     notice = gr.Markdown(visible=False, elem_classes="chat-notice")
     with gr.Accordion(i18n("chat.system_prompt"), open=False):
         system_prompt = gr.Textbox(
+            label=i18n("chat.system_prompt"),
             value=app.settings.system_prompt,
             placeholder=i18n("chat.system_prompt_placeholder"),
             show_label=False,
@@ -190,7 +194,9 @@ def _pane(app: App, i18n: gr.I18n) -> Pane:
         )
         # The turn being answered, under the saved chat: a reply streams here, so that an update
         # costs the page what it costs in an empty chat, and joins the chat above when it ends.
-        live = gr.Chatbot(show_label=False, container=False, elem_id="live-chat", **_CHATBOT)
+        live = gr.Chatbot(
+            label=i18n("chat.live_label"), show_label=False, container=False, elem_id="live-chat", **_CHATBOT
+        )
         gr.HTML(js_on_load=PAGE_JS, elem_id="chat-follow")
     # Which version of a turn is shown: the last turn with several, or the one the user clicked.
     with gr.Row(visible=False, elem_id="version-bar") as versions:
@@ -199,6 +205,7 @@ def _pane(app: App, i18n: gr.I18n) -> Pane:
         next_version = gr.Button(i18n("chat.version_next"), size="sm", elem_id="version-next", scale=0)
     with gr.Row(equal_height=True):
         box = gr.Textbox(
+            label=i18n("chat.message_label"),
             placeholder=i18n("chat.placeholder"),
             show_label=False,
             container=False,

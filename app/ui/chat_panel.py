@@ -52,11 +52,13 @@ class ChatPanel:
         self.tools = ChatTools(app)
         self.stops = ReplyStops()
 
-    def conversation_list(self, selected: int | None, search: str = "") -> dict[str, Any]:
+    def conversation_list(self, selected: int | None, search: str = "", lang: str = "en") -> dict[str, Any]:
+        """The sidebar's chats (those matching `search`), or a line saying none matches it."""
         choices = [(c.title or "…", c.id) for c in self.app.conversations.list(search)]
         if selected is not None and all(value != selected for _, value in choices):
             selected = None
-        return gr.update(choices=choices, value=selected)
+        nothing = translate("chat.no_match", lang, text=search.strip()) if search.strip() and not choices else ""
+        return gr.update(choices=choices, value=selected, info=nothing)
 
     def notice(self, lang: str) -> dict[str, Any]:
         """The line above the chat saying why it cannot answer now, if it cannot."""
@@ -119,8 +121,8 @@ class ChatPanel:
     def refresh_notice(self, request: gr.Request) -> dict[str, Any]:
         return self.notice(request_language(request))
 
-    def search(self, text: str, conversation_id: int | None) -> dict[str, Any]:
-        return self.conversation_list(conversation_id, text)
+    def search(self, text: str, conversation_id: int | None, request: gr.Request) -> dict[str, Any]:
+        return self.conversation_list(conversation_id, text, request_language(request))
 
     def rename(self, conversation_id: int | None, title: str, search: str, request: gr.Request) -> dict[str, Any]:
         lang = request_language(request)
@@ -129,7 +131,7 @@ class ChatPanel:
             self.app.conversations.rename(conversation_id, title)
         except UserError as exc:
             raise shown_error(exc.message(lang)) from None
-        return self.conversation_list(conversation_id, search)
+        return self.conversation_list(conversation_id, search, lang)
 
     def delete(self, conversation_id: int | None, request: gr.Request) -> tuple:
         lang = request_language(request)
