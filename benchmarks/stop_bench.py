@@ -23,6 +23,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,7 +80,29 @@ def burners(count: int, seconds: float) -> Iterator[None]:
             proc.wait()
 
 
-def one_stop(page: Any, engine: Any, arrivals: Arrivals, delay: float) -> dict[str, Any]:
+class Requests(threading.Thread):
+    """The engine's unfinished requests, polled every millisecond: (wall time, count) at each change."""
+
+    def __init__(self, engine: Any) -> None:
+        super().__init__(daemon=True)
+        self.engine, self.changes, self.done = engine, [(time.time(), 0)], threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(0.001):
+            count = self.engine.num_unfinished_requests()
+            if count != self.changes[-1][1]:
+                self.changes.append((time.time(), count))
+
+    def ended_after(self, at: float) -> float | None:
+        """When the requests running after `at` were all gone: `at` itself if none ever ran."""
+        after = [(t, n) for t, n in self.changes if t > at]
+        running = [n for t, n in self.changes if t <= at][-1]
+        if not running and not any(n for _, n in after):
+            return at
+        return next((t for t, n in after if n == 0), None)
+
+
+def one_stop(page: Any, requests: Requests, arrivals: Arrivals, delay: float) -> dict[str, Any]:
     """Send a message, click Stop `delay` s after Enter; the ms from the click to each step."""
     # A new chat each time: a long stopped reply would leave the next prompt no room.
     page.locator("#new-chat").click()
@@ -94,29 +117,29 @@ def one_stop(page: Any, engine: Any, arrivals: Arrivals, delay: float) -> dict[s
     time.sleep(max(0.0, sent + delay - time.time()))
     clicked = time.time()
     page.mouse.click(stop["x"] + stop["width"] / 2, stop["y"] + stop["height"] / 2)
-    deadline = time.monotonic() + 60
-    while not engine.num_unfinished_requests() and time.monotonic() < deadline and time.time() < clicked + 2:
-        time.sleep(0.002)
-    while engine.num_unfinished_requests() and time.monotonic() < deadline:
-        time.sleep(0.002)
-    aborted = time.time() if not engine.num_unfinished_requests() else None
-    # Settle: the page has heard of the stop and the next message may go.
-    page.wait_for_function("() => !window.vllmChatSending", timeout=60_000)
-    page.wait_for_timeout(1000)
+    # Settle: the page has heard of the stop and the next message may go; a reply that starts
+    # after a lost Stop has started by then.
+    page.wait_for_function("() => !window.vllmChatSending", timeout=120_000)
+    page.wait_for_timeout(1500)
+    ended = requests.ended_after(clicked)
     bench = page.evaluate("bench")
 
-    def ms(at: float) -> int:
-        return round(at - clicked * 1000)
+    def ms(at: float | None) -> int | None:
+        return round(at - clicked * 1000) if at else None
 
     return {
         "delay_s": delay,
         "click_handled_ms": [ms(at) for at in bench["clicks"]],
+        # The page's request for the reply (its queue/join) and its cancel, as the page saw them.
         "page_fetches_ms": [
-            [url.rsplit("/", 1)[-1], ms(start), ms(end), status] for url, start, end, status in bench["fetches"]
+            [url.rsplit("/", 1)[-1].split("?")[0], ms(start), ms(end), status]
+            for url, start, end, status in bench["fetches"]
+            if url.endswith(("/cancel", "/reset")) or ("/join" in url and -1000 < ms(start) < 1000)
         ],
         "server_requests_ms": [[path.rsplit("/", 1)[-1], ms(at * 1000)] for path, at in arrivals.seen[seen:]],
         "long_tasks_ms": [[ms(start), round(duration)] for start, duration in bench["long"] if duration > 100],
-        "abort_ms": ms(aborted * 1000) if aborted else None,
+        # From the click to no request left in the engine (0: none had started, none started).
+        "abort_ms": ms(ended * 1000) if ended else None,
     }
 
 
@@ -166,11 +189,14 @@ def run(model: str | None, delays: list[float], busy: list[int], tokens: int, ra
             page.add_init_script(OBSERVERS)
             page.goto(url)
             page.wait_for_function(OPEN, timeout=60_000)
+            requests = Requests(engine)
+            requests.start()
             for cores in busy:
                 with burners(cores, seconds=len(delays) * 30 + 30):
                     for delay in delays:
-                        results.append({"busy_cores": cores, **one_stop(page, engine, arrivals, delay)})
+                        results.append({"busy_cores": cores, **one_stop(page, requests, arrivals, delay)})
                         print(json.dumps(results[-1]), flush=True)
+            requests.done.set()
         finally:
             browser.close()
     return results
