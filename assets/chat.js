@@ -13,6 +13,17 @@
 // 3. Files dropped on the message box or the chat go to the attach button, as if picked there.
 // 4. Gradio's no-op re-assignment of `dir` on each update is skipped: it restyled the whole reply
 //    (at the end).
+// 5. Stop reaches a reply that Gradio's own cancel misses (clicked before Gradio has sent the
+//    reply's event, or before it knows the event's id): each reply's event and Stop carry the same
+//    key (app/ui/chat_stream.py, ReplyStops). A reply begun after a Stop gets a new key, taken
+//    when the user sends (Enter, Send, Regenerate, an edit), before Gradio sends the event.
+if (!window.vllmChatKey) {
+  const fresh = () => Array.from(crypto.getRandomValues(new Uint32Array(4)), n => n.toString(16)).join("-");
+  let key = fresh(), stopped = null;
+  window.vllmChatKey = () => key;
+  window.vllmChatStopped = () => (stopped = key);
+  window.vllmChatBegin = () => { if (key === stopped) key = fresh(); };
+}
 const scroller = element.closest("#chat-scroll");
 if (scroller && !scroller.dataset.follows) {
   scroller.dataset.follows = "1";
@@ -152,6 +163,7 @@ if (scroller && !scroller.dataset.follows) {
   new MutationObserver(watch).observe(scroller, {childList: true});
   watch();
   const back = () => {
+    window.vllmChatBegin();
     // The chat may shrink now (an edit or a regenerate cuts it): that scroll is not the user's,
     // even a moment after their last key or wheel.
     userUntil = 0;

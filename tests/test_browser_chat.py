@@ -7,6 +7,7 @@ an edit."""
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from playwright.sync_api import expect
 from app.application import App
 from app.engine import Engine
 from app.settings import AppSettings
+from benchmarks.page_engine import PageEngine
 from tests.browser_pages import MARKDOWN_REPLY, STOP_WHEN_GROWING, app_fixture, browser_fixture, open_page_fixture, shot  # noqa: F401 (fixtures)
 from tests.conftest import wait_until
 from tests.ui_clients import LONGEST
@@ -137,6 +139,37 @@ def test_enter_while_a_reply_streams_keeps_the_new_text(open_page: Any, long_eng
     page.locator("#stop").click()
     assert wait_until(lambda: long_engine.num_unfinished_requests() == 0, timeout=10), "Stop did not abort"
     shot(page, "11-sent-while-streaming")
+
+
+def test_stop_clicked_early_in_a_reply_always_lands(open_page: Any, make_app: Any) -> None:
+    """Stop clicked at once after Enter (before the page has sent the reply's event, or before
+    it knows the event's id: Gradio's own cancel misses both) and a moment later: every time the
+    reply stops within a second and never starts again. The stand-in engine writes for 30 s."""
+    engine = PageEngine(tokens=2000, rate=60)
+    app = make_app(engine)
+    page = open_page(app)
+    box = page.locator("#chat-input textarea")
+    stop = page.locator("#stop").bounding_box()
+    for delay in (0, 0, 0.03, 0.1, 0.4, 1.0):
+        box.fill(f"Explain gradient descent ({delay} s).")
+        box.press("Enter")
+        page.wait_for_timeout(delay * 1000)
+        # A real click, as soon as the page can take it: not one that waits for the page to settle.
+        page.mouse.click(stop["x"] + stop["width"] / 2, stop["y"] + stop["height"] / 2)
+        clicked = time.monotonic()
+        page.wait_for_function("() => !window.vllmChatSending", timeout=10_000)
+        assert wait_until(lambda: engine.num_unfinished_requests() == 0, timeout=5), f"Stop {delay} s in was lost"
+        # (A reply that starts after a lost Stop would be running by now.)
+        page.wait_for_timeout(1500)
+        assert engine.num_unfinished_requests() == 0, f"Stop {delay} s in was lost"
+        assert time.monotonic() - clicked < 10
+    # Stopped replies are saved as stopped, short; a message stopped before its reply began went
+    # back into the box instead, and was not saved.
+    (conv,) = app.conversations.list()
+    replies = [m for m in app.conversations.messages(conv.id) if m.role == "assistant"]
+    assert all(r.stats.finish_reason == "abort" and r.stats.completion_tokens < 200 for r in replies), replies
+    questions = [m.content for m in app.conversations.messages(conv.id) if m.role == "user"]
+    assert len(questions) == len(replies) and len(replies) >= 2, questions
 
 
 # Where the chat is scrolled to, and how far it can be: the saved chat and the live turn scroll as one.

@@ -10,6 +10,7 @@ import pytest
 from playwright.sync_api import expect
 
 from app.application import App
+from benchmarks.page_engine import PageEngine
 from tests.browser_pages import MARKDOWN_REPLY, app_fixture, browser_fixture, open_page_fixture, shot  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.browser
@@ -142,3 +143,62 @@ def test_math_and_markdown_as_models_write_them(open_page: Any, app: App) -> Non
         return seen; }"""
     )
     assert directions == ["ltr", 0, "rtl", 1, "ltr", 1, 2], directions
+
+
+@pytest.fixture(name="stand_in_app")
+def stand_in_app_fixture(make_app: Any) -> App:
+    """The app around the stand-in engine: short replies, no vLLM (only the page is under test)."""
+    return make_app(PageEngine(tokens=40, rate=400))
+
+
+# Spans of the lines under messages (version count, speed) that a message's button covers.
+COVERED = """() => {
+  const spans = [...document.querySelectorAll('#chatbot .turn-meta span')].map(e => e.getBoundingClientRect());
+  const buttons = [...document.querySelectorAll('#chatbot .message-buttons button')]
+    .map(b => b.getBoundingClientRect());
+  return spans.filter(s => buttons.some(b => b.width && b.left < s.right && s.left < b.right
+    && b.top < s.bottom && s.top < b.bottom)).length;
+}"""
+
+
+def test_a_users_math_the_line_under_a_reply_and_labels(open_page: Any, stand_in_app: App) -> None:
+    page = open_page(stand_in_app)
+    # Every field has a name for screen readers, none Gradio's default.
+    box = page.get_by_role("textbox", name="Message")
+    expect(page.get_by_role("textbox", name="Textbox", exact=True)).to_have_count(0)
+    box.fill("Is $x^2$ right? It costs $5 and $10.")
+    box.press("Enter")
+    chat = page.locator("#chatbot")
+    expect(chat.locator(".reply-stats")).to_have_count(1)
+    page.get_by_role("button", name="Regenerate").click()
+    expect(chat.locator(".version-count")).to_have_text("2/2")
+    # The user's inline math is typeset as in a reply; the prices stay prices.
+    question = chat.locator(".user").first
+    expect(question.locator(".katex")).to_have_count(1)
+    expect(question).to_contain_text("It costs $5 and $10.")
+    # The copy button under the reply leaves the version count and the speed line readable.
+    chat.locator(".bot").last.hover()
+    assert page.evaluate(COVERED) == 0
+    shot(page, "14-users-math-and-reply-line")
+    # A search that finds nothing says so.
+    page.get_by_role("textbox", name="Search chats").fill("zzz")
+    expect(page.get_by_text("No chats match “zzz”.")).to_be_visible()
+
+
+def test_the_chinese_page_waits_in_chinese(open_page: Any, stand_in_app: App) -> None:
+    page = open_page(stand_in_app, "zh-CN")
+    page.get_by_role("textbox", name="搜索对话").fill("zzz")
+    expect(page.get_by_text("没有与“zzz”匹配的对话。")).to_be_visible()
+    # While the System tab checks this computer, no English "processing | 1.6s" shows.
+    page.get_by_role("tab", name="系统").click()
+    seen = page.evaluate(
+        """() => new Promise(resolve => { const seen = new Set(); const until = performance.now() + 3000;
+        const poll = () => { const text = document.body.innerText;
+          if (text.includes('processing')) seen.add('processing');
+          if (text.includes('正在检查本机')) seen.add('checking');
+          performance.now() < until ? setTimeout(poll, 20) : resolve([...seen]); };
+        poll(); })"""
+    )
+    assert "processing" not in seen, seen
+    expect(page.get_by_text("正在检查本机")).to_have_count(0)
+    shot(page, "15-chinese-system")

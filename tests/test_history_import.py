@@ -57,7 +57,7 @@ def changed(path: str, value: Any) -> dict[str, Any]:
 def assert_refused(store: Conversations, data: Any) -> UserError:
     with pytest.raises(UserError) as err:
         store.import_json(data)
-    assert err.value.key == "conversations.bad_import"
+    assert err.value.key in {"conversations.bad_import", "conversations.not_json", "conversations.not_json_at"}
     assert "JSON" in err.value.message("en") and "JSON" in err.value.message("zh-CN")
     assert [c.title for c in store.list()] == ["keep me"]
     assert store._db.execute("SELECT count(*) FROM messages").fetchone()[0] == 0
@@ -138,6 +138,14 @@ def test_a_bad_shape_is_refused_with_the_one_sentence(store: Conversations, data
 def test_a_broken_file_is_refused_with_the_one_sentence(store: Conversations, raw: bytes) -> None:
     assert_refused(store, raw)
     assert_refused(store, raw.decode("utf-8", "replace"))
+
+
+def test_a_file_that_is_not_json_is_told_by_its_line_not_the_parser(store: Conversations) -> None:
+    # A comma left out at the end of line 2: the parser stops at the start of line 3.
+    raw = json.dumps(GOOD, indent=1).encode().replace(b",\n", b"\n", 1)
+    error = assert_refused(store, raw)
+    assert error.message("en") == "The file is not valid JSON (line 3). Choose a JSON file exported from vllm-chat."
+    assert error.message("zh-CN") == "此文件不是有效的 JSON（第 3 行）。请选择从 vllm-chat 导出的 JSON 文件。"
 
 
 def test_a_file_over_50_mb_is_refused_before_parsing(store: Conversations) -> None:

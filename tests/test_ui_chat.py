@@ -84,12 +84,12 @@ def test_regenerate_keeps_the_earlier_reply_as_a_version(server: Any, connect: A
 
 def test_editing_a_message_continues_from_the_new_text(server: Any) -> None:
     session = QueueSession(server.url)
-    session.run("send", ["First question", None, "", None])
-    session.run("send", ["Second question", None, "", None])
+    session.run("send", ["First question", None, "", None, ""])
+    session.run("send", ["Second question", None, "", None, ""])
     # Bubble 0 is the first question; edit it: a new branch from there, with a new reply. (Inputs:
-    # the conversation, the system prompt, and whether the whole chat shows.)
+    # the conversation, the system prompt, whether the whole chat shows, and the page's stop key.)
     messages = session.run(
-        "edit", [None, "", False], {"index": 0, "value": "大海和星星", "previous_value": "First question"}
+        "edit", [None, "", False, ""], {"index": 0, "value": "大海和星星", "previous_value": "First question"}
     )
     final = messages[-1][1]
     assert final["success"], final

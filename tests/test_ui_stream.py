@@ -23,7 +23,7 @@ def test_bytes_per_streamed_update_stay_flat_as_a_2000_token_reply_grows(
 ) -> None:
     server = start_server(make_ui_app(make_app, long_engine, LONGEST))
     session = QueueSession(server.url)
-    messages = session.run("send", ["Write a long story about the sea.", None, "", None])
+    messages = session.run("send", ["Write a long story about the sea.", None, "", None, ""])
     updates = [(size, m) for size, m in messages if m.get("msg") == "process_generating"]
     final = messages[-1][1]
     assert final["success"], final

@@ -2,8 +2,8 @@
 
 An import is a file from anywhere. Everything it holds is checked here, before the store
 writes a row: types (strictly: "0.5" is not a number), finite numbers in sane ranges, bounded
-text. Every way a file can be wrong ends in the one `conversations.bad_import` sentence,
-which the page shows instead of breaking.
+text. Every way a file can be wrong ends in one sentence (`conversations.bad_import`, or
+`not_json` for a file that is not JSON at all), which the page shows instead of breaking.
 """
 
 from __future__ import annotations
@@ -189,8 +189,11 @@ def _decode(data: str | bytes | bytearray) -> Any:
     except RecursionError:
         # CPython's parser recurses once per "[": a file of nothing but brackets ends here.
         raise UserError("conversations.bad_import", reason="nested too deeply") from None
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer of 5,000 digits
-        raise UserError("conversations.bad_import", reason=str(exc)[:200]) from None
+    except json.JSONDecodeError as exc:
+        # The line, not the parser's own words ("Expecting ',' delimiter: line 2 column 1 (char 66)").
+        raise UserError("conversations.not_json_at", line=f"{exc.lineno:,}") from None
+    except ValueError:  # UnicodeDecodeError, an integer of 5,000 digits
+        raise UserError("conversations.not_json") from None
 
 
 def _conversation(parsed: _File) -> ImportedConversation:

@@ -32,9 +32,13 @@ SENT_JS = "() => { window.vllmChatSending = false; }"
 JOIN_JS = "(...shown) => { window.vllmChatJoin?.(); return shown; }"
 # (Left as it is when a message was sent meanwhile.)
 JOINED_JS = "async () => [(await window.vllmChatJoined?.()) === false ? undefined : []]"
+# Each reply's event takes the page's stop key as its last input, and Stop sends it (see
+# ReplyStops in chat_stream): the key a Stop clicked now would send.
+KEYED_JS = "(...inputs) => { inputs[inputs.length - 1] = window.vllmChatKey?.() ?? ''; return inputs; }"
+STOP_JS = "() => window.vllmChatStopped?.() ?? ''"
 # An edited message is sent from inside the chatbot: the view goes back to the bottom, to follow
 # the new reply, as after Send.
-BACK_JS = "(...inputs) => { window.vllmChatBack?.(); return inputs; }"
+BACK_JS = "(...inputs) => { window.vllmChatBack?.(); return (" + KEYED_JS + ")(...inputs); }"
 # Following the reply as it grows, and copying what the model wrote (see the file).
 PAGE_JS = (Path(__file__).resolve().parent.parent.parent / "assets" / "chat.js").read_text(encoding="utf-8")
 
@@ -116,7 +120,10 @@ def chat_tab(app: App, i18n: gr.I18n, timer: gr.Timer) -> None:
 
 def _sidebar(i18n: gr.I18n) -> Sidebar:
     new_chat = gr.Button(i18n("chat.new_chat"), variant="secondary", size="sm", elem_id="new-chat")
-    search = gr.Textbox(placeholder=i18n("chat.search"), show_label=False, container=False, max_lines=1)
+    # Each field has a label, shown or not: screen readers read it (Gradio's default is "Textbox").
+    search = gr.Textbox(
+        label=i18n("chat.search"), placeholder=i18n("chat.search"), show_label=False, container=False, max_lines=1
+    )
     conversations = gr.Radio(choices=[], label=i18n("chat.conversations"), elem_classes="conversation-list")
     with gr.Accordion(i18n("chat.manage"), open=False):
         title = gr.Textbox(label=i18n("chat.rename_label"), max_lines=1)
@@ -168,6 +175,7 @@ def _pane(app: App, i18n: gr.I18n) -> Pane:
     notice = gr.Markdown(visible=False, elem_classes="chat-notice")
     with gr.Accordion(i18n("chat.system_prompt"), open=False):
         system_prompt = gr.Textbox(
+            label=i18n("chat.system_prompt"),
             value=app.settings.system_prompt,
             placeholder=i18n("chat.system_prompt_placeholder"),
             show_label=False,
@@ -186,7 +194,9 @@ def _pane(app: App, i18n: gr.I18n) -> Pane:
         )
         # The turn being answered, under the saved chat: a reply streams here, so that an update
         # costs the page what it costs in an empty chat, and joins the chat above when it ends.
-        live = gr.Chatbot(show_label=False, container=False, elem_id="live-chat", **_CHATBOT)
+        live = gr.Chatbot(
+            label=i18n("chat.live_label"), show_label=False, container=False, elem_id="live-chat", **_CHATBOT
+        )
         gr.HTML(js_on_load=PAGE_JS, elem_id="chat-follow")
     # Which version of a turn is shown: the last turn with several, or the one the user clicked.
     with gr.Row(visible=False, elem_id="version-bar") as versions:
@@ -195,6 +205,7 @@ def _pane(app: App, i18n: gr.I18n) -> Pane:
         next_version = gr.Button(i18n("chat.version_next"), size="sm", elem_id="version-next", scale=0)
     with gr.Row(equal_height=True):
         box = gr.Textbox(
+            label=i18n("chat.message_label"),
             placeholder=i18n("chat.placeholder"),
             show_label=False,
             container=False,
@@ -232,6 +243,7 @@ def _wire_replies(panel: ChatPanel, pane: Pane, shown: list[gr.State], opened: l
     # The message being sent: the box is emptied in the browser at once, and the message goes
     # to the server from here (a hidden field, so that `/send` still takes the message as text).
     sending = gr.Textbox(visible=False)
+    stop_key = gr.Textbox(value="", visible=False)
     # A reply streams into the live chat only; regenerate and edit also cut the saved chat
     # above it back to where the turn starts, once.
     streamed = [pane.live, conversation_id]
@@ -250,19 +262,26 @@ def _wire_replies(panel: ChatPanel, pane: Pane, shown: list[gr.State], opened: l
         queue=False,
         api_visibility="private",
     )
-    sent = taken.then(panel.send, [sending, *inputs, tray.pending], streamed, api_name="send", **shown_on)
+    sent = taken.then(
+        panel.send, [sending, *inputs, tray.pending, stop_key], streamed, js=KEYED_JS, api_name="send", **shown_on
+    )
     tray.sent(sent)
     for after in (sent.then, sent.failure):
         after(None, js=SENT_JS, queue=False, api_visibility="private")
     # A message that was never saved (refused, or stopped before the reply began) goes back
     # into the box. Gradio runs `.failure` after a Stop too.
     sent.failure(panel.unsent, [sending, pane.box, conversation_id], [pane.box], queue=False, api_visibility="private")
+    keyed = [*inputs, shown[1], stop_key]
     replies = [
         sent,
-        pane.regenerate.click(panel.regenerate, [*inputs, shown[1]], restreamed, api_name="regenerate", **shown_on),
-        pane.chatbot.edit(panel.edit, [*inputs, shown[1]], restreamed, js=BACK_JS, api_name="edit", **shown_on),
+        pane.regenerate.click(panel.regenerate, keyed, restreamed, js=KEYED_JS, api_name="regenerate", **shown_on),
+        pane.chatbot.edit(panel.edit, keyed, restreamed, js=BACK_JS, api_name="edit", **shown_on),
     ]
     pane.stop.click(None, cancels=replies)
+    # Also for the replies Gradio's cancel misses (one clicked early on a busy machine).
+    pane.stop.click(
+        panel.stops.stop, [stop_key], None, js=STOP_JS, queue=False, show_progress="hidden", api_visibility="private"
+    )
     # After a reply ends, is stopped or is refused: the saved chat with what was saved, speed line
     # included, and then, once the page has drawn it, no live turn under it. Gradio's page runs
     # `.then` listeners only when the event did not fail, hence `.failure` too.

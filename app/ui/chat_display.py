@@ -5,7 +5,8 @@ The chatbot's own Markdown renders `$$`, `\\[` and `\\(`. Models also write inli
 `$...$`, but so do prices ("$5 and $10"): a lone `$` is not a delimiter there. Inline math
 follows Pandoc's rule instead, decided here, and is handed to the chatbot with a word joiner
 (U+2060, invisible) inside each `$`: a delimiter pair no price makes. The page's copy buttons
-drop the joiners again (assets/chat.js), so that what is copied is what the model wrote.
+drop the joiners again (assets/chat.js), so that what is copied is what the model wrote, and so
+does an edit of the user's own message (`without_math_marks`).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ _CODE = re.compile(r"^ {0,3}(`{3,}|~{3,})[^\n]*\n.*?(?:^ {0,3}\1[^\n]*$|\Z)|(`+)
 _THINKING = re.compile(f"{re.escape(THINK_OPEN)}(.*?)(?:{re.escape(THINK_CLOSE)}|\\Z)", re.S)
 # Pandoc's inline math: no space just inside either `$`, no digit just after the closing one, on
 # one line; `\$` is a dollar sign, and `$$` belongs to display math.
+_MARKS = re.compile(f"\\${JOINER}|{JOINER}\\$")
 _INLINE_MATH = re.compile(r"(?<![\\$])\$(?![\s$])((?:\\.|[^\\$\n])+?)(?<![\s\\])\$(?![\d$])")
 
 
@@ -58,6 +60,11 @@ def with_inline_math(text: str) -> str:
         end = code.end()
     parts.append(_INLINE_MATH.sub(marked, text[end:]))
     return "".join(parts)
+
+
+def without_math_marks(text: str) -> str:
+    """`text` as written, from the page's copy of it (an edited message) with inline math marked."""
+    return _MARKS.sub("$", text)
 
 
 def display(
@@ -76,18 +83,18 @@ def display_groups(
 
     `live`: a reply still streaming. Its inline math stays as written until it is saved: marking
     a `$...$` pair changes text already sent (the joiner after the opening `$`), and the page
-    would be sent the whole reply again instead of its new words."""
+    would be sent the whole reply again instead of its new words. The user's message, which does
+    not change, is marked in both (the page matches the live turn with the saved one by it)."""
     math = (lambda text: text) if live else with_inline_math
     groups = []
     for m in messages:
-        # A user's text is what the edit box shows: left exactly as typed.
         thoughts, text = thinking_blocks(m, lang, math) if m.role == "assistant" else ([], m.content)
         attached = history_block(m.attachments, files, lang)
         text = text.strip()
         parts = [
             attached,
             *thoughts,
-            {"type": "text", "text": math(text) if m.role == "assistant" else text} if text else None,
+            {"type": "text", "text": math(text) if m.role == "assistant" else with_inline_math(text)} if text else None,
             {"type": "text", "text": line} if (line := meta_line(m, lang)) else None,
         ]
         # Each part a bubble of its own: copying a reply copies its words, not its speed line.

@@ -37,8 +37,8 @@ from app.i18n import translate
 from app.reasoning import ThinkingClock
 from app.settings import SamplingSettings
 from app.ui.chat_attachments import AttachmentTray
-from app.ui.chat_display import display, display_groups, live_turn, version_target, window_start
-from app.ui.chat_stream import Pacer, chained, close_stream
+from app.ui.chat_display import display, display_groups, live_turn, version_target, window_start, without_math_marks
+from app.ui.chat_stream import Pacer, ReplyStops, chained, close_stream
 from app.ui.chat_tools import ChatTools
 from app.ui.i18n import request_language, shown_error
 
@@ -50,12 +50,15 @@ class ChatPanel:
         self.app = app
         self.chatbot = chatbot
         self.tools = ChatTools(app)
+        self.stops = ReplyStops()
 
-    def conversation_list(self, selected: int | None, search: str = "") -> dict[str, Any]:
+    def conversation_list(self, selected: int | None, search: str = "", lang: str = "en") -> dict[str, Any]:
+        """The sidebar's chats (those matching `search`), or a line saying none matches it."""
         choices = [(c.title or "…", c.id) for c in self.app.conversations.list(search)]
         if selected is not None and all(value != selected for _, value in choices):
             selected = None
-        return gr.update(choices=choices, value=selected)
+        nothing = translate("chat.no_match", lang, text=search.strip()) if search.strip() and not choices else ""
+        return gr.update(choices=choices, value=selected, info=nothing)
 
     def notice(self, lang: str) -> dict[str, Any]:
         """The line above the chat saying why it cannot answer now, if it cannot."""
@@ -118,8 +121,8 @@ class ChatPanel:
     def refresh_notice(self, request: gr.Request) -> dict[str, Any]:
         return self.notice(request_language(request))
 
-    def search(self, text: str, conversation_id: int | None) -> dict[str, Any]:
-        return self.conversation_list(conversation_id, text)
+    def search(self, text: str, conversation_id: int | None, request: gr.Request) -> dict[str, Any]:
+        return self.conversation_list(conversation_id, text, request_language(request))
 
     def rename(self, conversation_id: int | None, title: str, search: str, request: gr.Request) -> dict[str, Any]:
         lang = request_language(request)
@@ -128,7 +131,7 @@ class ChatPanel:
             self.app.conversations.rename(conversation_id, title)
         except UserError as exc:
             raise shown_error(exc.message(lang)) from None
-        return self.conversation_list(conversation_id, search)
+        return self.conversation_list(conversation_id, search, lang)
 
     def delete(self, conversation_id: int | None, request: gr.Request) -> tuple:
         lang = request_language(request)
@@ -176,13 +179,15 @@ class ChatPanel:
         system_prompt: str,
         request: gr.Request,
         attached: list | None = None,
+        stop_key: str = "",
     ) -> AsyncIterator[tuple]:
-        """`attached`: the files waiting in the page (app.ui.chat_attachments), not part of the API."""
+        """`attached`: the files waiting in the page (app.ui.chat_attachments), and `stop_key`
+        (see ReplyStops), are not part of the API."""
         lang = request_language(request)
         conv = self._find(conversation_id)
         files = AttachmentTray(self.app).check(message, attached, lang)
         turn = self._turn(new_turn, lang, conv.id if conv else None, message, files)
-        async for update in self._stream(turn, system_prompt, lang, request.session_hash):
+        async for update in self._stream(turn, system_prompt, lang, request.session_hash, stop_key):
             yield update
 
     def unsent(self, message: str, box: str, conversation_id: int | None) -> Any:
@@ -195,25 +200,31 @@ class ChatPanel:
         return gr.skip() if saved and saved[-1] == message else message
 
     async def regenerate(
-        self, conversation_id: int | None, system_prompt: str, whole: bool, request: gr.Request
+        self, conversation_id: int | None, system_prompt: str, whole: bool, request: gr.Request, stop_key: str = ""
     ) -> AsyncIterator[tuple]:
         """Another version of the last reply shown; the earlier ones stay, a ‹ › away."""
         lang = request_language(request)
         conv = self._find(conversation_id)
         turn = self._turn(regenerate_turn, lang, conv.id if conv else None)
-        async for update in self._restream(turn, system_prompt, whole, lang, request.session_hash):
+        async for update in self._restream(turn, system_prompt, whole, lang, request.session_hash, stop_key):
             yield update
 
     async def edit(
-        self, conversation_id: int | None, system_prompt: str, whole: bool, edit: gr.EditData, request: gr.Request
+        self,
+        conversation_id: int | None,
+        system_prompt: str,
+        whole: bool,
+        edit: gr.EditData,
+        request: gr.Request,
+        stop_key: str = "",
     ) -> AsyncIterator[tuple]:
         """A user message was edited in place: a new branch from there, the old one kept."""
         lang = request_language(request)
         conv = self._require_conversation(conversation_id, lang)
         messages = self.app.conversations.messages(conv.id)
         message = messages[self._stored_position(messages, whole, edit.index, lang)]
-        turn = self._turn(edit_turn, lang, conv.id, message.id, content_text(edit.value))
-        async for update in self._restream(turn, system_prompt, whole, lang, request.session_hash):
+        turn = self._turn(edit_turn, lang, conv.id, message.id, without_math_marks(content_text(edit.value)))
+        async for update in self._restream(turn, system_prompt, whole, lang, request.session_hash, stop_key):
             yield update
 
     def _turn(self, make: Any, lang: str, *args: Any) -> Turn:
@@ -223,7 +234,7 @@ class ChatPanel:
             raise shown_error(exc.message(lang)) from None
 
     async def _stream(
-        self, turn: Turn, system_prompt: str, lang: str, session: str | None = None
+        self, turn: Turn, system_prompt: str, lang: str, session: str | None = None, stop_key: str = ""
     ) -> AsyncIterator[tuple]:
         """Yields (live chat, conversation id) while the reply grows: the turn alone, its user's
         message and the reply so far, under the saved chat, which is left alone (redrawing it on
@@ -233,8 +244,13 @@ class ChatPanel:
         Nothing else: Gradio rebuilds every other output component on every update, even one
         sent as gr.skip(). The box is emptied in the browser when the message is sent. With tools
         set up, the reply goes through the tool loop (`chat_tools`) instead."""
+        with self.stops.running(session or "", stop_key, lang):
+            async for update in self._reply(turn, system_prompt, lang, session or ""):
+                yield update
+
+    async def _reply(self, turn: Turn, system_prompt: str, lang: str, session: str) -> AsyncIterator[tuple]:
         if self.tools.active():
-            async for update in self.tools.stream(self, turn, system_prompt, lang, session or ""):
+            async for update in self.tools.stream(self, turn, system_prompt, lang, session):
                 yield update
             return
         sampling = self._sampling(lang)
@@ -283,12 +299,12 @@ class ChatPanel:
             yield display(saved[len(turn.prior) :], lang, files, live=True), turn.conversation_id
 
     async def _restream(
-        self, turn: Turn, system_prompt: str, whole: bool, lang: str, session: str | None = None
+        self, turn: Turn, system_prompt: str, whole: bool, lang: str, session: str | None, stop_key: str
     ) -> AsyncIterator[tuple]:
         """`_stream`, with the saved chat above cut back once to where the turn starts (the old
         reply or branch stays saved, a version away)."""
         cut = display(turn.prior[window_start(turn.prior, whole) :], lang, self.app.conversations.files)
-        async for live, conversation_id in self._stream(turn, system_prompt, lang, session):
+        async for live, conversation_id in self._stream(turn, system_prompt, lang, session, stop_key):
             yield live, conversation_id, cut
             cut = gr.skip()
 

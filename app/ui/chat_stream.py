@@ -1,14 +1,20 @@
 """A reply's engine stream as the chat pane reads it: the first delta (requested before the
-message is shown), closing it on Stop or a closed tab, and the pace of the page's updates.
+message is shown), closing it on Stop or a closed tab, Stop for the replies Gradio's own cancel
+misses, and the pace of the page's updates.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterator
+
+import gradio as gr
 
 from app.engine import ChatDelta, wait_through_cancellation
+from app.i18n import translate
 
 # On every update the browser reads the whole growing message again (Gradio lexes all of its
 # Markdown, then draws anew the blocks that changed), so its work per update grows with the
@@ -45,6 +51,62 @@ async def close_stream(
     await deltas.aclose()
     await stream.aclose()
     return stopped_meanwhile
+
+
+# How long the page's own Stop leaves Gradio's cancel, sent with it, to land first: a second
+# cancellation would only interrupt the cleanup the first one started.
+STOP_GRACE_S = 0.05
+# Stops remembered (all tabs together), for replies that begin after their Stop (see ReplyStops).
+REMEMBERED_STOPS = 256
+
+
+class ReplyStops:
+    """Stop, where Gradio's own cancel misses the reply: clicked before the page has sent the
+    reply's event (no cancel is sent then), or before the queue has told it the event's id (the
+    cancel is refused, 422, and the reply runs to its end; both seen on a busy machine).
+
+    The page sends the same key (assets/chat.js) with each reply's event and with Stop, which
+    comes as an event of its own: a reply running under that key is cancelled, as Gradio's cancel
+    does, and one that begins after its Stop does not start."""
+
+    def __init__(self) -> None:
+        self._running: dict[tuple[str, str], set[asyncio.Task]] = {}
+        self._stopped: OrderedDict[tuple[str, str], None] = OrderedDict()
+
+    @contextlib.contextmanager
+    def running(self, session: str, key: str, lang: str) -> Iterator[None]:
+        """While the current task answers the reply under `key` (Gradio runs an event's every
+        step in one task). A reply stopped before it began fails at once, silently: the page
+        then puts its message back into the box."""
+        if key and (session, key) in self._stopped:
+            raise gr.Error(translate("chat.stopped_before_reply", lang), visible=False, print_exception=False)
+        task = asyncio.current_task()
+        if not key or task is None:
+            yield
+            return
+        tasks = self._running.setdefault((session, key), set())
+        tasks.add(task)
+        try:
+            yield
+        finally:
+            tasks.discard(task)
+            if not tasks:
+                self._running.pop((session, key), None)
+
+    async def stop(self, key: str, request: gr.Request) -> None:
+        """The page's Stop, for the replies under `key` in the page's session."""
+        if not key:
+            return
+        at = (request.session_hash or "", key)
+        self._stopped[at] = None
+        while len(self._stopped) > REMEMBERED_STOPS:
+            self._stopped.popitem(last=False)
+        tasks = set(self._running.get(at, ()))
+        if tasks:
+            await asyncio.wait(tasks, timeout=STOP_GRACE_S)
+        for task in tasks:
+            if not task.done() and not task.cancelling():
+                task.cancel()
 
 
 class Pacer:

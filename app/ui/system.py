@@ -84,7 +84,12 @@ def system_tab(app: App, i18n: gr.I18n | None = None) -> None:
     def render(request: gr.Request) -> str:
         return system_markdown(app, request_language(request))
 
-    check.click(render, None, report, show_progress_on=report)
+    def checking(request: gr.Request) -> str:
+        return translate("system.checking", request_language(request))
+
+    # Our own words while it checks: Gradio's progress says "processing | 1.6s" in every language.
     tab = Context.block
-    if isinstance(tab, gr.Tab):
-        tab.select(render, None, report, show_progress_on=report)
+    triggers = [check.click, tab.select] if isinstance(tab, gr.Tab) else [check.click]
+    gr.on(triggers, checking, None, report, queue=False, show_progress="hidden").then(
+        render, None, report, show_progress="hidden"
+    )
