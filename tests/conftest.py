@@ -199,6 +199,19 @@ def engine(engine_loop: EngineLoop, tiny_model: Path) -> Iterator[Engine]:
 
 
 @pytest.fixture(scope="session")
+def vision_engine(engine_loop: EngineLoop, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    """A tiny vision model (Idefics3), loaded once for every test that sends pictures."""
+    from tests.tiny_vision_model import build_tiny_vision_model
+
+    folder = build_tiny_vision_model(tmp_path_factory.mktemp("models") / "tiny-idefics3")
+    eng = Engine()
+    # Half the text engine's KV cache: both run at once in the session.
+    engine_loop.run(eng.load(str(folder), dataclasses.replace(tiny_engine_settings(), cpu_kv_cache_gib=0.5)))
+    yield eng
+    engine_loop.run(eng.unload())
+
+
+@pytest.fixture(scope="session")
 def long_engine(engine_loop: EngineLoop, slow_model: Path) -> Iterator[Engine]:
     """A second engine, over the slow sibling, with room for 2,000-token replies (the shared one
     stops at 512): for measuring long streams, and for stopping a reply that cannot end too soon

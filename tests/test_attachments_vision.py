@@ -9,8 +9,6 @@ the engine runs carries the model's image placeholder and the decoded pixels, an
 from __future__ import annotations
 
 import base64
-import dataclasses
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -22,20 +20,9 @@ from app.conversations import Conversations, begin, new_turn, regenerate_turn
 from app.engine import Engine
 from app.errors import UserError
 from tests.attachment_files import PDF_TEXT, pdf_bytes, png_bytes
-from tests.conftest import tiny_engine_settings
-from tests.tiny_vision_model import IMAGE_TOKEN, build_tiny_vision_model
+from tests.tiny_vision_model import IMAGE_TOKEN
 
 KEY = "vision-key-0123"
-
-
-@pytest.fixture(scope="module")
-def vision_engine(engine_loop, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    folder = build_tiny_vision_model(tmp_path_factory.mktemp("models") / "tiny-idefics3")
-    eng = Engine()
-    # Half the text engine's KV cache: both run at once in the session.
-    engine_loop.run(eng.load(str(folder), dataclasses.replace(tiny_engine_settings(), cpu_kv_cache_gib=0.5)))
-    yield eng
-    engine_loop.run(eng.unload())
 
 
 def _rendered(engine_loop, engine: Engine, prompt: list) -> dict:

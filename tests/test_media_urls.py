@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import dataclasses
 import ipaddress
-from collections.abc import Iterator
 from urllib.parse import quote
 
 import httpx
@@ -22,12 +20,9 @@ import pytest
 
 from app.access import Access
 from app.api.media_fetch import MediaPolicy, fetch_media, is_public
-from app.engine import Engine
 from app.errors import UserError
 from app.i18n import translate
-from tests.conftest import tiny_engine_settings
 from tests.media_server import PICTURE, media_server
-from tests.tiny_vision_model import build_tiny_vision_model
 
 KEY = "media-key-0123"
 STAND_IN_PUBLIC = ipaddress.ip_address("127.0.0.1")
@@ -190,15 +185,6 @@ def test_the_connector_refuses_files_and_keeps_data_urls() -> None:
 
 
 # ---- through the app's /v1, on a tiny vision model -------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def vision_engine(engine_loop, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    folder = build_tiny_vision_model(tmp_path_factory.mktemp("models") / "tiny-idefics3")
-    eng = Engine()
-    engine_loop.run(eng.load(str(folder), dataclasses.replace(tiny_engine_settings(), cpu_kv_cache_gib=0.5)))
-    yield eng
-    engine_loop.run(eng.unload())
 
 
 def _chat(server, model: str, url: str, lang: str = "en") -> httpx.Response:
