@@ -220,6 +220,8 @@ def _layout(panel: BrowserPanel, i18n: gr.I18n) -> BrowserLayout:
         )
         max_b = gr.Slider(0, 10, value=0, step=0.5, label=i18n("browser.filter_size"))
     table = gr.Dataframe(
+        label=i18n("browser.catalog_label"),
+        show_label=False,
         interactive=False,
         wrap=True,
         elem_id="model-browser",
@@ -235,7 +237,9 @@ def _layout(panel: BrowserPanel, i18n: gr.I18n) -> BrowserLayout:
         with gr.Row():
             query = gr.Textbox(label=i18n("browser.search"), placeholder=i18n("browser.search_placeholder"), scale=4)
             search = gr.Button(i18n("browser.search_button"))
-        results = gr.Dataframe(interactive=False, elem_id="hub-results")
+        results = gr.Dataframe(
+            label=i18n("browser.results_label"), show_label=False, interactive=False, elem_id="hub-results"
+        )
         search_note = gr.Markdown()
     return BrowserLayout(
         [fits, downloaded, family, max_b],

@@ -236,6 +236,16 @@ class SettingsPanel:
             self.app.downloads.cancel_all()
         return offline_note(bool(offline), request_language(request), True)
 
+    def fit_state(self) -> bool:
+        return self.app.settings.api_fit_max_tokens
+
+    def set_fit_max_tokens(self, fit: bool, request: gr.Request) -> str:
+        """Saved at once; applies to the next /v1 request."""
+        self.app.update_settings(api_fit_max_tokens=bool(fit))
+        return translate(
+            "settings_ui.fit_max_tokens_on" if fit else "settings_ui.fit_max_tokens_off", request_language(request)
+        )
+
 
 def offline_note(offline: bool, lang: str, changed: bool) -> str:
     """Why the app is offline whatever the switch says (HF_HUB_OFFLINE), else what a change did."""
@@ -267,13 +277,20 @@ def parser_field(i18n: gr.I18n, name: str, value: str, names: list[str]) -> gr.D
 
 
 def offline_section(panel: SettingsPanel, i18n: gr.I18n) -> None:
-    """Settings → Offline: never contact Hugging Face, the mirror or ModelScope (as HF_HUB_OFFLINE=1)."""
+    """Settings → Network and API: never contact Hugging Face, the mirror or ModelScope (as
+    HF_HUB_OFFLINE=1); on /v1, fit a max_tokens longer than the context instead of refusing it."""
     with gr.Accordion(i18n("settings_ui.network"), open=True):
         offline = field(gr.Checkbox, i18n, "offline", panel.app.settings.offline, True, elem_id="offline")
         note = gr.Markdown()
+        fit = field(
+            gr.Checkbox, i18n, "fit_max_tokens", panel.app.settings.api_fit_max_tokens, True, elem_id="fit-max-tokens"
+        )
+        fit_note = gr.Markdown()
     gr.on(None, panel.offline_state, None, [offline, note], api_visibility="private")
+    gr.on(None, panel.fit_state, None, fit, api_visibility="private")
     # `input`, not `change`: the page-load refresh above must not save anything.
     offline.input(panel.set_offline, offline, note, api_visibility="private")
+    fit.input(panel.set_fit_max_tokens, fit, fit_note, api_visibility="private")
 
 
 @dataclass(frozen=True)
