@@ -71,6 +71,15 @@ class PageEngine:
     def max_model_len(self) -> int | None:
         return 32768
 
+    @property
+    def source(self) -> str | None:
+        """No folder or repo behind it (the System tab asks)."""
+        return None
+
+    @property
+    def settings(self) -> EngineSettings | None:
+        return None
+
     async def load(self, model: str, settings: EngineSettings, name: str | None = None) -> None:
         raise UserError("engine.no_model")
 

@@ -73,7 +73,7 @@ def hub(tiny_model: Path) -> Iterator[HubServer]:
 
 
 def test_a_download_that_ends_shows_among_the_models_on_this_computer(
-    browser, hub, app_home, start_server, tmp_path, monkeypatch
+    browser, hub, hub_online, app_home, start_server, tmp_path, monkeypatch
 ) -> None:
     from app.ui.models import ModelsPanel
 

@@ -134,20 +134,22 @@ def test_import_accepts_an_openai_message_list(store: Conversations) -> None:
 
 
 @pytest.mark.parametrize(
-    "data",
+    ("data", "key"),
     [
-        b"{not json",
-        b"[]",
-        b'{"messages": [{"role": "robot", "content": "x"}]}',
-        b'{"messages": [{"role": "user"}]}',
-        b'"just a string"',
+        (b"{not json", "conversations.not_json_at"),
+        (b"[]", "conversations.bad_import"),
+        (b'{"messages": [{"role": "robot", "content": "x"}]}', "conversations.bad_import"),
+        (b'{"messages": [{"role": "user"}]}', "conversations.bad_import"),
+        (b'"just a string"', "conversations.bad_import"),
     ],
 )
-def test_import_rejects_bad_files_with_a_sentence_and_saves_nothing(store: Conversations, data: bytes) -> None:
+def test_import_rejects_bad_files_with_a_sentence_and_saves_nothing(
+    store: Conversations, data: bytes, key: str
+) -> None:
     store.create("keep me")
     with pytest.raises(UserError) as err:
         store.import_json(data)
-    assert err.value.key == "conversations.bad_import"
+    assert err.value.key == key
     assert "JSON" in err.value.message("en") and "JSON" in err.value.message("zh-CN")
     assert [c.title for c in store.list()] == ["keep me"]
 

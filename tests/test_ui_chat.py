@@ -144,7 +144,7 @@ def test_bad_input_gets_a_clear_message_and_nothing_saved_is_lost(
         client.predict(*fields[:4], 0, *fields[5:], api_name="/save_sampling")
     with pytest.raises(AppError, match="top_p 必须大于 0"):
         connect(server, "zh-CN").predict(0.7, 0.0, *fields[2:], api_name="/save_sampling")
-    with pytest.raises(AppError, match="top_k must be at least 0"):
+    with pytest.raises(AppError, match="top_k must be at least -1"):
         client.predict(*fields[:2], -5, *fields[3:], api_name="/save_sampling")
     assert app.paths.settings_file.read_bytes() == settings_before
     assert app.settings.sampling == SHORT

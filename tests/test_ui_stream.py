@@ -180,6 +180,10 @@ def test_no_event_shows_progress_on_the_chat_only_slow_actions_on_their_report(e
     # Loading a model, the fit check, a hub search, the doctor, an MCP server check...: each on
     # its own report; nothing else, and never the chat.
     assert all(len(targets) == 1 for _, targets in named), named
-    assert kinds == {"Markdown"}, kinds
+    # Reports are Markdown notes; the attachment tray reports a file being read on its chips.
+    assert kinds <= {"Markdown", "HTML"}, kinds
+    targets = [blocks.blocks[i] for _, ids in named for i in ids]
+    html = {target.elem_id for target in targets if type(target).__name__ == "HTML"}
+    assert html <= {"attachment-chips"}, html
     assert 5 <= len(named) <= 12, named
     assert all(dep["show_progress_on"] == [] for dep in dependencies if not dep["show_progress_on"])

@@ -92,7 +92,10 @@ class ChatPanel:
 
     def open_saved(self, conversation_id: int | None, whole: bool, request: gr.Request) -> tuple:
         """`open`, but for the live chat: after a reply, the page empties that itself once it has
-        drawn the turn in the saved chat (see chat.py)."""
+        drawn the turn in the saved chat (see chat.py). A reply stopped at once may have begun a
+        new chat the page has not heard of: that one is opened."""
+        if conversation_id is None:
+            conversation_id = self.stops.new_chat(request.session_hash or "")
         opened = self.open(conversation_id, request, whole)
         return opened[:1] + opened[2:]
 
@@ -190,11 +193,13 @@ class ChatPanel:
         async for update in self._stream(turn, system_prompt, lang, request.session_hash, stop_key):
             yield update
 
-    def unsent(self, message: str, box: str, conversation_id: int | None) -> Any:
+    def unsent(self, message: str, box: str, conversation_id: int | None, request: gr.Request) -> Any:
         """After a send failed or was stopped: the message for the box if it was not saved (so that
         nothing typed is lost), else no change; nor when the user is typing another one."""
         if box or not message:
             return gr.skip()
+        if conversation_id is None:
+            conversation_id = self.stops.new_chat(request.session_hash or "")
         conv = self._find(conversation_id)
         saved = [m.content for m in self.app.conversations.messages(conv.id) if m.role == "user"] if conv else []
         return gr.skip() if saved and saved[-1] == message else message
@@ -271,7 +276,7 @@ class ChatPanel:
                 if last is None:
                     # The engine accepted the prompt: only now is the user's message saved, so a
                     # refused one (too long, no model) leaves the history untouched.
-                    turn = self._begin(turn, system_prompt)
+                    turn = self._begin(turn, system_prompt, session)
                     user = turn.user
                 text += delta.text
                 last = delta
@@ -308,11 +313,14 @@ class ChatPanel:
             yield live, conversation_id, cut
             cut = gr.skip()
 
-    def _begin(self, turn: Turn, system_prompt: str) -> Turn:
+    def _begin(self, turn: Turn, system_prompt: str, session: str) -> Turn:
         if system_prompt != self.app.settings.system_prompt:
             # The last system prompt used becomes the default for new chats.
             self.app.update_settings(system_prompt=system_prompt)
-        return begin(self.app.conversations, turn, system_prompt)
+        begun = begin(self.app.conversations, turn, system_prompt)
+        if turn.conversation_id is None and begun.conversation_id is not None:
+            self.stops.began_new_chat(session, begun.conversation_id)
+        return begun
 
     def _sampling(self, lang: str) -> SamplingSettings:
         """The model's own defaults, with every field the user set on top, whatever its value."""

@@ -72,12 +72,25 @@ class ReplyStops:
     def __init__(self) -> None:
         self._running: dict[tuple[str, str], set[asyncio.Task]] = {}
         self._stopped: OrderedDict[tuple[str, str], None] = OrderedDict()
+        # Per session: the new chat its latest reply began in, until its next reply starts. A Stop
+        # right after the first words can cancel the update that tells the page the chat's id.
+        self._new_chats: OrderedDict[str, int] = OrderedDict()
+
+    def began_new_chat(self, session: str, conversation_id: int) -> None:
+        self._new_chats[session] = conversation_id
+        while len(self._new_chats) > REMEMBERED_STOPS:
+            self._new_chats.popitem(last=False)
+
+    def new_chat(self, session: str) -> int | None:
+        """The chat the session's latest reply began, if that reply started a new one."""
+        return self._new_chats.get(session)
 
     @contextlib.contextmanager
     def running(self, session: str, key: str, lang: str) -> Iterator[None]:
         """While the current task answers the reply under `key` (Gradio runs an event's every
         step in one task). A reply stopped before it began fails at once, silently: the page
         then puts its message back into the box."""
+        self._new_chats.pop(session, None)
         if key and (session, key) in self._stopped:
             raise gr.Error(translate("chat.stopped_before_reply", lang), visible=False, print_exception=False)
         task = asyncio.current_task()

@@ -127,7 +127,7 @@ class ChatTools:
             yield display([user], lang, files), gr.skip()
             async for step in steps:
                 if not begun:
-                    turn, begun = panel._begin(turn, system_prompt), True
+                    turn, begun = panel._begin(turn, system_prompt, session), True
                 if isinstance(step, TextStep):
                     text, last = text + step.delta.text, step.delta
                     clock.feed(step.delta.text, step.delta.elapsed)
