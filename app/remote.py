@@ -23,7 +23,7 @@ import openai
 from app.engine import ChatDelta, EngineState, EngineStatus, Message, as_message_dict
 from app.engine_types import ChatOptions, LoadStage
 from app.errors import EngineError
-from app.reasoning import ThinkingTags
+from app.remote_chunks import ChunkReader
 from app.settings import FALLBACK_SAMPLING, EngineSettings, SamplingSettings
 
 # Between two streamed chunks: a long prompt on a busy server can take minutes to prefill.
@@ -211,7 +211,7 @@ class RemoteEngine:
             await self.refresh()  # the server may have come up since; raises if not
         assert self._model is not None
         request_id = request_id or uuid.uuid4().hex
-        reader = _ChunkReader()
+        reader = ChunkReader()
         self._open[request_id] = None
         try:
             stream = await self._create(path, body, sampling)
@@ -348,64 +348,3 @@ def _sampling_body(sampling: SamplingSettings) -> tuple[dict[str, Any], dict[str
 
 
 _OPENAI_FIELDS = ("temperature", "top_p", "max_tokens", "presence_penalty", "frequency_penalty", "seed")
-
-
-class _ChunkReader:
-    """Turns server-sent chunks into ChatDeltas with running totals.
-
-    The exact usage comes in a last chunk after the finish reason, so the finishing delta
-    is held back until the stream ends. A reasoning parser on the server splits thinking
-    out of the text; it is put back between <think> tags, as a local model writes it.
-    """
-
-    def __init__(self) -> None:
-        self.start = time.perf_counter()
-        self.ttft: float | None = None
-        self.prompt_tokens = 0
-        self.completion_tokens = 0
-        self.finish_reason: str | None = None
-        self.held_text = ""
-        self.tags = ThinkingTags()
-
-    def feed(self, chunk: Any) -> list[ChatDelta]:
-        """One typed chunk (a chat or a completion chunk) as the deltas it makes."""
-        if usage := chunk.usage:
-            self.prompt_tokens = usage.prompt_tokens or self.prompt_tokens
-            self.completion_tokens = usage.completion_tokens or self.completion_tokens
-        out = []
-        for choice in chunk.choices[:1]:
-            text = self._text(choice)
-            if text and not usage:
-                self.completion_tokens += 1  # one chunk is about one token until the exact count comes
-            if choice.finish_reason:
-                self.finish_reason = choice.finish_reason
-                self.held_text += text
-            elif text:
-                out.append(self._delta(text, None))
-        return out
-
-    def final(self) -> ChatDelta | None:
-        if self.finish_reason is None and not self.held_text:
-            return None
-        return self._delta(self.held_text + self.tags.close(), self.finish_reason or "stop")
-
-    def _text(self, choice: Any) -> str:
-        delta = getattr(choice, "delta", None)
-        if delta is None:  # a completion chunk
-            return choice.text or ""
-        extra = delta.model_extra or {}
-        thought = extra.get("reasoning") or extra.get("reasoning_content") or ""
-        return self.tags.add(thought, delta.content or "")
-
-    def _delta(self, text: str, finish_reason: str | None) -> ChatDelta:
-        now = time.perf_counter() - self.start
-        if self.ttft is None and text:
-            self.ttft = now
-        return ChatDelta(
-            text=text,
-            prompt_tokens=self.prompt_tokens,
-            completion_tokens=self.completion_tokens,
-            finish_reason=finish_reason,
-            ttft=self.ttft,
-            elapsed=now,
-        )

@@ -132,13 +132,13 @@ def test_offline_a_cached_model_still_checks_and_loads(panels, hub: HubServer, t
 
 
 def test_turning_offline_on_stops_the_running_download_and_is_saved(panels, hub: HubServer):
-    from app.ui.settings import SettingsPanel
+    from app.ui.network_settings import NetworkPanel
 
     models, _ = panels
     hub.throttle = 100_000  # bytes/s: the weights take several seconds
     models.download(REPO, "", "en")
     assert wait_until(lambda: hub.bytes_sent.get("model.safetensors", 0) > 50_000, timeout=60)
-    note = SettingsPanel(models.app).set_offline(True, None)
+    note = NetworkPanel(models.app).set_offline(True, None)
     assert note == "Offline: nothing leaves this computer (downloads that were running are stopped)."
     assert models.app.downloads.find(REPO).progress().status == "cancelled"
     assert wait_until(lambda: hub.active_transfers == 0, timeout=5)

@@ -69,9 +69,9 @@ def test_no_parser_for_a_model_without_one(tokenizer):
 def test_a_remote_servers_reasoning_field_comes_back_between_tags():
     from openai.types.chat import ChatCompletionChunk
 
-    from app.remote import _ChunkReader
+    from app.remote_chunks import ChunkReader
 
-    reader = _ChunkReader()
+    reader = ChunkReader()
     deltas = [({"reasoning": "Let me "}, None), ({"reasoning": "think."}, None), ({"content": "Four."}, None),
               ({}, "stop")]
     # The chunks as the openai client types them from a vLLM server's stream.

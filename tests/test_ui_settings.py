@@ -177,10 +177,10 @@ def test_the_api_max_tokens_switch_is_saved_and_read_back(make_app) -> None:
     """Settings → Network and API: fitting an agent's max_tokens is off by default, as vllm serve
     behaves; turned on in the page it is saved for the next start."""
     from app.settings_file import load_settings
-    from app.ui.settings import SettingsPanel
+    from app.ui.network_settings import NetworkPanel
 
     app = make_app(Engine())
-    panel = SettingsPanel(app)
+    panel = NetworkPanel(app)
     assert panel.fit_state() is False
     assert panel.set_fit_max_tokens(True, None).startswith("On: a max_tokens longer")
     assert load_settings(app.paths).api_fit_max_tokens is True and panel.fit_state() is True

@@ -21,7 +21,6 @@ from app.errors import UserError
 from app.hardware import Hardware, detect
 from app.i18n import translate
 from app.models.parsers import reasoning_parser_names, tool_call_parser_names
-from app.models.sources import offline_variable
 from app.settings import (
     AUTO,
     DTYPES,
@@ -35,6 +34,7 @@ from app.settings import (
 from app.ui.engine_memory import MemoryFields
 from app.ui.engine_memory import updates as memory_updates
 from app.ui.i18n import request_language, shown_error
+from app.ui.network_settings import NetworkPanel, network_section
 
 RELOAD_POLL_S = 0.5
 NO_QUANTIZATION = "none"
@@ -225,37 +225,6 @@ class SettingsPanel:
             reason = status.error.message(lang) if status.error else ""
             yield translate("settings_ui.reload_failed", lang, reason=reason)
 
-    def offline_state(self, request: gr.Request) -> tuple[bool, str]:
-        """The switch as saved (another tab may have changed it), and why the app is offline anyway."""
-        return self.app.settings.offline, offline_note(self.app.settings.offline, request_language(request), False)
-
-    def set_offline(self, offline: bool, request: gr.Request) -> str:
-        """Saved at once; turning it on also stops the downloads running now: nothing more leaves."""
-        self.app.update_settings(offline=bool(offline))
-        if offline:
-            self.app.downloads.cancel_all()
-        return offline_note(bool(offline), request_language(request), True)
-
-    def fit_state(self) -> bool:
-        return self.app.settings.api_fit_max_tokens
-
-    def set_fit_max_tokens(self, fit: bool, request: gr.Request) -> str:
-        """Saved at once; applies to the next /v1 request."""
-        self.app.update_settings(api_fit_max_tokens=bool(fit))
-        return translate(
-            "settings_ui.fit_max_tokens_on" if fit else "settings_ui.fit_max_tokens_off", request_language(request)
-        )
-
-
-def offline_note(offline: bool, lang: str, changed: bool) -> str:
-    """Why the app is offline whatever the switch says (HF_HUB_OFFLINE), else what a change did."""
-    variable = offline_variable()
-    if variable:
-        return translate("settings_ui.offline_env", lang, variable=variable)
-    if not changed:
-        return ""
-    return translate("settings_ui.offline_on" if offline else "settings_ui.offline_off", lang)
-
 
 def _shown(value: Any) -> str:
     if isinstance(value, list):
@@ -274,23 +243,6 @@ def parser_field(i18n: gr.I18n, name: str, value: str, names: list[str]) -> gr.D
     """ "auto" (from the model), "none", or one of vLLM's parsers by the name `vllm serve` takes."""
     choices = [(i18n("settings_ui.parser_auto"), AUTO), (i18n("settings_ui.parser_none"), NO_PARSER), *names]
     return field(gr.Dropdown, i18n, name, value or NO_PARSER, True, choices=choices)
-
-
-def offline_section(panel: SettingsPanel, i18n: gr.I18n) -> None:
-    """Settings → Network and API: never contact Hugging Face, the mirror or ModelScope (as
-    HF_HUB_OFFLINE=1); on /v1, fit a max_tokens longer than the context instead of refusing it."""
-    with gr.Accordion(i18n("settings_ui.network"), open=True):
-        offline = field(gr.Checkbox, i18n, "offline", panel.app.settings.offline, True, elem_id="offline")
-        note = gr.Markdown()
-        fit = field(
-            gr.Checkbox, i18n, "fit_max_tokens", panel.app.settings.api_fit_max_tokens, True, elem_id="fit-max-tokens"
-        )
-        fit_note = gr.Markdown()
-    gr.on(None, panel.offline_state, None, [offline, note], api_visibility="private")
-    gr.on(None, panel.fit_state, None, fit, api_visibility="private")
-    # `input`, not `change`: the page-load refresh above must not save anything.
-    offline.input(panel.set_offline, offline, note, api_visibility="private")
-    fit.input(panel.set_fit_max_tokens, fit, fit_note, api_visibility="private")
 
 
 @dataclass(frozen=True)
@@ -314,7 +266,7 @@ def settings_tab(app: App, i18n: gr.I18n) -> None:
         engine = _engine_fields(app, i18n, panel.machine().has_gpu)
         apply = gr.Button(i18n("settings_ui.apply_reload"), variant="primary", elem_id="apply-reload")
         engine_section = Section(engine, gr.Markdown())
-    offline_section(panel, i18n)
+    network_section(NetworkPanel(app), i18n)
     _wire(panel, sampling_section, engine_section, save, reset, apply)
 
 
