@@ -50,7 +50,7 @@ ENGINE_LOG = configure_engine_log(Path(tempfile.mkdtemp(prefix="vllm-chat-logs-"
 # through another fixture) is marked for it, so that `-m "not engine and not browser and not e2e"`
 # is a quick lane that tells the truth. A test that starts an engine of its own says so with
 # `pytest.mark.engine`; one that starts `python -m app` or `vllm serve` with `pytest.mark.e2e`.
-ENGINE_FIXTURES = frozenset({"engine", "long_engine", "vllm_serve", "thinking_engine", "vision_engine"})
+ENGINE_FIXTURES = frozenset({"engine", "long_engine", "vllm_serve", "thinking_engine", "vision_engine", "llama_engine"})
 E2E_FIXTURES = frozenset({"vllm_serve"})
 BROWSER_FIXTURES = frozenset({"browser"})
 
@@ -68,14 +68,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(autouse=True)
 def _quick_tests_start_no_engine(request: pytest.FixtureRequest) -> Iterator[None]:
-    """A test not marked `engine` or `e2e` that leaves a new vLLM process behind it is mismarked:
-    it would slow the quick lane down. Fails it with the reason."""
+    """A test not marked `engine` or `e2e` that has a vLLM process beside it is mismarked: it
+    would slow the quick lane down. In the quick lane any vLLM process fails it (an engine started
+    by a module or session fixture comes before this check); in the full run, a new one does."""
     marked = {m.name for m in request.node.iter_markers()} & {"engine", "e2e", "slow"}
-    before = {p.pid for p in vllm_processes()} if not marked else set()
+    quick = "not engine" in (request.config.option.markexpr or "")
+    before = {p.pid for p in vllm_processes()} if not (marked or quick) else set()
     yield
     if not marked:
         started = [p.pid for p in vllm_processes() if p.pid not in before]
-        assert not started, "this test starts a vLLM engine: mark it pytest.mark.engine"
+        assert not started, "this test runs beside a vLLM engine: mark it pytest.mark.engine"
 
 
 class EngineLoop:

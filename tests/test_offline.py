@@ -166,6 +166,7 @@ def test_a_token_withheld_from_hf_endpoint_is_named_with_the_switch_that_sends_i
     assert not token_choice_applies("huggingface") and token_choice_applies("mirror")
 
 
+@pytest.mark.e2e
 def test_the_download_command_offline_prints_a_cached_model_and_refuses_the_rest(hub: HubServer, tmp_path: Path):
     env = {**os.environ, "VLLM_CHAT_HOME": str(tmp_path / "home"), "HF_HUB_CACHE": str(tmp_path / "hf-cache")}
 

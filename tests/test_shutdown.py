@@ -16,8 +16,12 @@ import urllib.request
 from pathlib import Path
 
 import psutil
+import pytest
 
 from tests.conftest import free_port
+
+# The real app on the tiny model, started as a user starts it.
+pytestmark = [pytest.mark.e2e, pytest.mark.engine]
 
 REPO = Path(__file__).resolve().parent.parent
 # What the user was promised: the app, its engine and their shared memory gone this soon.
