@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import os
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from app.errors import UserError
+from app.models.sources import offline_variable
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # host, port -> the addresses the host name has (IP strings).
@@ -42,13 +42,6 @@ READ_CHUNK = 64 * 1024
 # Cloud metadata services: link-local or unique-local already, named for the reader.
 METADATA_ADDRESSES = frozenset({ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")})
 NAT64_PREFIX = ipaddress.ip_network("64:ff9b::/96")
-# huggingface_hub's own reading of HF_HUB_OFFLINE.
-TRUTHY = frozenset({"1", "ON", "YES", "TRUE"})
-
-
-def offline() -> bool:
-    """The app was started offline (HF_HUB_OFFLINE): it fetches nothing from the network."""
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in TRUTHY
 
 
 def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
@@ -123,7 +116,8 @@ async def check_hop(url: str, policy: MediaPolicy) -> Hop:
         raise UserError("api.media_scheme", scheme=scheme[:20] or "none")
     if not host:
         raise UserError("api.media_bad_url")
-    if offline():
+    # Started offline (HF_HUB_OFFLINE, read as huggingface_hub reads it): nothing is fetched.
+    if offline_variable() is not None:
         raise UserError("api.media_offline")
     if policy.allowed_domains and host not in {d.lower().rstrip(".") for d in policy.allowed_domains}:
         raise UserError("api.media_domain", host=host[:100], domains=", ".join(policy.allowed_domains))

@@ -4,14 +4,12 @@ refusing it. Both are saved as soon as they are switched."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import gradio as gr
 
 from app.application import App
 from app.i18n import translate
 from app.models.sources import offline_variable
-from app.ui.i18n import request_language
+from app.ui.i18n import field, request_language
 
 
 class NetworkPanel:
@@ -52,20 +50,15 @@ def offline_note(offline: bool, lang: str, changed: bool) -> str:
     return translate("settings_ui.offline_on" if offline else "settings_ui.offline_off", lang)
 
 
-def checkbox(i18n: gr.I18n, name: str, value: bool, elem_id: str) -> Any:
-    """A switch labelled from `settings_ui.<name>`, its help from `settings_ui.<name>_info`."""
-    return gr.Checkbox(
-        value=value, label=i18n(f"settings_ui.{name}"), info=i18n(f"settings_ui.{name}_info"), elem_id=elem_id
-    )
-
-
 def network_section(panel: NetworkPanel, i18n: gr.I18n) -> None:
     """Settings → Network and API: never contact Hugging Face, the mirror or ModelScope (as
     HF_HUB_OFFLINE=1); on /v1, fit a max_tokens longer than the context instead of refusing it."""
     with gr.Accordion(i18n("settings_ui.network"), open=True):
-        offline = checkbox(i18n, "offline", panel.app.settings.offline, "offline")
+        offline = field(gr.Checkbox, i18n, "offline", panel.app.settings.offline, True, elem_id="offline")
         note = gr.Markdown()
-        fit = checkbox(i18n, "fit_max_tokens", panel.app.settings.api_fit_max_tokens, "fit-max-tokens")
+        fit = field(
+            gr.Checkbox, i18n, "fit_max_tokens", panel.app.settings.api_fit_max_tokens, True, elem_id="fit-max-tokens"
+        )
         fit_note = gr.Markdown()
     gr.on(None, panel.offline_state, None, [offline, note], api_visibility="private")
     gr.on(None, panel.fit_state, None, fit, api_visibility="private")

@@ -33,7 +33,7 @@ from app.settings import (
 )
 from app.ui.engine_memory import MemoryFields
 from app.ui.engine_memory import updates as memory_updates
-from app.ui.i18n import request_language, shown_error
+from app.ui.i18n import field, request_language, shown_error
 from app.ui.network_settings import NetworkPanel, network_section
 
 RELOAD_POLL_S = 0.5
@@ -230,13 +230,6 @@ def _shown(value: Any) -> str:
     if isinstance(value, list):
         return " / ".join(value) or "—"
     return "—" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def field(kind: type, i18n: gr.I18n, name: str, value: Any, info: bool = False, **kwargs: Any) -> Any:
-    """An input labelled from `settings_ui.<name>` (and `settings_ui.<name>_info`)."""
-    if info:
-        kwargs["info"] = i18n(f"settings_ui.{name}_info")
-    return kind(value=value, label=i18n(f"settings_ui.{name}"), **kwargs)
 
 
 def parser_field(i18n: gr.I18n, name: str, value: str, names: list[str]) -> gr.Dropdown:
