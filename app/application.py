@@ -27,7 +27,7 @@ from app.metrics import AppMetrics
 from app.models.cache import ModelStore, resolve_snapshot
 from app.models.downloads import Downloads
 from app.models.sources import refuse_if_offline
-from app.settings import AppPaths, AppSettings, EngineSettings
+from app.settings import AppPaths, AppSettings, EngineSettings, SamplingSettings
 from app.settings_file import save_settings
 from app.tools.host import ToolHost
 
@@ -74,6 +74,16 @@ class App:
             save_settings(new, self.paths)
             self.settings = new
             return new
+
+    def reply_sampling(self) -> SamplingSettings:
+        """What a chat reply samples with: the model's own defaults, with every field the user set
+        on top, whatever its value. Raises UserError for a combination the engine refuses."""
+        return self.engine.resolve_sampling(self.settings.sampling.chosen())
+
+    def remember_system_prompt(self, system_prompt: str) -> None:
+        """The last system prompt a chat was sent becomes the default for new chats."""
+        if system_prompt != self.settings.system_prompt:
+            self.update_settings(system_prompt=system_prompt)
 
     def trust_model(self, model: str) -> None:
         """Let this model's own Python code run, from now on, for this model id alone."""

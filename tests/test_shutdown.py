@@ -104,6 +104,7 @@ def test_term_with_a_page_open_leaves_no_process_and_no_shared_memory(tiny_model
         assert engine, "the engine's processes are not in the app's group"
         made = _shm() - shm_before
         assert any(name.startswith("psm_") for name in made), made
+        logged_before_stop = log.stat().st_size
         proc.send_signal(signal.SIGTERM)
         stopped = time.monotonic()
         while time.monotonic() - stopped < STOP_WITHIN_S and (proc.poll() is None or _group(proc.pid)):
@@ -114,6 +115,10 @@ def test_term_with_a_page_open_leaves_no_process_and_no_shared_memory(tiny_model
         stream.join(1)
         assert not stream.is_alive(), "the page's stream outlived the app"
         assert not (made & _shm()), f"shared memory left {took:.1f} s after TERM: {made & _shm()}"
+        with log.open() as written:
+            written.seek(logged_before_stop)
+            last_words = written.read()
+        assert "Traceback" not in last_words, f"the log ends with a traceback: {last_words[-3000:]}"
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)

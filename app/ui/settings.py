@@ -105,7 +105,7 @@ class SettingsPanel:
         """Every field from the saved settings (on page load: another tab may have changed them),
         each sampling field with the default it follows when left alone."""
         lang = request_language(request)
-        shown = self.app.engine.resolve_sampling(self.app.settings.sampling.chosen())
+        shown = self.app.reply_sampling()
         updates = [
             gr.update(value=value, info=self.default_note(name, lang))
             for name, value in zip(SAMPLING_FIELDS, sampling_values(shown), strict=True)
