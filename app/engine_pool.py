@@ -63,6 +63,8 @@ class Member:
     # LM Studio's `ttl` of the last request that set one: its own idle time, in seconds.
     ttl_s: float | None = None
     asleep: bool = False
+    # Set by the pool from the load's decision until its engine says LOADING itself.
+    starting: bool = False
     # API requests routed here that vLLM may not count yet (waiting for a wake-up or a read).
     serving: int = 0
 
@@ -73,6 +75,8 @@ class Member:
     @property
     def state(self) -> MemberState:
         state = self.engine.status.state
+        if self.starting and state == EngineState.EMPTY:
+            return MemberState.LOADING
         if state == EngineState.READY:
             return MemberState.ASLEEP if self.asleep else MemberState.LOADED
         return {
@@ -206,6 +210,7 @@ class EnginePool:
                 self._members.append(member)
             if make_current:
                 self._current_engine = member.engine
+            member.starting = True
         try:
             await start(member.engine)
         except BaseException:
@@ -213,6 +218,8 @@ class EnginePool:
                 # A load on request that failed leaves nothing behind; the current one stays, to say why.
                 self._members.remove(member)
             raise
+        finally:
+            member.starting = False
         member.asleep = False
         member.touch()
         return member
