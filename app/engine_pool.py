@@ -136,10 +136,10 @@ class EnginePool:
         # The engine the app was built with (tests share one): kept loaded by `unload_all(keep_given=True)`.
         self._given = engine
         if engine.status.state == EngineState.READY and engine.status.model:
-            # An engine loaded before the app was built (tests share one): its first member.
+            # An engine loaded before the app was built (tests share one): its first member, which
+            # nothing here loaded, so nothing here restarts.
             name = engine.status.model
-            source = engine.source or name
-            self._members.append(Member(engine, LoadRequest(name, source, source, engine.settings or EngineSettings())))
+            self._members.append(Member(engine, LoadRequest(name, name, name, EngineSettings())))
         self._lock = asyncio.Lock()
         self._pending: dict[str, asyncio.Future] = {}
         # Memory the members may take; None: the machine's (tests set a small one).
