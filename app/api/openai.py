@@ -126,9 +126,11 @@ class OpenAIServer:
         the model cache), else the current one; None for a name nothing here has. UserError when
         the current model is not ready, or a load on request is refused or fails."""
         pool = self.app.pool
-        member = pool.find(ask.name) if ask.name else None
-        if member is None and ask.name and (pending := pool.pending(ask.name)) is not None:
-            member = await asyncio.shield(pending)
+        pending = pool.pending(ask.name) if ask.name else None
+        # A load on request under way is waited for, as by the request that started it.
+        member = await asyncio.shield(pending) if pending is not None else None
+        if member is None and ask.name:
+            member = pool.find(ask.name)
         if member is None and ask.name:
             member = await self._load_on_request(ask.name)
         if member is None:
