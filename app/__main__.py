@@ -40,6 +40,16 @@ def serve_parser() -> argparse.ArgumentParser:
         help="on /v1, lower a max_tokens longer than the model's context to fit instead of refusing it "
         "(for agents that always ask 32000; vllm serve refuses)",
     )
+    p.add_argument(
+        "--max-loaded-models",
+        type=int,
+        help="most models loaded at once (default: the saved setting; 0: as many as fit in memory)",
+    )
+    p.add_argument(
+        "--idle-unload-minutes",
+        type=float,
+        help="unload a model no request used for this long (default: the saved setting, 60; 0: never)",
+    )
     p.add_argument("--host", help="address to listen on (default 127.0.0.1: this computer only)")
     p.add_argument("--port", type=int, help="port (default 7860)")
     p.add_argument("--no-browser", action="store_true", help="do not open the browser")
@@ -77,7 +87,10 @@ def settings_from_args(args: argparse.Namespace, saved: AppSettings) -> AppSetti
     engine = apply_preset(args.preset, saved.engine) if args.preset else saved.engine
     engine = dataclasses.replace(engine, **engine_flag_values(args))
     fit = saved.api_fit_max_tokens if args.api_fit_max_tokens is None else args.api_fit_max_tokens
-    settings = dataclasses.replace(saved, engine=engine, preset=args.preset or saved.preset, api_fit_max_tokens=fit)
+    pool = {k: getattr(args, k) for k in ("max_loaded_models", "idle_unload_minutes") if getattr(args, k) is not None}
+    settings = dataclasses.replace(
+        saved, engine=engine, preset=args.preset or saved.preset, api_fit_max_tokens=fit, **pool
+    )
     settings.validate()
     return settings
 

@@ -99,6 +99,28 @@ class Engine:
     def num_unfinished_requests(self) -> int:
         return self._llm.get_num_unfinished_requests() if self._llm is not None else 0
 
+    @property
+    def can_sleep(self) -> bool:
+        """Whether the loaded engine was built with vLLM's sleep mode (CUDA/ROCm only)."""
+        return self._llm is not None and bool(self._llm.model_config.enable_sleep_mode)
+
+    async def sleep(self) -> None:
+        """vLLM's sleep, level 1: the weights go to CPU RAM and the KV cache is dropped; the
+        status stays READY (waking takes seconds). Only for an engine with no request running."""
+        if self.can_sleep:
+            await self._llm.sleep(level=1)
+
+    async def wake_up(self) -> None:
+        """Back from sleep, warmed up with one token so that the next reply starts at full speed."""
+        if self._llm is None or not await self._llm.is_sleeping():
+            return
+        await self._llm.wake_up()
+        from vllm import SamplingParams
+
+        warm = self._llm.generate({"prompt_token_ids": [0]}, SamplingParams(max_tokens=1), uuid.uuid4().hex)
+        async for _ in warm:
+            pass
+
     def child_pids(self) -> list[int]:
         return self._processes.pids
 

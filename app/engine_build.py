@@ -44,6 +44,13 @@ def on_cpu() -> bool:
     return current_platform.is_cpu()
 
 
+def sleep_mode_available() -> bool:
+    """Whether vLLM can put an engine to sleep here (CUDA/ROCm); never on the CPU build."""
+    from vllm.platforms import current_platform
+
+    return current_platform.is_sleep_mode_available()
+
+
 def _device_type() -> str:
     return "cpu" if on_cpu() else "cuda"
 
@@ -62,6 +69,9 @@ def _engine_args(model: str, name: str, settings: EngineSettings) -> Any:
         # that carries it (finish reason "error", "multimodal_cache_miss"). It would keep 4 GiB too.
         mm_processor_cache_gb=0,
     )
+    if sleep_mode_available():
+        # Idle members of the engine pool sleep (weights to CPU RAM) instead of unloading.
+        kwargs["enable_sleep_mode"] = True
     if on_cpu():
         # Inductor compilation takes minutes on CPU for no gain at chat sizes.
         kwargs["enforce_eager"] = True
