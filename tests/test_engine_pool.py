@@ -6,14 +6,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from types import SimpleNamespace
 
 import pytest
 
 from app.engine_pool import EnginePool, LoadRequest, Member, MemberState
 from app.engine_types import EngineState, EngineStatus
 from app.errors import EngineError
+from app.hardware import detect
 from app.models.memory import GIB
 from app.settings import EngineSettings, SamplingSettings
+from app.ui.status import status_text
 from benchmarks.page_engine import PageEngine
 
 
@@ -163,3 +166,13 @@ def test_a_failed_load_on_request_leaves_nothing_behind() -> None:
         return [m.name for m in pool.members()]
 
     assert asyncio.run(run()) == ["a"]
+
+
+def test_the_status_bar_names_the_models_loaded_beside_the_chats() -> None:
+    pool = pool_of()
+    asyncio.run(load(pool, "chat-model", current=True))
+    page_app = SimpleNamespace(pool=pool, engine=pool.current_engine)
+    assert "also loaded" not in status_text(page_app, detect(), "en")
+    asyncio.run(load(pool, "api-model"))
+    assert "Ready: chat-model · also loaded for the API: api-model (ready)" in status_text(page_app, detect(), "en")
+    assert "另外为 API 加载：api-model（就绪）" in status_text(page_app, detect(), "zh-CN")
