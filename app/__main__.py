@@ -14,14 +14,14 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from app.access import Access
-from app.engine_fields import add_engine_flags, engine_flag_values
+from app.config.access import Access
+from app.config.file import read_settings
+from app.config.settings import PRESETS, AppPaths, AppSettings, apply_preset
+from app.engine.fields import add_engine_flags, engine_flag_values
 from app.files import private_umask
-from app.settings import PRESETS, AppPaths, AppSettings, apply_preset
-from app.settings_file import read_settings
 
 if TYPE_CHECKING:
-    from app.remote import RemoteEngine
+    from app.engine.remote import RemoteEngine
 
 # Other commands live in app/commands/<name>.py, each with `main(argv) -> int`.
 SUBCOMMANDS = ("download", "doctor")
@@ -159,8 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def connect_remote(base_url: str, api_key: str | None, model: str | None) -> RemoteEngine:
     """The remote engine, checked once at start so the terminal says at once if it is unreachable.
     The app starts either way: the server may come up later."""
+    from app.engine.remote import RemoteEngine
     from app.errors import UserError
-    from app.remote import RemoteEngine
 
     engine = RemoteEngine(base_url, api_key=api_key, model=model)
     try:

@@ -16,20 +16,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.access import Access
+from app.config.access import Access
+from app.config.file import save_settings
+from app.config.settings import AppPaths, AppSettings, EngineSettings, SamplingSettings
 from app.conversations import Conversations
 from app.engine import Engine
-from app.engine_build import _display_name, looks_like_repo_id
-from app.engine_pool import EnginePool, LoadRequest, Member, need_bytes
-from app.engine_types import ChatEngine
+from app.engine.build import _display_name, looks_like_repo_id
+from app.engine.logs import configure_engine_log
+from app.engine.pool import EnginePool, LoadRequest, Member, need_bytes
+from app.engine.types import ChatEngine
 from app.errors import UserError
-from app.logs import configure_engine_log
 from app.metrics import AppMetrics
 from app.models.cache import ModelStore, resolve_snapshot
 from app.models.downloads import Downloads
 from app.models.sources import refuse_if_offline
-from app.settings import AppPaths, AppSettings, EngineSettings, SamplingSettings
-from app.settings_file import save_settings
 from app.tools.host import ToolHost
 
 log = logging.getLogger(__name__)
@@ -178,13 +178,13 @@ class App:
 
     def start_supervision(self) -> asyncio.Task:
         """Watch the engine for as long as the app runs; restarts it once if it dies."""
-        from app.supervision import supervise
+        from app.engine.supervision import supervise
 
         return self.spawn(supervise(self))
 
     def start_idle_sweep(self) -> asyncio.Task:
         """Unload (or put to sleep) the pool's idle members, for as long as the app runs."""
-        from app.supervision import unload_idle
+        from app.engine.supervision import unload_idle
 
         return self.spawn(unload_idle(self))
 

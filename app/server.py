@@ -28,11 +28,11 @@ import uvicorn
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from app.access import Access
 from app.api import count_requests, install_api
 from app.api.perimeter import Perimeter, PerimeterRules
 from app.application import App
-from app.engine_types import LoadStage
+from app.config.access import Access
+from app.engine.types import LoadStage
 from app.errors import UserError
 from app.hardware import port_free
 from app.i18n import language_from_accept, translate

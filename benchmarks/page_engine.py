@@ -11,9 +11,9 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
+from app.config.settings import EngineSettings, SamplingSettings
 from app.engine import ChatDelta, EngineState, EngineStatus
 from app.errors import UserError
-from app.settings import EngineSettings, SamplingSettings
 
 SECTION = """## {n}. 梯度下降 (gradient descent), step by step
 

@@ -34,9 +34,9 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 # check or download goes out), so tests of the loopback Hub ask for `hub_online`.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from app.config.settings import EngineSettings
 from app.engine import Engine
-from app.logs import configure_engine_log
-from app.settings import EngineSettings
+from app.engine.logs import configure_engine_log
 from tests.tiny_model import build_tiny_model
 
 TEST_MAX_MODEL_LEN = 512
@@ -311,7 +311,7 @@ class RunningServer:
 def make_app(app_home: Path) -> Any:
     """Build an App (private home, default settings) around a given engine."""
     from app.application import App
-    from app.settings import AppPaths, AppSettings
+    from app.config.settings import AppPaths, AppSettings
 
     def make(engine: Any, settings: AppSettings | None = None, access: Any = None) -> App:
         return App.build(settings or AppSettings(), AppPaths.default(), engine=engine, access=access)

@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.access import Access
 from app.attachments import AttachmentKind, attach, check_images
+from app.config.access import Access
 from app.conversations import Conversations, begin, new_turn, regenerate_turn
 from app.engine import Engine
 from app.errors import UserError
@@ -49,7 +49,7 @@ def test_a_picture_and_a_pdf_reach_the_vision_model_through_the_chat(
     turn = new_turn(store, None, "What does the chart show?", [picture, pdf])
     prompt = turn.prompt("", store)
     # Rendered here once before the engine renders it again to run it: with vLLM's cache of
-    # processed pictures on, that second request failed (see app.engine_build).
+    # processed pictures on, that second request failed (see app.engine.build).
     seen = _rendered(engine_loop, vision_engine, prompt)
     image_token = vision_engine.vllm.get_tokenizer().convert_tokens_to_ids(IMAGE_TOKEN)
     assert image_token in seen["prompt_token_ids"]

@@ -14,8 +14,8 @@ import pytest
 from playwright.sync_api import expect
 
 from app.application import App
+from app.config.settings import AppSettings
 from app.engine import Engine
-from app.settings import AppSettings
 from benchmarks.page_engine import PageEngine
 from tests.browser_pages import MARKDOWN_REPLY, STOP_WHEN_GROWING, app_fixture, browser_fixture, open_page_fixture, shot  # noqa: F401 (fixtures)
 from tests.conftest import wait_until

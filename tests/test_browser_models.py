@@ -14,8 +14,8 @@ import pytest
 from playwright.sync_api import expect
 
 from app.application import App
+from app.config.settings import AppPaths, AppSettings
 from app.engine import Engine
-from app.settings import AppPaths, AppSettings
 from tests.browser_pages import browser_fixture, shot  # noqa: F401 (Chromium, as a fixture)
 from tests.conftest import still_running, tiny_engine_settings
 from tests.hub_server import HubRepo, HubServer

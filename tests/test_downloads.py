@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pytest
 
+from app.config.file import load_settings
+from app.config.settings import AppSettings
 from app.engine import Engine
 from app.errors import UserError
 from app.models.cache import ModelStore, delete_cached, list_cached, partial_files, remove_orphans, resolve_snapshot
 from app.models.downloads import Downloads
 from app.models.plans import plan_download
 from app.models.sources import Source, TokenStore, source_from_settings
-from app.settings import AppSettings
-from app.settings_file import load_settings
 from tests.conftest import collect, tiny_engine_settings
 from tests.hub_server import HubRepo, HubServer
 

@@ -13,10 +13,10 @@ import psutil
 import pytest
 
 from app.application import App
+from app.config.file import load_settings
+from app.config.settings import AppPaths, AppSettings, EngineSettings, SamplingSettings
 from app.engine import Engine, EngineState
 from app.errors import EngineError, SettingsError
-from app.settings import AppPaths, AppSettings, EngineSettings, SamplingSettings
-from app.settings_file import load_settings
 from tests.conftest import (
     ENGINE_LOG,
     TEST_MAX_MODEL_LEN,

@@ -10,12 +10,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from app.engine_pool import EnginePool, LoadRequest, Member, MemberState
-from app.engine_types import EngineState, EngineStatus
+from app.config.settings import EngineSettings, SamplingSettings
+from app.engine.pool import EnginePool, LoadRequest, Member, MemberState
+from app.engine.types import EngineState, EngineStatus
 from app.errors import EngineError
 from app.hardware import detect
 from app.models.memory import GIB
-from app.settings import EngineSettings, SamplingSettings
 from app.ui.status import status_text
 from benchmarks.page_engine import PageEngine
 

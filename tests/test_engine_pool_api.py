@@ -17,8 +17,8 @@ import openai
 import psutil
 import pytest
 
+from app.config.settings import AppPaths, AppSettings
 from app.engine import Engine
-from app.settings import AppPaths, AppSettings
 from tests.conftest import RunningServer, still_running, tiny_engine_settings, wait_until
 
 pytestmark = pytest.mark.engine

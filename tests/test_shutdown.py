@@ -130,7 +130,7 @@ def test_term_with_a_page_open_leaves_no_process_and_no_shared_memory(tiny_model
 
 LEFT_BEHIND = """
 from multiprocessing import shared_memory
-from app.engine_processes import remove_segments
+from app.engine.processes import remove_segments
 # As an engine process killed before it unlinked its ring buffer leaves it: open, not unlinked.
 segment = shared_memory.SharedMemory(create=True, size=4096)
 segment.close()

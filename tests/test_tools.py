@@ -26,10 +26,10 @@ import httpx
 import pytest
 
 from app.application import App
+from app.config.settings import AppSettings, SamplingSettings
 from app.conversations import Turn
 from app.engine import Engine
 from app.history.records import CallState
-from app.settings import AppSettings, SamplingSettings
 from app.tools.calls import CallReader, OfferedTool, ParsedCall, check_call, fit_result
 from app.tools.config import ToolConfigFiles
 from app.tools.connections import ConnectionState

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from app.config.settings import SamplingSettings
 from app.conversations import Turn
 from app.engine import ChatDelta, Engine, EngineState, EngineStatus
-from app.settings import SamplingSettings
 from app.ui.chat_panel import ChatPanel
 from tests.conftest import wait_until
 from tests.ui_clients import ARTIFACTS, LONGEST, QueueSession, make_ui_app, texts

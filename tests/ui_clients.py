@@ -14,8 +14,8 @@ import pytest
 from gradio_client import Client
 
 from app.application import App
+from app.config.settings import AppSettings, SamplingSettings
 from app.engine import Engine
-from app.settings import AppSettings, SamplingSettings
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 # Needs the `long_engine` fixture: the shared engine stops at 512 tokens.

@@ -31,12 +31,12 @@ from app.api.adapting import fits_length, fitted_request, in_app_words
 from app.api.errors import CALLER_LANGUAGE, error_response
 from app.api.served_models import ModelAsk, asked_model, find_cached, models_list, needs_own_code, not_found
 from app.application import App
+from app.config.settings import EngineSettings
 from app.engine import EngineState
-from app.engine_pool import Member, MemberState
+from app.engine.pool import Member, MemberState
+from app.engine.remote import RemoteEngine
 from app.errors import EngineError, UserError
 from app.i18n import language_from_accept
-from app.remote import RemoteEngine
-from app.settings import EngineSettings
 
 SERVED_PREFIX = "/v1"
 SERVED_PATHS = frozenset({"/tokenize", "/detokenize"})

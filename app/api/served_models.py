@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope
 
 from app.api.perimeter import replay
 from app.application import App
-from app.engine_pool import Member, MemberState
+from app.engine.pool import Member, MemberState
 from app.models.cache import CachedModel, ModelStore, list_cached
 from app.models.fit import read_config
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Protocol
 
-from app.engine_types import EngineState, EngineStatus
+from app.engine.types import EngineState, EngineStatus
 from app.errors import UserError
 
 PIECE_CHARS = 64 * 1024
@@ -25,7 +25,7 @@ CUT_SLACK_TOKENS = 2
 
 class TokenCounter(Protocol):
     """What attaching needs from the engine: its state, tokenizer, context and image limit. The
-    remote engine (app.remote) has neither a tokenizer nor pictures here: its files are not
+    remote engine (app.engine.remote) has neither a tokenizer nor pictures here: its files are not
     counted (the server refuses a prompt too long) and pictures are refused."""
 
     @property

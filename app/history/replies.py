@@ -13,9 +13,9 @@ import enum
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from app.engine.reasoning import ThinkingClock
 from app.history.records import StoredMessage, ToolCallRecord
 from app.history.turns import Turn, begin, reply_stats, save_reply, save_round
-from app.reasoning import ThinkingClock
 
 if TYPE_CHECKING:
     from app.engine import ChatDelta

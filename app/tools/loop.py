@@ -13,13 +13,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from app.engine_types import ChatDelta, ChatEngine, ChatOptions
+from app.config.settings import SamplingSettings
+from app.engine.reasoning import THINK_OPEN
+from app.engine.types import ChatDelta, ChatEngine, ChatOptions
 from app.errors import UserError
 from app.history.records import CallState, ToolCallRecord
 from app.history.turns import answer_text, tool_round_messages
 from app.i18n import translate
-from app.reasoning import THINK_OPEN
-from app.settings import SamplingSettings
 from app.tools.calls import (
     CallReader,
     OfferedTool,

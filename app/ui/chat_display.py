@@ -18,8 +18,8 @@ from typing import Any
 
 from app.attachments import AttachmentFiles
 from app.conversations import StoredMessage, stats_line
+from app.engine.reasoning import THINK_CLOSE, THINK_OPEN
 from app.i18n import translate
-from app.reasoning import THINK_CLOSE, THINK_OPEN
 from app.ui.chat_attachments import history_block
 from app.ui.tool_blocks import call_block
 

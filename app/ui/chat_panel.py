@@ -19,6 +19,7 @@ from typing import Any
 import gradio as gr
 
 from app.application import App
+from app.config.settings import SamplingSettings
 from app.conversations import (
     Conversation,
     Turn,
@@ -32,7 +33,6 @@ from app.errors import UserError
 from app.files import private_dir, write_private
 from app.history.replies import Outcome, ReplyRecorder
 from app.i18n import translate
-from app.settings import SamplingSettings
 from app.ui.chat_attachments import AttachmentTray
 from app.ui.chat_display import display, live_turn, window_start, without_math_marks
 from app.ui.chat_stream import Pacer, ReplyStops, chained, close_stream

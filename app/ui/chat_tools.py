@@ -17,12 +17,12 @@ from typing import Any
 import gradio as gr
 
 from app.application import App
+from app.config.settings import SamplingSettings
 from app.conversations import StoredMessage
-from app.engine_types import ChatDelta, ChatOptions
+from app.engine.types import ChatDelta, ChatOptions
 from app.errors import UserError
 from app.history.replies import Outcome, ReplyRecorder
 from app.i18n import translate
-from app.settings import SamplingSettings
 from app.tools.config import MAX_THINKING_BUDGET
 from app.tools.host import Decision, ToolHost
 from app.tools.loop import (

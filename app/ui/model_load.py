@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from app.application import App
-from app.engine_types import EngineState
+from app.engine.types import EngineState
 from app.i18n import translate
 
 if TYPE_CHECKING:

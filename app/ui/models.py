@@ -16,6 +16,7 @@ from typing import Any
 import gradio as gr
 
 from app.application import App
+from app.config.settings import AppSettings
 from app.errors import UserError
 from app.hardware import Hardware, detect
 from app.i18n import translate
@@ -26,7 +27,6 @@ from app.models.fit import format_bytes, read_config, settings_that_fit, weight_
 from app.models.hub_search import suggestions
 from app.models.plans import DownloadPlan, check_plan_fit, plan_download, plan_lines
 from app.models.sources import Source, TokenStore, source_from_settings, token_choice_applies
-from app.settings import AppSettings
 from app.ui.i18n import gradio_i18n, request_language
 from app.ui.model_browser import BrowserPanel, browser_section
 from app.ui.model_load import load_steps, unload_steps

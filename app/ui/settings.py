@@ -16,12 +16,7 @@ from typing import Any
 import gradio as gr
 
 from app.application import App
-from app.engine import EngineState
-from app.errors import UserError
-from app.hardware import Hardware, detect
-from app.i18n import translate
-from app.models.parsers import reasoning_parser_names, tool_call_parser_names
-from app.settings import (
+from app.config.settings import (
     AUTO,
     DTYPES,
     FALLBACK_SAMPLING,
@@ -31,6 +26,11 @@ from app.settings import (
     SamplingSettings,
     apply_preset,
 )
+from app.engine import EngineState
+from app.errors import UserError
+from app.hardware import Hardware, detect
+from app.i18n import translate
+from app.models.parsers import reasoning_parser_names, tool_call_parser_names
 from app.ui.engine_memory import MemoryFields
 from app.ui.engine_memory import updates as memory_updates
 from app.ui.i18n import field, request_language, shown_error

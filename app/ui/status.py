@@ -9,7 +9,7 @@ import gradio as gr
 
 from app.application import App
 from app.engine import EngineState
-from app.engine_pool import HOLDING
+from app.engine.pool import HOLDING
 from app.hardware import Hardware, detect
 from app.i18n import translate
 from app.ui.i18n import request_language

@@ -18,14 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.engine import Engine
-from app.engine_types import ChatEngine, EngineState
+from app.config.settings import EngineSettings
+from app.engine.local import Engine
+from app.engine.types import ChatEngine, EngineState
 from app.errors import EngineError, UserError
 from app.hardware import Hardware, detect
 from app.metrics import MemberReading
 from app.models import memory
 from app.models.fit import ModelShape, cpu_kv_cache_bytes, format_bytes, read_config, weight_file_bytes
-from app.settings import EngineSettings
 
 
 class MemberState(enum.StrEnum):

@@ -16,7 +16,7 @@ from app.errors import UserError
 
 if TYPE_CHECKING:
     from app.application import App
-    from app.engine_pool import Member
+    from app.engine.pool import Member
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """What the engine's users see of it: its states and status, the streamed deltas, and the
-interface that the in-process `Engine` and `app.remote.RemoteEngine` share."""
+interface that the in-process `Engine` and `app.engine.remote.RemoteEngine` share."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from app.config.settings import EngineSettings, SamplingSettings
 from app.errors import EngineError, UserError
-from app.settings import EngineSettings, SamplingSettings
 
 
 class EngineState(enum.StrEnum):
@@ -77,7 +77,7 @@ class Message:
 
 
 class ChatEngine(Protocol):
-    """What adapters need from an engine: the in-process `Engine` or `app.remote.RemoteEngine`."""
+    """What adapters need from an engine: the in-process `Engine` or `app.engine.remote.RemoteEngine`."""
 
     @property
     def status(self) -> EngineStatus: ...

@@ -1,5 +1,5 @@
 """Building a vLLM engine: checking a model folder before anything starts and the engine
-arguments from our settings (its processes: app.engine_processes)."""
+arguments from our settings (its processes: app.engine.processes)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from app.engine_fields import engine_arg_values
+from app.config.settings import EngineSettings
+from app.engine.fields import engine_arg_values
 from app.errors import EngineError
-from app.settings import EngineSettings
 
 # On CPU, vLLM would otherwise reserve most of the RAM for the KV cache and refuse to start
 # on a machine that is doing anything else.

@@ -19,7 +19,8 @@ from typing import Any
 
 import psutil
 
-from app.engine_build import (
+from app.config.settings import EngineSettings, SamplingSettings
+from app.engine.build import (
     _build_llm,
     _check_model_files,
     _device_type,
@@ -27,10 +28,12 @@ from app.engine_build import (
     _engine_args,
     _import_vllm,
 )
-from app.engine_errors import explain_generate_error, explain_load_error, explain_render_error
-from app.engine_processes import EngineProcesses, shut_down
-from app.engine_requests import model_defaults_as_settings, prompt_token_ids, sampling_params
-from app.engine_types import (
+from app.engine.errors import explain_generate_error, explain_load_error, explain_render_error
+from app.engine.logs import log_size, read_since
+from app.engine.processes import EngineProcesses, shut_down
+from app.engine.reasoning import ReplySplit, parser_class
+from app.engine.requests import model_defaults_as_settings, prompt_token_ids, sampling_params
+from app.engine.types import (
     ChatDelta,
     ChatOptions,
     EngineState,
@@ -38,14 +41,10 @@ from app.engine_types import (
     LoadStage,
     Message,
     as_message_dict,
-    content_text,  # noqa: F401 (the adapters' name for it)
 )
 from app.errors import EngineError, UserError
-from app.logs import log_size, read_since
 from app.models.catalog import load_catalog
 from app.models.parsers import check_parser_names, with_parsers
-from app.reasoning import ReplySplit, parser_class
-from app.settings import EngineSettings, SamplingSettings
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +56,7 @@ class Engine:
     """Owns at most one vLLM engine at a time: load, unload, switch, stream."""
 
     def __init__(self, log_file: Path | None = None) -> None:
-        # vLLM's log file (app.logs), where a failed EngineCore leaves the reason.
+        # vLLM's log file (app.engine.logs), where a failed EngineCore leaves the reason.
         self._log_file = log_file
         self._llm: Any = None
         self._processes = EngineProcesses()

@@ -1,7 +1,7 @@
 """Typed settings: engine, sampling and app, with presets, validation and a file on disk.
 
 Everything a user can change lives here as dataclasses with defaults; each field carries its
-bounds (pydantic's `Field`, `Literal`), checked by app.settings_check. The file is
+bounds (pydantic's `Field`, `Literal`), checked by app.config.check. The file is
 JSON under `platformdirs.user_config_dir("vllm-chat")`; history and logs go under
 `user_data_dir`; models stay in the standard Hugging Face cache so other tools share them.
 """
@@ -19,9 +19,9 @@ from typing import Annotated, Any, Literal
 import platformdirs
 from pydantic import AfterValidator, BeforeValidator, Field
 
+from app.config.check import check, lines, parse, web_url
 from app.errors import SettingsError
 from app.files import private_dir, tighten
-from app.settings_check import check, lines, parse, web_url
 
 APP_NAME = "vllm-chat"
 Dtype = Literal["auto", "bfloat16", "float16"]
