@@ -24,6 +24,7 @@ from app.engine import Engine
 from app.engine.build import _display_name, looks_like_repo_id
 from app.engine.logs import configure_engine_log
 from app.engine.pool import EnginePool, LoadRequest, Member, need_bytes
+from app.engine.supervision import supervise, unload_idle
 from app.engine.types import ChatEngine
 from app.errors import UserError
 from app.metrics import AppMetrics
@@ -178,15 +179,11 @@ class App:
 
     def start_supervision(self) -> asyncio.Task:
         """Watch the engine for as long as the app runs; restarts it once if it dies."""
-        from app.engine.supervision import supervise
-
-        return self.spawn(supervise(self))
+        return self.spawn(supervise(self.pool, self.reload_member, self.spawn))
 
     def start_idle_sweep(self) -> asyncio.Task:
         """Unload (or put to sleep) the pool's idle members, for as long as the app runs."""
-        from app.engine.supervision import unload_idle
-
-        return self.spawn(unload_idle(self))
+        return self.spawn(unload_idle(self.pool, lambda: self.settings.idle_unload_minutes * 60))
 
     def load_model_in_background(self, model: str, engine_settings: EngineSettings | None = None) -> asyncio.Task:
         """Start loading without waiting; failures show up in `engine.status`."""
