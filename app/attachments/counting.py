@@ -59,7 +59,7 @@ def counter_of(engine: TokenCounter) -> Callable[[str], int] | None:
 
 
 class ContextBudget:
-    """A `TextBudget` (app.attachments.files) of the loaded model's context, for one file."""
+    """A `TextBudget` (app.attachments.content) of the loaded model's context, for one file."""
 
     def __init__(self, engine: TokenCounter, name: str, progress: Callable[[float], None] | None = None) -> None:
         self._count = counter_of(engine)

@@ -14,8 +14,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from app.attachments.content import AttachmentKind, FileContent
 from app.attachments.counting import ContextBudget, TokenCounter, check_ready, counter_of
-from app.attachments.files import AttachmentKind, FileContent, check_size, clean_name, read_file
+from app.attachments.files import check_size, clean_name, read_file
 from app.attachments.images import pil_image
 from app.attachments.store import Attachment, AttachmentFiles
 from app.errors import UserError
