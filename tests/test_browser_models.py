@@ -75,7 +75,7 @@ def hub(tiny_model: Path) -> Iterator[HubServer]:
 def test_a_download_that_ends_shows_among_the_models_on_this_computer(
     browser, hub, hub_online, app_home, start_server, tmp_path, monkeypatch
 ) -> None:
-    from app.ui.models import ModelsPanel
+    from app.ui.models_panel import ModelsPanel
 
     monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
     settings = AppSettings(download_source="mirror", mirror_endpoint=hub.url)

@@ -366,7 +366,7 @@ def test_cli_ctrl_c_cancels_cleanly(hub: HubServer, tmp_path: Path):
 
 
 def test_models_tab_functions(hub: HubServer, make_app, tmp_path: Path):
-    from app.ui.models import ModelsPanel
+    from app.ui.models_panel import ModelsPanel
 
     app = make_app(Engine())
     panel = ModelsPanel(app)
@@ -400,7 +400,7 @@ def test_download_and_load_in_one_step_loads_offline_into_the_real_engine_and_an
     """The browser's "Download and load": progress while downloading, then a load that needs no
     network (the Hub is stopped before it starts), then a reply."""
     from app.ui.model_browser import BrowserPanel
-    from app.ui.models import ModelsPanel
+    from app.ui.models_panel import ModelsPanel
 
     app = make_app(Engine())
     app.update_settings(engine=tiny_engine_settings())

@@ -65,7 +65,7 @@ def hub(tiny_model: Path, hub_online: None, monkeypatch: pytest.MonkeyPatch):
 @pytest.fixture
 def panels(hub: HubServer, make_app, tmp_path: Path):
     from app.ui.model_browser import BrowserPanel
-    from app.ui.models import ModelsPanel
+    from app.ui.models_panel import ModelsPanel
 
     app = make_app(RecordingEngine())
     models = ModelsPanel(app)
