@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from app.config.settings import EngineSettings, SamplingSettings
-from app.engine import ChatDelta, EngineState, EngineStatus
+from app.engine import Capabilities, ChatDelta, EngineState, EngineStatus
 from app.errors import UserError
 
 SECTION = """## {n}. 梯度下降 (gradient descent), step by step
@@ -52,6 +52,8 @@ class PageEngine:
     """Streams `reply_text(tokens)` at `rate` tokens per second, one token per delta."""
 
     vllm = None  # no vLLM engine behind it: the app's /v1 answers "not ready", the chat works
+    capabilities = Capabilities()  # no tools, pictures or thinking switch: the plain chat path
+    tokenizer = None
 
     def __init__(self, tokens: int = 2000, rate: float = 120.0) -> None:
         self.text = reply_text(tokens)

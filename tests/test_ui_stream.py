@@ -12,7 +12,7 @@ import pytest
 
 from app.config.settings import SamplingSettings
 from app.conversations import Turn
-from app.engine import ChatDelta, Engine, EngineState, EngineStatus
+from app.engine import Capabilities, ChatDelta, Engine, EngineState, EngineStatus
 from app.ui.chat_panel import ChatPanel
 from tests.conftest import wait_until
 from tests.ui_clients import ARTIFACTS, LONGEST, QueueSession, make_ui_app, texts
@@ -69,6 +69,7 @@ class ScriptedEngine:
 
     status = EngineStatus(EngineState.READY, model="scripted")
     model_name = "scripted"
+    capabilities = Capabilities()
 
     def __init__(self, pieces: list[str]) -> None:
         self.pieces = pieces

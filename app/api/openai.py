@@ -19,7 +19,7 @@ import argparse
 import asyncio
 import contextlib
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import httpx
 from starlette.background import BackgroundTask
@@ -34,9 +34,11 @@ from app.application import App
 from app.config.settings import EngineSettings
 from app.engine import EngineState
 from app.engine.pool import Member, MemberState
-from app.engine.remote import RemoteEngine
 from app.errors import EngineError, UserError
 from app.i18n import language_from_accept
+
+if TYPE_CHECKING:
+    from app.engine.remote import RemoteEngine
 
 SERVED_PREFIX = "/v1"
 SERVED_PATHS = frozenset({"/tokenize", "/detokenize"})
@@ -88,8 +90,8 @@ class OpenAIServer:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         lang = language_from_accept(dict(scope["headers"]).get(b"accept-language", b"").decode("latin-1"))
-        if isinstance(self.app.engine, RemoteEngine):
-            await self._pass_through(self.app.engine, scope, receive, send, lang)
+        if self.app.engine.capabilities.remote:
+            await self._pass_through(cast("RemoteEngine", self.app.engine), scope, receive, send, lang)
             return
         if scope["path"] == f"{SERVED_PREFIX}/models" and scope["method"] == "GET":
             await JSONResponse(await models_list(self.app, self._served_or_none))(scope, receive, send)
@@ -159,7 +161,7 @@ class OpenAIServer:
 
     async def prepare(self) -> None:
         """Build vLLM's server now for every member that is ready, let go of those that went."""
-        if isinstance(self.app.engine, RemoteEngine):
+        if self.app.engine.capabilities.remote:
             return
         ready = {id(m.engine.vllm) for m in self.app.pool.members() if m.state == MemberState.LOADED}
         for key in [k for k in self._built if k not in ready]:

@@ -57,7 +57,7 @@ def check_images(engine: TokenCounter, count: int, name: str | None = None) -> N
     picture `name` being attached (it is then not attached), or those already attached."""
     if count <= 0:
         return
-    limit = getattr(engine, "images_per_prompt", 0)
+    limit = engine.capabilities.images
     model = engine.model_name or "?"
     if limit <= 0:
         if name is not None:

@@ -1,4 +1,4 @@
-"""The engine, as the rest of the app sees it: `ChatEngine` (what an engine can do and says it can),
+"""The engine, as the rest of the app sees it: `ChatEngine` and the `Capabilities` it declares,
 its states and status, the streamed deltas and the chat options; the in-process `Engine`
 (app.engine.local, one vLLM AsyncLLM) and `RemoteEngine` (app.engine.remote, an OpenAI-compatible
 server) behind it.
@@ -14,6 +14,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from app.engine.types import (
+    Capabilities,
     ChatDelta,
     ChatEngine,
     ChatOptions,
@@ -26,10 +27,12 @@ from app.engine.types import (
 )
 
 if TYPE_CHECKING:
-    from app.engine.local import Engine, wait_through_cancellation
+    from app.engine.local import Engine
+    from app.engine.processes import wait_through_cancellation
     from app.engine.remote import RemoteEngine
 
 __all__ = [
+    "Capabilities",
     "ChatDelta",
     "ChatEngine",
     "ChatOptions",
@@ -46,8 +49,10 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("Engine", "wait_through_cancellation"):
-        return getattr(importlib.import_module("app.engine.local"), name)
+    if name == "Engine":
+        return importlib.import_module("app.engine.local").Engine
+    if name == "wait_through_cancellation":
+        return importlib.import_module("app.engine.processes").wait_through_cancellation
     if name == "RemoteEngine":
         return importlib.import_module("app.engine.remote").RemoteEngine
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,6 +11,7 @@ from typing import Any
 
 from app.config.settings import EngineSettings
 from app.engine.fields import engine_arg_values
+from app.engine.types import Capabilities
 from app.errors import EngineError
 
 # On CPU, vLLM would otherwise reserve most of the RAM for the KV cache and refuse to start
@@ -35,6 +36,20 @@ def _build_llm(config: Any, args: Any) -> Any:
 
     return AsyncLLM.from_vllm_config(
         config, enable_log_requests=args.enable_log_requests, disable_log_stats=args.disable_log_stats
+    )
+
+
+def capabilities_of(llm: Any, settings: EngineSettings) -> Capabilities:
+    """What a model started with `settings` can do, read from its built AsyncLLM."""
+    mm_config = llm.model_config.multimodal_config
+    template = getattr(llm.tokenizer, "chat_template", None)
+    reasoning = llm.vllm_config.reasoning_config
+    return Capabilities(
+        tools=bool(settings.tool_call_parser),
+        images=mm_config.get_limit_per_prompt("image") if mm_config is not None else 0,
+        thinking_switch=isinstance(template, str) and "enable_thinking" in template,
+        thinking_budget=bool(reasoning is not None and reasoning.enabled),
+        sleep=bool(llm.model_config.enable_sleep_mode),
     )
 
 

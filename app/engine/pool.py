@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from app.config.settings import EngineSettings
-from app.engine.local import Engine
 from app.engine.types import ChatEngine, EngineState
 from app.errors import EngineError, UserError
 from app.hardware import Hardware, detect
@@ -93,10 +92,6 @@ class Member:
 
     def idle_for(self, now: float) -> float:
         return now - self.last_used
-
-
-def can_sleep(engine: ChatEngine) -> bool:
-    return isinstance(engine, Engine) and engine.can_sleep
 
 
 @dataclass(frozen=True)
@@ -281,7 +276,7 @@ class EnginePool:
             self._members.remove(member)
 
     async def wake(self, member: Member) -> None:
-        if member.asleep and isinstance(member.engine, Engine):
+        if member.asleep:
             await member.engine.wake_up()
             member.asleep = False
 
@@ -292,7 +287,7 @@ class EnginePool:
         acted = []
         async with self._lock:
             for member in idle_members(self.members(), self._current_engine, idle_s, now):
-                if not member.asleep and can_sleep(member.engine):
+                if not member.asleep and member.engine.capabilities.sleep:
                     await member.engine.sleep()
                     member.asleep = True
                     member.touch()  # the second idle time runs from here

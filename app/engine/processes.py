@@ -160,3 +160,15 @@ async def _abort_all(llm: Any) -> None:
             await llm.pause_generation(mode="abort", clear_cache=False)
     except Exception as exc:  # a dying engine: its shutdown follows all the same
         log.info("aborting the running requests before the shutdown failed: %r", exc)
+
+
+async def wait_through_cancellation(future: asyncio.Future) -> bool:
+    """Wait for `future` to end, through any number of cancellations of the caller (cleanup
+    that must finish first); returns whether the caller was cancelled meanwhile."""
+    cancelled = False
+    while not future.done():
+        try:
+            await asyncio.wait([future])
+        except asyncio.CancelledError:
+            cancelled = True
+    return cancelled

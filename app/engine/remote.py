@@ -22,7 +22,16 @@ import openai
 
 from app.config.settings import FALLBACK_SAMPLING, EngineSettings, SamplingSettings
 from app.engine.remote_chunks import ChunkReader
-from app.engine.types import ChatDelta, ChatOptions, EngineState, EngineStatus, LoadStage, Message, as_message_dict
+from app.engine.types import (
+    Capabilities,
+    ChatDelta,
+    ChatOptions,
+    EngineState,
+    EngineStatus,
+    LoadStage,
+    Message,
+    as_message_dict,
+)
 from app.errors import EngineError
 
 # Between two streamed chunks: a long prompt on a busy server can take minutes to prefill.
@@ -73,6 +82,16 @@ class RemoteEngine:
     @property
     def vllm(self) -> None:
         """No in-process vLLM: its metrics are on the remote server's own /metrics."""
+        return None
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """Relayed, not read here: tool calls come back as data (the chat's tool loop reads text),
+        and pictures are not sent to the server."""
+        return Capabilities(remote=True)
+
+    @property
+    def tokenizer(self) -> None:
         return None
 
     @property

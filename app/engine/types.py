@@ -44,6 +44,24 @@ class EngineStatus:
 
 
 @dataclass(frozen=True)
+class Capabilities:
+    """What the loaded model can do through its engine, declared by the engine (as simonw/llm's
+    models declare `supports_tools` and `attachment_types`) so that adapters ask instead of
+    probing its internals. Nothing loaded: nothing."""
+
+    # Tool calls read from the reply's text: a tool-call parser for the model's family, in-process
+    # (a remote server returns calls as data, not text).
+    tools: bool = False
+    images: int = 0  # pictures one prompt may carry; 0 for a text-only model
+    thinking_switch: bool = False  # its chat template takes `enable_thinking` (Qwen3 and its kin)
+    # vLLM can end its thinking after a budget: its reasoning parser knows the model's thinking tags.
+    thinking_budget: bool = False
+    # Built with vLLM's sleep mode (CUDA/ROCm): idle, its weights can go to CPU RAM and wake in seconds.
+    sleep: bool = False
+    remote: bool = False  # it runs on another server: /v1 is relayed there, its files are not here
+
+
+@dataclass(frozen=True)
 class ChatDelta:
     """One streamed step of a reply. Token counts are running totals."""
 
@@ -87,6 +105,14 @@ class ChatEngine(Protocol):
 
     @property
     def max_model_len(self) -> int | None: ...
+
+    @property
+    def capabilities(self) -> Capabilities: ...
+
+    @property
+    def tokenizer(self) -> Any:
+        """The loaded model's own tokenizer where the model runs here; None otherwise."""
+        ...
 
     @property
     def settings(self) -> EngineSettings | None:
