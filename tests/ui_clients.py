@@ -18,8 +18,6 @@ from app.config.settings import AppSettings, SamplingSettings
 from app.engine import Engine
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-# Needs the `long_engine` fixture: the shared engine stops at 512 tokens.
-LONGEST = SamplingSettings(max_tokens=2000, ignore_eos=True)
 # Past the end-of-sequence token: the tiny model's random weights would otherwise stop anywhere.
 LONG = SamplingSettings(max_tokens=480, ignore_eos=True)
 SHORT = SamplingSettings(max_tokens=16, ignore_eos=True)
