@@ -37,7 +37,7 @@ from app.i18n import translate
 from app.reasoning import ThinkingClock
 from app.settings import SamplingSettings
 from app.ui.chat_attachments import AttachmentTray
-from app.ui.chat_display import display, display_groups, live_turn, version_target, window_start, without_math_marks
+from app.ui.chat_display import LiveTurn, display, display_groups, version_target, window_start, without_math_marks
 from app.ui.chat_stream import Pacer, ReplyStops, chained, close_stream
 from app.ui.chat_tools import ChatTools
 from app.ui.i18n import request_language, shown_error
@@ -267,11 +267,11 @@ class ChatPanel:
         model = self.app.engine.model_name
         text, last, outcome = "", None, "abort"
         user = turn.user or StoredMessage(0, "user", turn.user_text, 0.0, attachments=turn.attachments)
-        pacer, clock = Pacer(), ThinkingClock()
+        pacer, clock, live = Pacer(), ThinkingClock(), LiveTurn(lang, files)
         try:
             # Show the message at once, before the prompt is processed; it is saved only when the
             # engine accepts it.
-            yield live_turn(user, None, lang, files), gr.skip()
+            yield live.show([user], None), gr.skip()
             async for delta in deltas:
                 if last is None:
                     # The engine accepted the prompt: only now is the user's message saved, so a
@@ -284,7 +284,7 @@ class ChatPanel:
                 # The last words wait for the saved reply below, a moment later with its speed
                 # line: one update less per reply.
                 if pacer.due(text) and not delta.finish_reason:
-                    yield live_turn(user, text, lang, files), turn.conversation_id
+                    yield live.show([user], text), turn.conversation_id
             outcome = "finished"
         except UserError as exc:
             outcome = "error"

@@ -35,7 +35,7 @@ from app.tools.loop import (
     thinking_switch_applies,
     tools_supported,
 )
-from app.ui.chat_display import display
+from app.ui.chat_display import LiveTurn, display
 from app.ui.i18n import request_language, shown_error
 from app.ui.tool_blocks import call_block
 
@@ -122,7 +122,7 @@ class ChatTools:
         model = self.app.engine.model_name
         text, last, calls, outcome = "", None, (), "abort"
         user = turn.user or StoredMessage(0, "user", turn.user_text, 0.0, attachments=turn.attachments)
-        begun, next_update, clock = False, 0.0, ThinkingClock()
+        begun, next_update, clock, live = False, 0.0, ThinkingClock(), LiveTurn(lang, files)
         try:
             yield display([user], lang, files), gr.skip()
             async for step in steps:
@@ -141,9 +141,8 @@ class ChatTools:
                     stats = reply_stats(model, dataclasses.asdict(sampling), step.last, "tool_calls", thought)
                     turn = save_round(self.app.conversations, turn, step.text, step.calls, stats)
                     text, last, calls, clock = "", None, (), ThinkingClock()
-                shown = [turn.user, *turn.rounds, StoredMessage(0, "assistant", loop.shown(text), 0.0)]
-                live = [call_block(c.name, c.arguments, c.state, c.result, lang) for c in calls]
-                yield [*display(shown, lang, files, live=True), *live], turn.conversation_id
+                calling = [call_block(c.name, c.arguments, c.state, c.result, lang) for c in calls]
+                yield [*live.show([turn.user, *turn.rounds], loop.shown(text)), *calling], turn.conversation_id
             outcome = "finished"
         except UserError as exc:
             outcome = "error"
