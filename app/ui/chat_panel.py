@@ -34,7 +34,7 @@ from app.files import private_dir, write_private
 from app.history.replies import Outcome, ReplyRecorder
 from app.i18n import translate
 from app.ui.chat_attachments import AttachmentTray
-from app.ui.chat_display import display, live_turn, window_start, without_math_marks
+from app.ui.chat_display import LiveTurn, display, window_start, without_math_marks
 from app.ui.chat_stream import Pacer, ReplyStops, chained, close_stream
 from app.ui.chat_tools import ChatTools
 from app.ui.chat_versions import ChatVersions
@@ -277,17 +277,17 @@ class ChatPanel:
         # The request starts now, so the engine reads the prompt while the page shows the message.
         first = asyncio.ensure_future(anext(stream, None))
         deltas = chained(first, stream)
-        outcome, pacer = Outcome.STOPPED, Pacer()
+        outcome, pacer, live = Outcome.STOPPED, Pacer(), LiveTurn(lang, files)
         try:
             # Show the message at once, before the prompt is processed; it is saved only when the
             # engine accepts it (the first delta), so a refused one leaves the history untouched.
-            yield live_turn(recorder.user, None, lang, files), gr.skip()
+            yield live.show([recorder.user], None), gr.skip()
             async for delta in deltas:
                 recorder.feed(delta)
                 # The last words wait for the saved reply below, a moment later with its speed
                 # line: one update less per reply.
                 if pacer.due(recorder.text) and not delta.finish_reason:
-                    yield live_turn(recorder.user, recorder.text, lang, files), recorder.turn.conversation_id
+                    yield live.show([recorder.user], recorder.text), recorder.turn.conversation_id
             outcome = Outcome.FINISHED
         except UserError as exc:
             outcome = Outcome.FAILED

@@ -18,7 +18,6 @@ import gradio as gr
 
 from app.application import App
 from app.config.settings import SamplingSettings
-from app.conversations import StoredMessage
 from app.engine.types import ChatDelta, ChatOptions
 from app.errors import UserError
 from app.history.replies import Outcome, ReplyRecorder
@@ -34,7 +33,7 @@ from app.tools.loop import (
     thinking_switch_applies,
     tools_supported,
 )
-from app.ui.chat_display import display
+from app.ui.chat_display import LiveTurn, display
 from app.ui.i18n import request_language, shown_error
 from app.ui.tool_blocks import call_block
 
@@ -114,7 +113,7 @@ class ChatTools:
         )
         steps = loop.run(recorder.turn.prompt(recorder.system_prompt, self.app.conversations), sampling)
         files = self.app.conversations.files
-        calls, outcome, next_update = (), Outcome.STOPPED, 0.0
+        calls, outcome, next_update, live = (), Outcome.STOPPED, 0.0, LiveTurn(lang, files)
         try:
             yield display([recorder.user], lang, files), gr.skip()
             async for step in steps:
@@ -129,7 +128,7 @@ class ChatTools:
                 elif isinstance(step, RoundEnd):
                     recorder.end_round(step.text, step.calls, step.last)
                     calls = ()
-                yield self._live(recorder, loop, calls, lang), recorder.turn.conversation_id
+                yield self._live(recorder, loop, calls, live, lang), recorder.turn.conversation_id
             outcome = Outcome.FINISHED
         except UserError as exc:
             outcome = Outcome.FAILED
@@ -141,12 +140,11 @@ class ChatTools:
             # As in chat_panel: its inline math as it streamed, so that only new text is sent.
             yield display(recorder.saved(), lang, files, live=True), recorder.turn.conversation_id
 
-    def _live(self, recorder: ReplyRecorder, loop: ToolLoop, calls: tuple, lang: str) -> list:
+    def _live(self, recorder: ReplyRecorder, loop: ToolLoop, calls: tuple, live: LiveTurn, lang: str) -> list:
         """The turn so far: saved rounds, the round streaming now, each of its calls as a block."""
         turn = recorder.turn
-        shown = [turn.user, *turn.rounds, StoredMessage(0, "assistant", loop.shown(recorder.text), 0.0)]
         blocks = [call_block(c.name, c.arguments, c.state, c.result, lang) for c in calls]
-        return [*display(shown, lang, self.app.conversations.files, live=True), *blocks]
+        return [*live.show([turn.user, *turn.rounds], loop.shown(recorder.text)), *blocks]
 
     # ---- the approval bar and the switch -------------------------------------------------
 
