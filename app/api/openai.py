@@ -117,7 +117,7 @@ class OpenAIServer:
         max_model_len = member.engine.status.max_model_len
         if self.app.settings.api_fit_max_tokens and fits_length(scope["path"]) and max_model_len:
             scope, receive = await fitted_request(scope, receive, max_model_len)
-        settings = engine.settings
+        settings = member.engine.settings
         if settings is None or not settings.tool_call_parser:
             # Only a server without a tool-call parser refuses tools in words naming `vllm serve`
             # flags (see serve_args): other answers pass without a layer per streamed chunk.
