@@ -489,7 +489,7 @@ def test_the_chat_says_when_the_model_cannot_call_tools_and_shows_the_switch_onl
     # A model without a tool-call parser for its family (the same engine, told no parser).
     settings = dataclasses.replace(engine.settings, tool_call_parser="")
     capabilities = dataclasses.replace(engine.capabilities, tools=False)
-    no_parser = SimpleNamespace(model_name="plain", settings=settings, capabilities=capabilities)
+    no_parser = SimpleNamespace(status=engine.status, model_name="plain", settings=settings, capabilities=capabilities)
     plain = ChatTools(make_app(no_parser))
     plain.app.tools = host
     _, _, note = plain.refresh(_request())
