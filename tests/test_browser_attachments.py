@@ -107,6 +107,23 @@ def test_reading_a_slow_file_shows_its_progress(open_page: Any, app: App, tmp_pa
     expect(page.locator(".toast-body")).to_contain_text("scan.pdf has no text to read")
 
 
+def test_a_file_bigger_than_the_page_takes_gets_the_apps_sentence(open_page: Any, app: App, tmp_path: Path) -> None:
+    """Over Gradio's max_file_size (1 GiB) the page does not upload the file, and says so in the
+    app's words, not Gradio's; a file picked with it is attached."""
+    huge = tmp_path / "recording.txt"
+    with huge.open("wb") as f:
+        f.truncate(1100 * 2**20)  # sparse: no disk used
+    notes = tmp_path / "notes.txt"
+    notes.write_text("The sea is calm.", encoding="utf-8")
+    page = open_page(app)
+    _pick(page, huge, notes)
+    expect(page.locator(".toast-body").filter(has_text="recording.txt")).to_contain_text(
+        "recording.txt is 1,100.0 MB, more than the 50 MB a file may have"
+    )
+    expect(page.locator("#attachment-chips .attachment-chip")).to_contain_text("notes.txt · ")
+    expect(page.get_by_text("maximum allowed size")).to_have_count(0)
+
+
 def test_the_clear_button_is_named_and_thumbnails_keep_their_shape(open_page: Any, app: App) -> None:
     from app.attachments import Attachment, read_file
     from app.conversations import begin, new_turn
