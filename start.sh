@@ -145,7 +145,7 @@ ensure_installed() {
 }
 
 config_dir() {
-    # Where the app keeps its settings (as app/settings.py AppPaths does on Linux).
+    # Where the app keeps its settings (as app/config/settings.py AppPaths does on Linux).
     if [ -n "${VLLM_CHAT_HOME:-}" ]; then
         printf '%s\n' "$VLLM_CHAT_HOME/config"
     else

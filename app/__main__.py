@@ -14,14 +14,14 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from app.access import Access
-from app.engine_fields import add_engine_flags, engine_flag_values
+from app.config.access import Access
+from app.config.file import read_settings
+from app.config.settings import PRESETS, AppPaths, AppSettings, apply_preset
+from app.engine.fields import add_engine_flags, engine_flag_values
 from app.files import private_umask
-from app.settings import PRESETS, AppPaths, AppSettings, apply_preset
-from app.settings_file import read_settings
 
 if TYPE_CHECKING:
-    from app.remote import RemoteEngine
+    from app.engine.remote import RemoteEngine
 
 # Other commands live in app/commands/<name>.py, each with `main(argv) -> int`.
 SUBCOMMANDS = ("download", "doctor")
@@ -39,6 +39,16 @@ def serve_parser() -> argparse.ArgumentParser:
         default=None,
         help="on /v1, lower a max_tokens longer than the model's context to fit instead of refusing it "
         "(for agents that always ask 32000; vllm serve refuses)",
+    )
+    p.add_argument(
+        "--max-loaded-models",
+        type=int,
+        help="most models loaded at once (default: the saved setting; 0: as many as fit in memory)",
+    )
+    p.add_argument(
+        "--idle-unload-minutes",
+        type=float,
+        help="unload a model no request used for this long (default: the saved setting, 60; 0: never)",
     )
     p.add_argument("--host", help="address to listen on (default 127.0.0.1: this computer only)")
     p.add_argument("--port", type=int, help="port (default 7860)")
@@ -77,7 +87,10 @@ def settings_from_args(args: argparse.Namespace, saved: AppSettings) -> AppSetti
     engine = apply_preset(args.preset, saved.engine) if args.preset else saved.engine
     engine = dataclasses.replace(engine, **engine_flag_values(args))
     fit = saved.api_fit_max_tokens if args.api_fit_max_tokens is None else args.api_fit_max_tokens
-    settings = dataclasses.replace(saved, engine=engine, preset=args.preset or saved.preset, api_fit_max_tokens=fit)
+    pool = {k: getattr(args, k) for k in ("max_loaded_models", "idle_unload_minutes") if getattr(args, k) is not None}
+    settings = dataclasses.replace(
+        saved, engine=engine, preset=args.preset or saved.preset, api_fit_max_tokens=fit, **pool
+    )
     settings.validate()
     return settings
 
@@ -146,8 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def connect_remote(base_url: str, api_key: str | None, model: str | None) -> RemoteEngine:
     """The remote engine, checked once at start so the terminal says at once if it is unreachable.
     The app starts either way: the server may come up later."""
+    from app.engine.remote import RemoteEngine
     from app.errors import UserError
-    from app.remote import RemoteEngine
 
     engine = RemoteEngine(base_url, api_key=api_key, model=model)
     try:

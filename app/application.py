@@ -16,19 +16,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.access import Access
+from app.config.access import Access
+from app.config.file import save_settings
+from app.config.settings import AppPaths, AppSettings, EngineSettings, SamplingSettings
 from app.conversations import Conversations
 from app.engine import Engine
-from app.engine_build import looks_like_repo_id
-from app.engine_types import ChatEngine
+from app.engine.build import _display_name, looks_like_repo_id
+from app.engine.logs import configure_engine_log
+from app.engine.pool import EnginePool, LoadRequest, Member, need_bytes
+from app.engine.supervision import supervise, unload_idle
+from app.engine.types import ChatEngine
 from app.errors import UserError
-from app.logs import configure_engine_log
 from app.metrics import AppMetrics
 from app.models.cache import ModelStore, resolve_snapshot
 from app.models.downloads import Downloads
 from app.models.sources import refuse_if_offline
-from app.settings import AppPaths, AppSettings, EngineSettings
-from app.settings_file import save_settings
 from app.tools.host import ToolHost
 
 log = logging.getLogger(__name__)
@@ -38,7 +40,8 @@ log = logging.getLogger(__name__)
 class App:
     paths: AppPaths
     settings: AppSettings
-    engine: ChatEngine
+    # Every model held at once; `engine` is the chat's current one.
+    pool: EnginePool
     conversations: Conversations
     # The app's own Prometheus series (one registry per App, so tests can build many).
     metrics: AppMetrics = field(default_factory=AppMetrics)
@@ -50,21 +53,35 @@ class App:
     tools: ToolHost | None = None
     # Tasks we started and must not let the garbage collector drop mid-flight.
     _tasks: set[asyncio.Task] = field(default_factory=set, repr=False)
-    # The last model loaded and how (for the supervisor's restart after an engine death).
-    _last_load: dict[str, Any] | None = field(default=None, repr=False)
     # Held while the settings change and are saved (UI handlers run in several threads).
     _settings_lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     @classmethod
-    def build(cls, settings: AppSettings, paths: AppPaths, engine: ChatEngine | None = None,
-              access: Access | None = None) -> App:
+    def build(
+        cls, settings: AppSettings, paths: AppPaths, engine: ChatEngine | None = None, access: Access | None = None
+    ) -> App:
         paths.create()
-        engine = engine or Engine(log_file=configure_engine_log(paths.log_dir))
-        return cls(paths=paths, settings=settings, engine=engine, conversations=Conversations(paths.history_db),
-                   access=access or Access(), tools=ToolHost(paths.config_dir))
+        log_file = configure_engine_log(paths.log_dir)
+        pool = EnginePool(engine or Engine(log_file=log_file), make_engine=lambda: Engine(log_file=log_file))
+        app = cls(
+            paths=paths,
+            settings=settings,
+            pool=pool,
+            conversations=Conversations(paths.history_db),
+            access=access or Access(),
+            tools=ToolHost(paths.config_dir),
+        )
+        app.metrics.watch_members(pool.readings)
+        return app
 
-    def update_settings(self, change: Callable[[AppSettings], AppSettings] | None = None,
-                        /, **fields: Any) -> AppSettings:
+    @property
+    def engine(self) -> ChatEngine:
+        """The chat's current model's engine (an empty one while none is current)."""
+        return self.pool.current_engine
+
+    def update_settings(
+        self, change: Callable[[AppSettings], AppSettings] | None = None, /, **fields: Any
+    ) -> AppSettings:
         """The one way settings change: `change(current)` and/or `fields` on top, validated, then
         saved atomically, all under one lock, so two tabs saving at once both keep their change."""
         with self._settings_lock:
@@ -75,16 +92,36 @@ class App:
             self.settings = new
             return new
 
+    def reply_sampling(self) -> SamplingSettings:
+        """What a chat reply samples with: the model's own defaults, with every field the user set
+        on top, whatever its value. Raises UserError for a combination the engine refuses."""
+        return self.engine.resolve_sampling(self.settings.sampling.chosen())
+
+    def remember_system_prompt(self, system_prompt: str) -> None:
+        """The last system prompt a chat was sent becomes the default for new chats."""
+        if system_prompt != self.settings.system_prompt:
+            self.update_settings(system_prompt=system_prompt)
+
     def trust_model(self, model: str) -> None:
         """Let this model's own Python code run, from now on, for this model id alone."""
-        self.update_settings(lambda s: s if s.trusts(model) else
-                             dataclasses.replace(s, trusted_models=[*s.trusted_models, model]))
+        self.update_settings(
+            lambda s: s if s.trusts(model) else dataclasses.replace(s, trusted_models=[*s.trusted_models, model])
+        )
 
-    async def load_model(self, model: str, engine_settings: EngineSettings | None = None, *,
-                         name: str | None = None, folder: Path | None = None,
-                         remember: EngineSettings | None = None) -> None:
-        """Load a model and remember it (its repo id or folder) and `remember` (by default the
-        engine settings it loaded with) for the next start, unless it was loaded with random weights.
+    async def load_model(
+        self,
+        model: str,
+        engine_settings: EngineSettings | None = None,
+        *,
+        name: str | None = None,
+        folder: Path | None = None,
+        remember: EngineSettings | None = None,
+        current: bool = True,
+    ) -> Member:
+        """Load a model as a member of the pool (replacing the member of the same name) and, with
+        `current`, make it the chat's model and remember it (its repo id or folder) and `remember`
+        (by default the engine settings it loaded with) for the next start, unless it was loaded
+        with random weights. Other members stay loaded while they fit.
 
         A Hugging Face id that is already in the cache loads from there without the network;
         one that is not is left to vLLM to fetch, as `vllm serve` does; `folder` is where the
@@ -99,25 +136,54 @@ class App:
                 refuse_if_offline(self.settings.offline)
         if source != model:
             name = name or model
+        name = name or _display_name(source)
         trusted = engine_settings.trust_remote_code or self.settings.trusts(model)
-        self._last_load = {"model": model, "engine_settings": engine_settings, "name": name, "folder": folder,
-                           "remember": remember}
-        await self.engine.load(source, dataclasses.replace(engine_settings, trust_remote_code=trusted), name=name)
-        if engine_settings.load_format == "dummy":
+        run_with = dataclasses.replace(engine_settings, trust_remote_code=trusted)
+        local = Path(source).expanduser()
+        request = LoadRequest(
+            name,
+            model,
+            source,
+            run_with,
+            need_bytes=need_bytes(local if local.is_dir() else None, run_with, self.pool.hardware()),
+            restart={
+                "model": model,
+                "engine_settings": engine_settings,
+                "name": name,
+                "folder": folder,
+                "remember": remember,
+            },
+        )
+        member = await self.pool.load(
+            request,
+            make_current=current,
+            max_loaded=self.settings.max_loaded_models,
+            pinned=name in self.settings.pinned_models,
+            start=lambda engine: engine.load(source, run_with, name=name),
+        )
+        if current and engine_settings.load_format != "dummy":
             # Random weights are for a benchmark run: the next start loads what the user chose.
-            return
-        self.update_settings(model=model, engine=remember or engine_settings)
+            self.update_settings(model=model, engine=remember or engine_settings)
+        return member
 
-    async def reload_last_model(self) -> None:
+    async def load_on_request(self, model: str) -> Member:
+        """A cached model an API request named, loaded beside the others (not the chat's model);
+        every request naming it meanwhile waits for the same load."""
+        return await self.pool.load_once(model, lambda: self.load_model(model, current=False))
+
+    async def reload_member(self, member: Member) -> None:
         """The same model with the same settings again (after its engine died)."""
-        if self._last_load is not None:
-            await self.load_model(**self._last_load)
+        current = member.engine is self.pool.current_engine
+        if member.request.restart:
+            await self.load_model(**member.request.restart, current=current)
 
     def start_supervision(self) -> asyncio.Task:
         """Watch the engine for as long as the app runs; restarts it once if it dies."""
-        from app.supervision import supervise
+        return self.spawn(supervise(self.pool, self.reload_member, self.spawn))
 
-        return self.spawn(supervise(self))
+    def start_idle_sweep(self) -> asyncio.Task:
+        """Unload (or put to sleep) the pool's idle members, for as long as the app runs."""
+        return self.spawn(unload_idle(self.pool, lambda: self.settings.idle_unload_minutes * 60))
 
     def load_model_in_background(self, model: str, engine_settings: EngineSettings | None = None) -> asyncio.Task:
         """Start loading without waiting; failures show up in `engine.status`."""

@@ -7,10 +7,13 @@ several App objects in one process (tests) never registers a name twice.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -46,10 +49,45 @@ class AppMetrics:
     def download_ended(self, result: str) -> None:
         self._downloads.labels(result=result).inc()
 
+    def watch_members(self, members: Callable[[], Iterable[MemberReading]]) -> None:
+        """Per-member series of the engine pool, read from `members()` at each scrape."""
+        self.registry.register(MemberCollector(members))
+
     def exposition(self) -> bytes:
         """The Prometheus text format: the process-wide registry (vLLM, process, GC) then ours.
         Names never overlap, so the two blocks concatenate into one valid scrape."""
         return generate_latest(REGISTRY) + generate_latest(self.registry)
+
+
+@dataclass(frozen=True)
+class MemberReading:
+    """One engine-pool member as the metrics show it."""
+
+    model: str
+    state: str
+    states: tuple[str, ...]  # every state a member can be in: each gets a 0/1 series
+    memory_bytes: int
+
+
+class MemberCollector(Collector):
+    def __init__(self, members: Callable[[], Iterable[MemberReading]]) -> None:
+        self.members = members
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        state = GaugeMetricFamily(
+            "vllm_chat_model_state", "Engine-pool members: 1 for the state each is in.", labels=["model", "state"]
+        )
+        held = GaugeMetricFamily(
+            "vllm_chat_model_memory_bytes",
+            "Memory each engine-pool member is counted for (RAM on the CPU, GPU memory on a GPU).",
+            labels=["model"],
+        )
+        for member in self.members():
+            for name in member.states:
+                state.add_metric([member.model, name], 1.0 if name == member.state else 0.0)
+            held.add_metric([member.model], float(member.memory_bytes))
+        yield state
+        yield held
 
 
 class RequestCounter:

@@ -28,11 +28,11 @@ import uvicorn
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from app.access import Access
 from app.api import count_requests, install_api
 from app.api.perimeter import Perimeter, PerimeterRules
 from app.application import App
-from app.engine_types import LoadStage
+from app.config.access import Access
+from app.engine.types import LoadStage
 from app.errors import UserError
 from app.hardware import port_free
 from app.i18n import language_from_accept, translate
@@ -55,12 +55,13 @@ def build_http_app(app: App, unload_on_exit: bool = True, access: Access | None 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         supervision = app.start_supervision()
+        idle_sweep = app.start_idle_sweep()
         # A model already loaded gets its API before the server takes requests; later ones as
         # soon as they are ready.
         await openai_server.prepare()
         watching = asyncio.get_running_loop().create_task(openai_server.watch())
         stopping.steps = functools.partial(
-            _shut_down, app, [supervision, watching], openai_server, end_page_streams, unload_on_exit
+            _shut_down, app, [supervision, idle_sweep, watching], openai_server, end_page_streams, unload_on_exit
         )
         try:
             yield
@@ -75,7 +76,11 @@ def build_http_app(app: App, unload_on_exit: bool = True, access: Access | None 
         status = app.engine.status
         lang = language_from_accept(request.headers.get("accept-language"))
         reason = status.error.message(lang) if status.error else None
-        return {"state": status.state.value, "model": status.model, "error": reason}
+        members = [
+            {"model": m.name, "state": m.state.value, "current": m.engine is app.engine, "pinned": m.pinned}
+            for m in app.pool.members()
+        ]
+        return {"state": status.state.value, "model": status.model, "error": reason, "members": members}
 
     @http.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
@@ -120,14 +125,13 @@ async def _shut_down(
     await openai_server.close()
     # The engine first and alongside the rest: its stop takes longest, and frees the GPU
     # (the EngineCore process must not outlive the app).
-    unloading = asyncio.ensure_future(app.engine.unload()) if unload else None
+    unloading = asyncio.ensure_future(app.pool.unload_all(keep_given=not unload))
     if app.tools is not None:
         # Local MCP servers are the app's children: they end with it.
         await app.tools.close()
     # Download children also end when we die, but a clean exit should not wait for that.
     await asyncio.to_thread(app.downloads.cancel_all)
-    if unloading is not None:
-        await unloading
+    await unloading
 
 
 class AppShutdown:
@@ -246,7 +250,7 @@ async def _run(app: App, autoload: str | None, open_browser: bool, url: str) -> 
         if loading is not None and not loading.done():
             loading.cancel()
             await asyncio.wait([loading])
-        await app.engine.unload()
+        await app.pool.unload_all()
     return server.stop_signal if server is not None else None
 
 

@@ -30,6 +30,7 @@ MEASURE = """
 import gc, json, sys, threading, time
 import psutil
 from app.attachments import attach
+from app.engine.types import Capabilities
 from app.errors import UserError
 from tests.tiny_model import build_tokenizer
 
@@ -37,7 +38,7 @@ path, context = sys.argv[1], int(sys.argv[2])
 tokenizer = build_tokenizer()
 
 class Counter:
-    model_name, max_model_len, images_per_prompt = "tiny", context, 0
+    model_name, max_model_len, capabilities = "tiny", context, Capabilities()
     def count_tokens(self, text):
         return len(tokenizer.encode(text, add_special_tokens=False))
 

@@ -72,14 +72,15 @@ class GradioChat:
 
         chat: Any = None
         text = ""
-        async for event, size, arrived in self._event(SEND_API, [message, system_prompt], session):
+        # The last input is the page's Stop key (app/ui/chat_stream.py ReplyStops): none here.
+        async for event, size, arrived in self._event(SEND_API, [message, system_prompt, ""], session):
             if event["msg"] != "process_generating":
                 continue
             # The first update carries the chatbot's whole value, the next ones diffs against it.
             shown = event["output"]["data"][0]
             chat = shown if chat is None else apply_diff(chat, shown)
             reply = _reply_text(chat)
-            new = (reply or "")[len(text):] if (reply or "").startswith(text) else reply or ""
+            new = (reply or "")[len(text) :] if (reply or "").startswith(text) else reply or ""
             text = reply or ""
             # On the wire the text is UTF-8 JSON (Chinese takes 3 bytes a character, not a 6-byte escape).
             yield Update(arrived, size, reply is not None, len(json.dumps(new, ensure_ascii=False).encode()) - 2)
@@ -107,7 +108,7 @@ class GradioChat:
                     raw, buffer = buffer.split(b"\n\n", 1)
                     if not raw.startswith(b"data:"):
                         continue
-                    event = json.loads(raw[len(b"data:"):])
+                    event = json.loads(raw[len(b"data:") :])
                     kind = event.get("msg")
                     if kind == "close_stream":
                         raise RuntimeError(f"the UI closed the stream before {api_name} completed")

@@ -10,9 +10,9 @@ from typing import Any
 
 import psutil
 
+from app.config.settings import EngineSettings
 from app.engine import Engine
 from app.hardware import nvidia_gpus
-from app.settings import EngineSettings
 
 
 def memory_now() -> dict[str, int | None]:

@@ -179,7 +179,7 @@ def run(counts: list[int], tokens: int, rate: float) -> list[dict[str, Any]]:
     from playwright.sync_api import sync_playwright
 
     from app.application import App
-    from app.settings import AppPaths, AppSettings
+    from app.config.settings import AppPaths, AppSettings
 
     results = []
     with sync_playwright() as playwright:

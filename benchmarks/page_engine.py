@@ -1,6 +1,8 @@
-"""A stand-in engine for the page benchmark: the app's `ChatEngine`, streaming one fixed,
-realistic Markdown reply (headings, a table, Python code, LaTeX, some Chinese) at a fixed token
-rate, so that a page measurement measures the page alone, not a model or the CPU it shares.
+"""A stand-in engine for the page benchmark and the tests of the page: the app's `ChatEngine`,
+streaming one fixed, realistic Markdown reply (headings, a table, Python code, LaTeX, some Chinese)
+at a fixed token rate, so that a page measurement measures the page alone, not a model or the CPU
+it shares, and a page test waits for no model. What the engine itself does (prompts, aborts in
+vLLM, tool calls) is tested on the real engine.
 """
 
 from __future__ import annotations
@@ -11,9 +13,9 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
-from app.engine import ChatDelta, EngineState, EngineStatus
+from app.config.settings import EngineSettings, SamplingSettings
+from app.engine import Capabilities, ChatDelta, EngineState, EngineStatus
 from app.errors import UserError
-from app.settings import EngineSettings, SamplingSettings
 
 SECTION = """## {n}. 梯度下降 (gradient descent), step by step
 
@@ -49,9 +51,13 @@ def reply_text(tokens: int) -> str:
 
 
 class PageEngine:
-    """Streams `reply_text(tokens)` at `rate` tokens per second, one token per delta."""
+    """Streams `reply_text(tokens)` at `rate` tokens per second, one token per delta, cut at the
+    sampling's max_tokens when one is set. Closing the stream is its abort: the app stops a reply
+    by closing the engine's stream, and `num_unfinished_requests` counts the open ones."""
 
     vllm = None  # no vLLM engine behind it: the app's /v1 answers "not ready", the chat works
+    capabilities = Capabilities()  # no tools, pictures or thinking switch: the plain chat path
+    tokenizer = None
 
     def __init__(self, tokens: int = 2000, rate: float = 120.0) -> None:
         self.text = reply_text(tokens)
@@ -109,6 +115,7 @@ class PageEngine:
     ) -> AsyncIterator[ChatDelta]:
         start = time.monotonic()
         pieces = [self.text[i : i + CHARS_PER_TOKEN] for i in range(0, len(self.text), CHARS_PER_TOKEN)]
+        pieces = pieces[: sampling.max_tokens]
         self._running += 1
         try:
             for i, piece in enumerate(pieces):

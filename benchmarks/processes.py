@@ -17,9 +17,9 @@ from pathlib import Path
 
 import httpx
 
+from app.config.settings import EngineSettings
 from app.models.catalog import load_catalog
 from app.models.parsers import parsers_for
-from app.settings import EngineSettings
 from benchmarks.bare_engine import BARE_READY
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -157,11 +157,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
     from transformers import AutoTokenizer
 
+    from app.config.file import save_settings
+    from app.config.settings import AppPaths, AppSettings, SamplingSettings
     from app.engine import Engine
-    from app.engine_build import on_cpu
+    from app.engine.build import on_cpu
     from app.hardware import detect
-    from app.settings import AppPaths, AppSettings, SamplingSettings
-    from app.settings_file import save_settings
     from benchmarks import report
     from benchmarks.bandwidth import decode_vs_bandwidth, gpu_bandwidth
     from benchmarks.lifecycle import memory_now, switch_cost

@@ -20,7 +20,7 @@ import httpx
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.engine_build import on_cpu
+from app.engine.build import on_cpu
 from benchmarks.processes import EngineConfig, start_app
 
 SAMPLE_S = 5.0

@@ -148,9 +148,9 @@ def serving(model: str | None, tokens: int, rate: float) -> Iterator[tuple[Any, 
     """(engine, url, arrivals): the app around the stand-in engine or vLLM on the slow tiny model,
     served on the tests' engine loop."""
     from app.application import App
+    from app.config.settings import AppPaths, AppSettings, SamplingSettings
     from app.engine import Engine
     from app.server import build_http_app
-    from app.settings import AppPaths, AppSettings, SamplingSettings
     from tests.conftest import LONG_MAX_MODEL_LEN, EngineLoop, RunningServer, tiny_engine_settings
     from tests.tiny_model import build_tiny_model
 

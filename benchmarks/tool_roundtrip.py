@@ -24,8 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from app.config.settings import EngineSettings, SamplingSettings
 from app.engine import Engine
-from app.settings import EngineSettings, SamplingSettings
 from app.tools.host import ToolHost
 from app.tools.loop import CallsStep, RoundEnd, TextStep, ToolLoop
 

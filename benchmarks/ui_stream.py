@@ -18,9 +18,9 @@ from typing import Any
 import uvicorn
 
 from app.application import App
+from app.config.settings import AppPaths, AppSettings, SamplingSettings
 from app.engine import Engine
 from app.server import build_http_app
-from app.settings import AppPaths, AppSettings, SamplingSettings
 from benchmarks.gradio_stream import GradioChat, Update
 from benchmarks.processes import free_port
 

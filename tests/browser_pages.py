@@ -17,8 +17,8 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from app.application import App
+from app.config.settings import AppSettings, SamplingSettings
 from app.engine import Engine
-from app.settings import AppSettings, SamplingSettings
 from tests.chromium import ARGS, CHROMIUM
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"

@@ -34,13 +34,13 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 # check or download goes out), so tests of the loopback Hub ask for `hub_online`.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from app.config.settings import EngineSettings
 from app.engine import Engine
-from app.logs import configure_engine_log
-from app.settings import EngineSettings
+from app.engine.logs import configure_engine_log
 from tests.tiny_model import build_tiny_model
 
 TEST_MAX_MODEL_LEN = 512
-# The tiny model's own limit (max_position_embeddings).
+# The tiny model's own limit (max_position_embeddings): the stop benchmark's slow model runs at it.
 LONG_MAX_MODEL_LEN = 2048
 # vLLM's log file for the session (set before vLLM is imported, so its processes write there too).
 ENGINE_LOG = configure_engine_log(Path(tempfile.mkdtemp(prefix="vllm-chat-logs-")))
@@ -50,7 +50,7 @@ ENGINE_LOG = configure_engine_log(Path(tempfile.mkdtemp(prefix="vllm-chat-logs-"
 # through another fixture) is marked for it, so that `-m "not engine and not browser and not e2e"`
 # is a quick lane that tells the truth. A test that starts an engine of its own says so with
 # `pytest.mark.engine`; one that starts `python -m app` or `vllm serve` with `pytest.mark.e2e`.
-ENGINE_FIXTURES = frozenset({"engine", "long_engine", "vllm_serve", "thinking_engine", "vision_engine", "llama_engine"})
+ENGINE_FIXTURES = frozenset({"engine", "vllm_serve", "thinking_engine", "vision_engine", "llama_engine"})
 E2E_FIXTURES = frozenset({"vllm_serve"})
 BROWSER_FIXTURES = frozenset({"browser"})
 
@@ -107,13 +107,6 @@ def engine_loop() -> Iterator[EngineLoop]:
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A Qwen2-architecture tiny chat model folder."""
     return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-qwen2")
-
-
-@pytest.fixture(scope="session")
-def slow_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny model's bigger sibling (same tokenizer, 12 wider layers): about 90 tokens/s here
-    instead of 800, as slow as a real model on a GPU, so that a long reply outlasts the page."""
-    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-qwen2-slow", hidden_size=1024, layers=12)
 
 
 @pytest.fixture(scope="session")
@@ -213,18 +206,6 @@ def vision_engine(engine_loop: EngineLoop, tmp_path_factory: pytest.TempPathFact
     engine_loop.run(eng.unload())
 
 
-@pytest.fixture(scope="session")
-def long_engine(engine_loop: EngineLoop, slow_model: Path) -> Iterator[Engine]:
-    """A second engine, over the slow sibling, with room for 2,000-token replies (the shared one
-    stops at 512): for measuring long streams, and for stopping a reply that cannot end too soon
-    (the tiny model writes 2,000 tokens in 2.5 s, less than the page may take to show them)."""
-    eng = Engine()
-    settings = dataclasses.replace(tiny_engine_settings(), max_model_len=LONG_MAX_MODEL_LEN)
-    engine_loop.run(eng.load(str(slow_model), settings))
-    yield eng
-    engine_loop.run(eng.unload())
-
-
 @pytest.fixture
 def app_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A private app home (settings, history, logs) for one test."""
@@ -311,7 +292,7 @@ class RunningServer:
 def make_app(app_home: Path) -> Any:
     """Build an App (private home, default settings) around a given engine."""
     from app.application import App
-    from app.settings import AppPaths, AppSettings
+    from app.config.settings import AppPaths, AppSettings
 
     def make(engine: Any, settings: AppSettings | None = None, access: Any = None) -> App:
         return App.build(settings or AppSettings(), AppPaths.default(), engine=engine, access=access)

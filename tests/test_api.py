@@ -16,7 +16,7 @@ import httpx
 import openai
 import pytest
 
-from app.access import Access, check_exposure
+from app.config.access import Access, check_exposure
 from app.engine import Engine
 from app.errors import UserError
 from tests.conftest import TEST_MAX_MODEL_LEN, RunningServer, free_port, wait_until
@@ -32,8 +32,8 @@ FIXED = {"temperature": 1.0, "seed": 11, "extra_body": {"ignore_eos": True}}
 def server(engine: Engine, engine_loop, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """One API-only server (no page) for the module's tests: they only send requests."""
     from app.application import App
+    from app.config.settings import AppPaths, AppSettings
     from app.server import build_http_app
-    from app.settings import AppPaths, AppSettings
 
     home = tmp_path_factory.mktemp("api-home")
     app = App.build(AppSettings(), AppPaths(home / "c", home / "d", home / "k", home / "l"), engine=engine,

@@ -15,10 +15,10 @@ import openai
 import pytest
 
 from app.__main__ import access_from_args, serve_parser, settings_from_args
-from app.access import Access
+from app.config.access import Access
+from app.config.settings import AppSettings
 from app.engine import Engine
 from app.i18n import translate
-from app.settings import AppSettings
 from tests.conftest import TEST_MAX_MODEL_LEN, tiny_engine_settings
 from tests.tiny_model import build_tiny_model
 

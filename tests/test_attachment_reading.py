@@ -13,7 +13,7 @@ import pytest
 
 from app.attachments import attach, read_file
 from app.attachments.html_text import REMOVED, PageReader
-from app.engine_types import EngineState, EngineStatus
+from app.engine.types import Capabilities, EngineState, EngineStatus
 from app.errors import UserError
 from tests.attachment_files import HTML_PAGE, docx_bytes, long_docx, long_page, zip_bomb_docx
 
@@ -27,7 +27,7 @@ class TokenCounter:
         self.count_tokens = count
         self.max_model_len = max_model_len
         self.model_name = "tiny"
-        self.images_per_prompt = 0
+        self.capabilities = Capabilities()  # text only, in-process
         self.status = EngineStatus(EngineState.READY, "tiny")
 
 

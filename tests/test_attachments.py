@@ -15,9 +15,9 @@ from app.attachments import Attachment, AttachmentKind, attach, check_fits, chec
 from app.attachments.counting import pieces
 from app.conversations import Conversations, begin, edit_turn, new_turn, regenerate_turn
 from app.engine import Engine
+from app.engine.remote import RemoteEngine
 from app.errors import UserError
 from app.i18n import translate
-from app.remote import RemoteEngine
 from tests.attachment_files import (
     CHINESE_TEXT,
     DOCX_PARAGRAPH,

@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.access import Access
 from app.attachments import AttachmentKind, attach, check_images
+from app.config.access import Access
 from app.conversations import Conversations, begin, new_turn, regenerate_turn
 from app.engine import Engine
 from app.errors import UserError
@@ -39,7 +39,7 @@ def _rendered(engine_loop, engine: Engine, prompt: list) -> dict:
 def test_a_picture_and_a_pdf_reach_the_vision_model_through_the_chat(
     vision_engine: Engine, engine_loop, tmp_path: Path
 ) -> None:
-    assert vision_engine.images_per_prompt > 0
+    assert vision_engine.capabilities.images > 0
     store = Conversations(tmp_path / "history.sqlite3")
     files = [attach(vision_engine, "chart.png", png_bytes(), 50), attach(vision_engine, "report.pdf", pdf_bytes(), 50)]
     for content, _ in files:
@@ -49,7 +49,7 @@ def test_a_picture_and_a_pdf_reach_the_vision_model_through_the_chat(
     turn = new_turn(store, None, "What does the chart show?", [picture, pdf])
     prompt = turn.prompt("", store)
     # Rendered here once before the engine renders it again to run it: with vLLM's cache of
-    # processed pictures on, that second request failed (see app.engine_build).
+    # processed pictures on, that second request failed (see app.engine.build).
     seen = _rendered(engine_loop, vision_engine, prompt)
     image_token = vision_engine.vllm.get_tokenizer().convert_tokens_to_ids(IMAGE_TOKEN)
     assert image_token in seen["prompt_token_ids"]
@@ -73,7 +73,7 @@ def test_a_picture_and_a_pdf_reach_the_vision_model_through_the_chat(
 
 
 def test_more_pictures_than_the_model_takes_are_refused(vision_engine: Engine) -> None:
-    limit = vision_engine.images_per_prompt
+    limit = vision_engine.capabilities.images
     with pytest.raises(UserError) as caught:
         check_images(vision_engine, limit + 1)
     assert caught.value.key == "attachments.too_many_attached"

@@ -14,8 +14,8 @@ import pytest
 from playwright.sync_api import expect
 
 from app.application import App
+from app.config.settings import AppPaths, AppSettings
 from app.engine import Engine
-from app.settings import AppPaths, AppSettings
 from tests.browser_pages import browser_fixture, shot  # noqa: F401 (Chromium, as a fixture)
 from tests.conftest import still_running, tiny_engine_settings
 from tests.hub_server import HubRepo, HubServer
@@ -75,7 +75,7 @@ def hub(tiny_model: Path) -> Iterator[HubServer]:
 def test_a_download_that_ends_shows_among_the_models_on_this_computer(
     browser, hub, hub_online, app_home, start_server, tmp_path, monkeypatch
 ) -> None:
-    from app.ui.models import ModelsPanel
+    from app.ui.models_panel import ModelsPanel
 
     monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
     settings = AppSettings(download_source="mirror", mirror_endpoint=hub.url)

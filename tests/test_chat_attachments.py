@@ -16,8 +16,8 @@ import psutil
 import pytest
 
 from app.attachments import AttachmentKind
+from app.config.settings import AppSettings, SamplingSettings
 from app.engine import Engine
-from app.settings import AppSettings, SamplingSettings
 from app.ui.chat_attachments import AttachmentTray, history_block
 from app.ui.chat_panel import ChatPanel
 from tests.attachment_files import CHINESE_TEXT, PDF_TEXT, pdf_bytes, png_bytes, write_big_text

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from app.doctor import (
+from app.doctor.checks import (
     Facts,
     Finding,
     SourceReach,
@@ -27,7 +27,7 @@ from app.doctor import (
     on_windows_drive,
     run_checks,
 )
-from app.doctor_facts import model_memory, probe_sources
+from app.doctor.facts import model_memory, probe_sources
 from app.hardware import Gpu, Hardware, TorchFacts, VllmBuild, port_free, wsl_facts, wslconfig_memory
 from app.i18n import table
 from app.models.sources import Offline
@@ -379,7 +379,7 @@ def test_system_tab_served_by_gradio(make_app: object, tmp_path: Path) -> None:
     import gradio as gr
     from gradio_client import Client
 
-    from app.access import Access
+    from app.config.access import Access
     from app.engine import Engine
     from app.ui.system import render_markdown, system_markdown, system_tab
 

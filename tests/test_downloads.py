@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pytest
 
+from app.config.file import load_settings
+from app.config.settings import AppSettings
 from app.engine import Engine
 from app.errors import UserError
 from app.models.cache import ModelStore, delete_cached, list_cached, partial_files, remove_orphans, resolve_snapshot
 from app.models.downloads import Downloads
 from app.models.plans import plan_download
 from app.models.sources import Source, TokenStore, source_from_settings
-from app.settings import AppSettings
-from app.settings_file import load_settings
 from tests.conftest import collect, tiny_engine_settings
 from tests.hub_server import HubRepo, HubServer
 
@@ -366,7 +366,7 @@ def test_cli_ctrl_c_cancels_cleanly(hub: HubServer, tmp_path: Path):
 
 
 def test_models_tab_functions(hub: HubServer, make_app, tmp_path: Path):
-    from app.ui.models import ModelsPanel
+    from app.ui.models_panel import ModelsPanel
 
     app = make_app(Engine())
     panel = ModelsPanel(app)
@@ -400,7 +400,7 @@ def test_download_and_load_in_one_step_loads_offline_into_the_real_engine_and_an
     """The browser's "Download and load": progress while downloading, then a load that needs no
     network (the Hub is stopped before it starts), then a reply."""
     from app.ui.model_browser import BrowserPanel
-    from app.ui.models import ModelsPanel
+    from app.ui.models_panel import ModelsPanel
 
     app = make_app(Engine())
     app.update_settings(engine=tiny_engine_settings())

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from app.config.settings import EngineSettings
 from app.errors import UserError
 from app.hardware import Gpu, Hardware
 from app.models.catalog import find_entry, load_catalog, repo_for_source
 from app.models.fit import ModelShape, check_fit, format_bytes, weight_file_bytes
-from app.settings import EngineSettings
 
 GIB = 2**30
 

@@ -49,7 +49,7 @@ def hub(tiny_model: Path):
 @pytest.fixture
 def panels(hub: HubServer, make_app, tmp_path: Path):
     from app.ui.model_browser import BrowserPanel
-    from app.ui.models import ModelsPanel
+    from app.ui.models_panel import ModelsPanel
 
     app = make_app(Engine())
     models = ModelsPanel(app)

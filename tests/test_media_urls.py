@@ -18,8 +18,8 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from app.access import Access
 from app.api.media_fetch import MediaPolicy, fetch_media, is_public
+from app.config.access import Access
 from app.errors import UserError
 from app.i18n import translate
 from tests.media_server import PICTURE, media_server

@@ -12,13 +12,13 @@ import dataclasses
 
 import pytest
 
-from app.doctor import Facts, Status, check_memory
-from app.engine_errors import explain_load_error
+from app.config.settings import EngineSettings
+from app.doctor.checks import Facts, Status, check_memory
+from app.engine.errors import explain_load_error
 from app.errors import EngineError
 from app.hardware import Gpu, Hardware
 from app.models import memory
 from app.models.fit import ModelShape, check_fit
-from app.settings import EngineSettings
 from tests.test_fit import LLAMA31_8B, QWEN25_7B, QWEN25_7B_BYTES
 
 GIB = 2**30

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from app.config.settings import EngineSettings
 from app.hardware import Gpu, Hardware
 from app.models.browser import BrowserFilters, Fit, browse
 from app.models.catalog import load_catalog
-from app.settings import EngineSettings
 
 GB = 10**9
 CATALOG = load_catalog()

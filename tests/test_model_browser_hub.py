@@ -41,7 +41,7 @@ def hub(tiny_model: Path):
 
 
 def panel(hub: HubServer, make_app, tmp_path: Path, hardware: Hardware):
-    from app.ui.models import ModelsPanel
+    from app.ui.models_panel import ModelsPanel
 
     models = ModelsPanel(make_app(Engine()), hardware=hardware)
     assert models.set_source("mirror", hub.url, False) == ""

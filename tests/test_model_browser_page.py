@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
+from app.config.settings import AppPaths, AppSettings, EngineSettings, SamplingSettings
 from app.engine import Engine
 from app.hardware import Hardware
 from app.models.fit import ModelShape, check_fit
 from app.models.memory import CPU_BLOCK_TOKENS
-from app.settings import AppPaths, AppSettings, EngineSettings, SamplingSettings
 from tests.browser_pages import browser_fixture  # noqa: F401 (Chromium, as a fixture)
 from tests.hub_server import HubRepo, HubServer
 

@@ -15,13 +15,13 @@ from typing import Any
 
 import pytest
 
+from app.config.file import load_settings, save_settings
+from app.config.settings import AppPaths, AppSettings
 from app.engine import EngineState, EngineStatus
 from app.errors import UserError
 from app.hardware import Gpu, Hardware
 from app.models.cache import ModelStore
 from app.models.sources import token_choice_applies
-from app.settings import AppPaths, AppSettings
-from app.settings_file import load_settings, save_settings
 from tests.browser_pages import browser_fixture, shot  # noqa: F401 (Chromium, as a fixture)
 from tests.conftest import wait_until
 from tests.hub_server import HubRepo, HubServer
@@ -65,7 +65,7 @@ def hub(tiny_model: Path, hub_online: None, monkeypatch: pytest.MonkeyPatch):
 @pytest.fixture
 def panels(hub: HubServer, make_app, tmp_path: Path):
     from app.ui.model_browser import BrowserPanel
-    from app.ui.models import ModelsPanel
+    from app.ui.models_panel import ModelsPanel
 
     app = make_app(RecordingEngine())
     models = ModelsPanel(app)

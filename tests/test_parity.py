@@ -13,9 +13,9 @@ import httpx
 import pytest
 
 from app.application import App
+from app.config.settings import AppPaths, AppSettings
 from app.engine import Engine
 from app.server import build_http_app
-from app.settings import AppPaths, AppSettings
 from tests.conftest import REMOTE_KEY, VLLM_SERVE_NAME, RunningServer
 
 MODEL = VLLM_SERVE_NAME

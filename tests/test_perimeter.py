@@ -18,8 +18,8 @@ import httpx
 import openai
 import pytest
 
-from app.access import Access
 from app.api.perimeter import CONTENT_SECURITY_POLICY, MAX_JSON_DEPTH, json_depth
+from app.config.access import Access
 from app.engine import Engine
 from tests.conftest import free_port
 

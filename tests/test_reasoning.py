@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from app.conversations import ReplyStats, StoredMessage
-from app.reasoning import ReplySplit, ThinkingClock, parser_class
+from app.engine.reasoning import ReplySplit, ThinkingClock, parser_class
 from app.ui.chat_display import display, display_groups
 from tests.tiny_model import build_tokenizer
 
@@ -69,7 +69,7 @@ def test_no_parser_for_a_model_without_one(tokenizer):
 def test_a_remote_servers_reasoning_field_comes_back_between_tags():
     from openai.types.chat import ChatCompletionChunk
 
-    from app.remote_chunks import ChunkReader
+    from app.engine.remote_chunks import ChunkReader
 
     reader = ChunkReader()
     deltas = [({"reasoning": "Let me "}, None), ({"reasoning": "think."}, None), ({"content": "Four."}, None),
@@ -91,7 +91,7 @@ def test_the_api_reads_the_reasoning_parser_where_vllm_serve_puts_it():
     import dataclasses
 
     from app.api.openai import serve_args
-    from app.settings import EngineSettings
+    from app.config.settings import EngineSettings
 
     chosen = dataclasses.replace(EngineSettings(), reasoning_parser="deepseek_r1")
     assert serve_args("m", "m", chosen).structured_outputs_config.reasoning_parser == "deepseek_r1"

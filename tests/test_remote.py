@@ -12,10 +12,10 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from app.config.settings import SamplingSettings
 from app.engine import EngineState
+from app.engine.remote import RemoteEngine
 from app.errors import EngineError
-from app.remote import RemoteEngine
-from app.settings import SamplingSettings
 from tests.conftest import REMOTE_KEY, TEST_MAX_MODEL_LEN, VLLM_SERVE_NAME, collect, free_port
 
 SERVED = VLLM_SERVE_NAME

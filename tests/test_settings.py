@@ -9,15 +9,15 @@ import threading
 
 import pytest
 
-from app.errors import SettingsError
-from app.settings import (
+from app.config.file import load_settings, read_settings, save_settings
+from app.config.settings import (
     AppPaths,
     AppSettings,
     EngineSettings,
     SamplingSettings,
     apply_preset,
 )
-from app.settings_file import load_settings, read_settings, save_settings
+from app.errors import SettingsError
 from app.ui.settings import chosen_after_save
 
 
@@ -277,7 +277,7 @@ def test_every_engine_flag_is_named_as_vllm_serve_names_it() -> None:
     from vllm.utils.argparse_utils import FlexibleArgumentParser
 
     from app.__main__ import serve_parser, settings_from_args
-    from app.engine_fields import ENGINE_FIELDS
+    from app.engine.fields import ENGINE_FIELDS
 
     ours = {f.option for f in ENGINE_FIELDS if f.flag}
     theirs = set(make_arg_parser(FlexibleArgumentParser())._option_string_actions)

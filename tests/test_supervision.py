@@ -18,8 +18,8 @@ import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
+from app.config.settings import SamplingSettings
 from app.engine import Engine, EngineState
-from app.settings import SamplingSettings
 from tests.conftest import tiny_engine_settings, vllm_processes, wait_until
 
 pytestmark = pytest.mark.engine
@@ -30,8 +30,8 @@ HELLO = [{"role": "user", "content": "Hello, how are you today?"}]
 def own(engine_loop: Any, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
     """(app, server) with an engine of their own over the tiny model."""
     from app.application import App
+    from app.config.settings import AppPaths, AppSettings
     from app.server import build_http_app
-    from app.settings import AppPaths, AppSettings
     from tests.conftest import RunningServer
 
     home = tmp_path_factory.mktemp("supervised")

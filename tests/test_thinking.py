@@ -15,11 +15,11 @@ from typing import Any
 import gradio as gr
 import pytest
 
+from app.config.settings import AppSettings, SamplingSettings
 from app.conversations import Turn
 from app.engine import Engine
-from app.engine_types import ChatOptions
-from app.reasoning import THINK_CLOSE, THINK_OPEN
-from app.settings import AppSettings, SamplingSettings
+from app.engine.reasoning import THINK_CLOSE, THINK_OPEN
+from app.engine.types import ChatOptions
 from app.ui.chat_panel import ChatPanel
 from tests.conftest import tiny_engine_settings
 from tests.tiny_model import build_tiny_model

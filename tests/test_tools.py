@@ -26,10 +26,10 @@ import httpx
 import pytest
 
 from app.application import App
+from app.config.settings import AppSettings, SamplingSettings
 from app.conversations import Turn
 from app.engine import Engine
 from app.history.records import CallState
-from app.settings import AppSettings, SamplingSettings
 from app.tools.calls import CallReader, OfferedTool, ParsedCall, check_call, fit_result
 from app.tools.config import ToolConfigFiles
 from app.tools.connections import ConnectionState
@@ -488,7 +488,8 @@ def test_the_chat_says_when_the_model_cannot_call_tools_and_shows_the_switch_onl
     assert loaded.options() is None
     # A model without a tool-call parser for its family (the same engine, told no parser).
     settings = dataclasses.replace(engine.settings, tool_call_parser="")
-    no_parser = SimpleNamespace(vllm=engine.vllm, model_name="plain", settings=settings)
+    capabilities = dataclasses.replace(engine.capabilities, tools=False)
+    no_parser = SimpleNamespace(model_name="plain", settings=settings, capabilities=capabilities)
     plain = ChatTools(make_app(no_parser))
     plain.app.tools = host
     _, _, note = plain.refresh(_request())

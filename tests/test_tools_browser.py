@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
+from app.config.settings import AppSettings
 from app.engine import Engine
-from app.settings import AppSettings
 from app.tools.host import ToolHost
 from tests.browser_pages import browser_fixture, open_page_fixture, shot  # noqa: F401 (fixtures)
 from tests.conftest import wait_until

@@ -16,11 +16,11 @@ from gradio_client.exceptions import AppError
 from playwright.sync_api import expect
 
 from app.application import App
+from app.config.file import load_settings
+from app.config.settings import AppPaths, AppSettings
 from app.engine import Engine
 from app.hardware import Gpu, Hardware, detect
 from app.models.fit import format_bytes, weight_file_bytes
-from app.settings import AppPaths, AppSettings
-from app.settings_file import load_settings
 from app.ui.settings import SAMPLING_FIELDS, SettingsPanel
 from tests.browser_pages import ARTIFACTS, browser_fixture  # noqa: F401 (Chromium, as a fixture)
 from tests.ui_clients import SHORT, app_fixture, connect_fixture, make_ui_app, server_fixture  # noqa: F401
@@ -176,7 +176,7 @@ def test_history_endpoint_returns_the_saved_chat_after_an_app_restart(
 def test_the_api_max_tokens_switch_is_saved_and_read_back(make_app) -> None:
     """Settings → Network and API: fitting an agent's max_tokens is off by default, as vllm serve
     behaves; turned on in the page it is saved for the next start."""
-    from app.settings_file import load_settings
+    from app.config.file import load_settings
     from app.ui.network_settings import NetworkPanel
 
     app = make_app(Engine())

@@ -1,5 +1,9 @@
 """How a reply reaches the page: bytes per streamed update, the first words at once, a closed
-tab aborting the request, and a saved chat opening whatever its stats."""
+tab aborting the request, and a saved chat opening whatever its stats.
+
+The long replies come from the stand-in engine (benchmarks/page_engine.py): what is measured is
+the app's side, the wire and the stream it closes; that closing a stream aborts the request in
+vLLM is tested on the real engine (test_engine.py, test_ui_chat.py)."""
 
 from __future__ import annotations
 
@@ -10,18 +14,21 @@ from typing import Any
 
 import pytest
 
+from app.config.settings import SamplingSettings
 from app.conversations import Turn
-from app.engine import ChatDelta, Engine, EngineState, EngineStatus
-from app.settings import SamplingSettings
+from app.engine import Capabilities, ChatDelta, Engine, EngineState, EngineStatus
 from app.ui.chat_panel import ChatPanel
+from benchmarks.page_engine import PageEngine
 from tests.conftest import wait_until
-from tests.ui_clients import ARTIFACTS, LONGEST, QueueSession, make_ui_app, texts
+from tests.ui_clients import ARTIFACTS, QueueSession, make_ui_app, texts
+
+REPLY_TOKENS = 2000
 
 
-def test_bytes_per_streamed_update_stay_flat_as_a_2000_token_reply_grows(
-    long_engine: Engine, make_app: Any, start_server: Any
-) -> None:
-    server = start_server(make_ui_app(make_app, long_engine, LONGEST))
+def test_bytes_per_streamed_update_stay_flat_as_a_2000_token_reply_grows(make_app: Any, start_server: Any) -> None:
+    # 8,000 characters of Markdown (some Chinese) in 6 s: updates are spaced out as the reply grows.
+    engine = PageEngine(tokens=REPLY_TOKENS, rate=330)
+    server = start_server(make_ui_app(make_app, engine, SamplingSettings()))
     session = QueueSession(server.url)
     messages = session.run("send", ["Write a long story about the sea.", None, "", None, ""])
     updates = [(size, m) for size, m in messages if m.get("msg") == "process_generating"]
@@ -37,7 +44,7 @@ def test_bytes_per_streamed_update_stay_flat_as_a_2000_token_reply_grows(
     quarter = len(sizes) // 4
     means = [round(sum(part) / len(part), 1) for part in (sizes[i * quarter : (i + 1) * quarter] for i in range(4))]
     report = {
-        "reply_tokens": LONGEST.max_tokens,
+        "reply_tokens": REPLY_TOKENS,
         "reply_chars": len(reply),
         "updates": len(updates),
         "first_update_bytes": updates[0][0],
@@ -69,6 +76,7 @@ class ScriptedEngine:
 
     status = EngineStatus(EngineState.READY, model="scripted")
     model_name = "scripted"
+    capabilities = Capabilities()
 
     def __init__(self, pieces: list[str]) -> None:
         self.pieces = pieces
@@ -103,12 +111,10 @@ def test_first_words_show_as_soon_as_they_arrive(make_app: Any) -> None:
     assert replies[-1].startswith("Hello there, friend.")
 
 
-def test_closing_the_tab_while_the_message_shows_aborts_the_request(
-    engine_loop: Any, long_engine: Engine, make_app: Any
-) -> None:
-    # The slow engine needs 20 s or more for this reply: only an abort ends it within 2 s.
-    engine = long_engine
-    app = make_ui_app(make_app, engine, LONGEST)
+def test_closing_the_tab_while_the_message_shows_aborts_the_request(engine_loop: Any, make_app: Any) -> None:
+    # This reply takes 33 s: only an abort ends it within 2 s.
+    engine = PageEngine(tokens=REPLY_TOKENS, rate=60)
+    app = make_ui_app(make_app, engine, SamplingSettings())
     panel = ChatPanel(app, chatbot=None)
 
     async def open_and_leave() -> list[tuple]:

@@ -14,12 +14,10 @@ import pytest
 from gradio_client import Client
 
 from app.application import App
+from app.config.settings import AppSettings, SamplingSettings
 from app.engine import Engine
-from app.settings import AppSettings, SamplingSettings
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-# Needs the `long_engine` fixture: the shared engine stops at 512 tokens.
-LONGEST = SamplingSettings(max_tokens=2000, ignore_eos=True)
 # Past the end-of-sequence token: the tiny model's random weights would otherwise stop anywhere.
 LONG = SamplingSettings(max_tokens=480, ignore_eos=True)
 SHORT = SamplingSettings(max_tokens=16, ignore_eos=True)

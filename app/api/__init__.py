@@ -6,12 +6,12 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.access import Access
 from app.api.compat import compat_router
 from app.api.openai import ENDPOINTS, OpenAIServer, serves
 from app.api.perimeter import protects
 from app.api.security import ApiKeyMiddleware
 from app.application import App
+from app.config.access import Access
 from app.metrics import RequestCounter
 
 

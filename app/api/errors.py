@@ -22,6 +22,9 @@ CALLER_LANGUAGE: ContextVar[str] = ContextVar("caller_language", default="en")
 _STATUS_BY_KEY = {
     "api.unauthorized": 401,
     "api.model_not_found": 404,
+    "api.model_needs_own_code": 403,
+    "engine.pool_no_room": 503,
+    "engine.pool_too_many": 503,
     "remote.unknown_model": 404,
     "engine.no_model": 503,
     "engine.still_loading": 503,
@@ -40,6 +43,7 @@ _STATUS_BY_KEY = {
 _ERROR_TYPES = {
     400: "BadRequestError",
     401: "AuthenticationError",
+    403: "PermissionDeniedError",
     404: "NotFoundError",
     500: "InternalServerError",
     502: "BadGatewayError",

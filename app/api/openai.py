@@ -19,7 +19,7 @@ import argparse
 import asyncio
 import contextlib
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import httpx
 from starlette.background import BackgroundTask
@@ -29,12 +29,16 @@ from starlette.types import Receive, Scope, Send
 
 from app.api.adapting import fits_length, fitted_request, in_app_words
 from app.api.errors import CALLER_LANGUAGE, error_response
+from app.api.served_models import ModelAsk, asked_model, find_cached, models_list, needs_own_code, not_found
 from app.application import App
+from app.config.settings import EngineSettings
 from app.engine import EngineState
+from app.engine.pool import Member, MemberState
 from app.errors import EngineError, UserError
 from app.i18n import language_from_accept
-from app.remote import RemoteEngine
-from app.settings import EngineSettings
+
+if TYPE_CHECKING:
+    from app.engine.remote import RemoteEngine
 
 SERVED_PREFIX = "/v1"
 SERVED_PATHS = frozenset({"/tokenize", "/detokenize"})
@@ -73,44 +77,104 @@ def serves(path: str) -> bool:
 
 
 class OpenAIServer:
-    """The ASGI app behind the served paths."""
+    """The ASGI app behind the served paths: each request goes to the vLLM server of the pool
+    member its body names (the chat's current model when it names none), loading a cached model
+    first when it names one that is not loaded."""
 
     def __init__(self, app: App) -> None:
         self.app = app
-        # (the AsyncLLM, vLLM's server for it); dropped when that engine goes.
-        self._built: tuple[Any, Any] | None = None
+        # id(AsyncLLM) → (the AsyncLLM, vLLM's server for it); dropped when that engine goes.
+        self._built: dict[int, tuple[Any, Any]] = {}
         self._lock = asyncio.Lock()
         self._remote_client: httpx.AsyncClient | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         lang = language_from_accept(dict(scope["headers"]).get(b"accept-language", b"").decode("latin-1"))
-        engine = self.app.engine
-        if isinstance(engine, RemoteEngine):
-            await self._pass_through(engine, scope, receive, send, lang)
+        if self.app.engine.capabilities.remote:
+            await self._pass_through(cast("RemoteEngine", self.app.engine), scope, receive, send, lang)
             return
+        if scope["path"] == f"{SERVED_PREFIX}/models" and scope["method"] == "GET":
+            await JSONResponse(await models_list(self.app, self._served_or_none))(scope, receive, send)
+            return
+        scope, receive, ask = await asked_model(scope, receive)
         try:
-            served = await self._current()
-        except UserError as exc:
-            if scope["path"] == f"{SERVED_PREFIX}/models" and scope["method"] == "GET":
-                # Front ends poll the list: no model loaded is an empty list, not an error.
-                await JSONResponse({"object": "list", "data": []})(scope, receive, send)
+            member = await self._member_for(ask)
+            if member is None:
+                await not_found(ask.name or "", self._aliases())(scope, receive, send)
                 return
+            member.serving += 1
+            try:
+                await self._serve(member, scope, receive, send, lang)
+            finally:
+                member.serving -= 1
+                member.touch()
+        except UserError as exc:
             await error_response(exc, lang)(scope, receive, send)
-            return
-        max_model_len = engine.status.max_model_len
+
+    async def _serve(self, member: Member, scope: Scope, receive: Receive, send: Send, lang: str) -> None:
+        await self.app.pool.wake(member)
+        served = await self._served(member.engine)
+        max_model_len = member.engine.status.max_model_len
         if self.app.settings.api_fit_max_tokens and fits_length(scope["path"]) and max_model_len:
             scope, receive = await fitted_request(scope, receive, max_model_len)
+        settings = member.engine.settings
+        if settings is None or not settings.tool_call_parser:
+            # Only a server without a tool-call parser refuses tools in words naming `vllm serve`
+            # flags (see serve_args): other answers pass without a layer per streamed chunk.
+            send = in_app_words(send, lang)
         language = CALLER_LANGUAGE.set(lang)
         try:
-            await served(scope, receive, in_app_words(send, lang))
+            await served(scope, receive, send)
         finally:
             CALLER_LANGUAGE.reset(language)
 
+    async def _member_for(self, ask: ModelAsk) -> Member | None:
+        """The member to answer: the one named (waiting for its load on request, or loading it from
+        the model cache), else the current one; None for a name nothing here has. UserError when
+        the current model is not ready, or a load on request is refused or fails."""
+        pool = self.app.pool
+        pending = pool.pending(ask.name) if ask.name else None
+        # A load on request under way is waited for, as by the request that started it.
+        member = await asyncio.shield(pending) if pending is not None else None
+        if member is None and ask.name:
+            member = pool.find(ask.name)
+        if member is None and ask.name:
+            member = await self._load_on_request(ask.name)
+        if member is None:
+            current = pool.current
+            if current is None or current.state != MemberState.LOADED:
+                # Nothing to answer with: "no model loaded" or "still loading", as before the pool.
+                raise _not_ready(self.app.engine.status)
+            if ask.name:
+                return None
+            member = current
+        if ask.ttl_s is not None:
+            member.ttl_s = ask.ttl_s
+        return member
+
+    async def _load_on_request(self, name: str) -> Member | None:
+        cached = await find_cached(self.app, name)
+        if cached is None:
+            return None
+        trusted = self.app.settings.trusts(name) or self.app.settings.engine.trust_remote_code
+        if needs_own_code(cached) and not trusted:
+            raise UserError("api.model_needs_own_code", model=name)
+        return await self.app.load_on_request(name)
+
+    def _aliases(self) -> list[str]:
+        return [m.name for m in self.app.pool.members() if m.state == MemberState.LOADED]
+
     async def prepare(self) -> None:
-        """Build vLLM's server now if an engine is ready, let go of it if none is."""
-        if not isinstance(self.app.engine, RemoteEngine):
-            with contextlib.suppress(UserError):
-                await self._current()
+        """Build vLLM's server now for every member that is ready, let go of those that went."""
+        if self.app.engine.capabilities.remote:
+            return
+        ready = {id(m.engine.vllm) for m in self.app.pool.members() if m.state == MemberState.LOADED}
+        for key in [k for k in self._built if k not in ready]:
+            self._release(key)
+        for member in self.app.pool.members():
+            if member.state == MemberState.LOADED:
+                with contextlib.suppress(UserError):
+                    await self._served(member.engine)
 
     async def watch(self) -> None:
         """prepare() as engines come and go; runs until cancelled (the app's exit)."""
@@ -119,33 +183,39 @@ class OpenAIServer:
             await self.prepare()
 
     async def close(self) -> None:
-        """Let go of the served engine (before it is unloaded at exit) and of remote connections."""
-        self._release()
+        """Let go of the served engines (before they are unloaded at exit) and of remote connections."""
+        for key in list(self._built):
+            self._release(key)
         if self._remote_client is not None:
             await self._remote_client.aclose()
             self._remote_client = None
 
-    async def _current(self) -> Any:
-        """vLLM's server for the engine loaded now, built on first use; UserError if none is."""
-        engine = self.app.engine
+    async def _served_or_none(self, member: Member) -> Any:
+        with contextlib.suppress(UserError):
+            return await self._served(member.engine)
+        return None
+
+    async def _served(self, engine: Any) -> Any:
+        """vLLM's server for `engine`, built on first use; UserError if it is not ready."""
         llm = engine.vllm
         if llm is None or engine.status.state != EngineState.READY:
-            self._release()
             raise _not_ready(engine.status)
-        if self._built is not None and self._built[0] is llm:
-            return self._built[1]
+        built = self._built.get(id(llm))
+        if built is not None and built[0] is llm:
+            return built[1]
         async with self._lock:
-            if self._built is None or self._built[0] is not llm:
-                self._release()
+            built = self._built.get(id(llm))
+            if built is None or built[0] is not llm:
+                self._release(id(llm))
                 source = engine.source or engine.model_name
                 served = await build_served_app(
                     llm, source, engine.model_name, engine.settings, self.app.access.allowed_media_domains
                 )
-                self._built = (llm, served)
-            return self._built[1]
+                self._built[id(llm)] = (llm, served)
+            return self._built[id(llm)][1]
 
-    def _release(self) -> None:
-        built, self._built = self._built, None
+    def _release(self, key: int) -> None:
+        built = self._built.pop(key, None)
         if built is not None:
             # Its state holds the AsyncLLM: an engine kept alive past its unload would run its
             # shutdown again at interpreter exit.

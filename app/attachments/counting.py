@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Protocol
 
-from app.engine_types import EngineState, EngineStatus
+from app.engine.types import Capabilities, EngineState, EngineStatus
 from app.errors import UserError
 
 PIECE_CHARS = 64 * 1024
@@ -24,9 +24,10 @@ CUT_SLACK_TOKENS = 2
 
 
 class TokenCounter(Protocol):
-    """What attaching needs from the engine: its state, tokenizer, context and image limit. The
-    remote engine (app.remote) has neither a tokenizer nor pictures here: its files are not
-    counted (the server refuses a prompt too long) and pictures are refused."""
+    """What attaching needs from the engine: its state, context, token count and capabilities
+    (pictures per prompt, remote). The remote engine (app.engine.remote) has neither a tokenizer
+    nor pictures here: its files are not counted (the server refuses a prompt too long) and
+    pictures are refused."""
 
     @property
     def status(self) -> EngineStatus: ...
@@ -38,7 +39,7 @@ class TokenCounter(Protocol):
     def max_model_len(self) -> int | None: ...
 
     @property
-    def images_per_prompt(self) -> int: ...
+    def capabilities(self) -> Capabilities: ...
 
     def count_tokens(self, text: str) -> int: ...
 
@@ -55,11 +56,12 @@ def check_ready(engine: TokenCounter, name: str) -> None:
 
 
 def counter_of(engine: TokenCounter) -> Callable[[str], int] | None:
-    return getattr(engine, "count_tokens", None)
+    """Files are counted in the model's own tokens where it runs here, not on a remote server."""
+    return None if engine.capabilities.remote else engine.count_tokens
 
 
 class ContextBudget:
-    """A `TextBudget` (app.attachments.files) of the loaded model's context, for one file."""
+    """A `TextBudget` (app.attachments.content) of the loaded model's context, for one file."""
 
     def __init__(self, engine: TokenCounter, name: str, progress: Callable[[float], None] | None = None) -> None:
         self._count = counter_of(engine)

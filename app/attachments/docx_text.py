@@ -23,7 +23,7 @@ from app.errors import UserError
 if TYPE_CHECKING:
     from lxml import etree
 
-    from app.attachments.files import TextBudget
+    from app.attachments.content import TextBudget
 
 log = logging.getLogger(__name__)
 

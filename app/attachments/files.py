@@ -9,17 +9,15 @@ links and tables survive, scripts and styles do not). Pictures are checked by Pi
 
 from __future__ import annotations
 
-import enum
-import hashlib
 import io
 import itertools
 import logging
 import re
-from dataclasses import dataclass
 from pathlib import PurePath
-from typing import Protocol
 
+from app.attachments.content import AttachmentKind, FileContent, TextBudget
 from app.attachments.docx_text import docx_text
+from app.attachments.images import read_image
 from app.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -44,36 +42,6 @@ BINARY_SHARE = 0.01
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f]")
 
 
-class AttachmentKind(enum.StrEnum):
-    TEXT = "text"
-    IMAGE = "image"
-
-
-@dataclass(frozen=True)
-class FileContent:
-    """A file as read: `text` for documents (empty for pictures)."""
-
-    name: str
-    kind: AttachmentKind
-    mime: str
-    data: bytes
-    text: str = ""
-
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.data).hexdigest()
-
-
-class TextBudget(Protocol):
-    """Takes a document's text as it is read (a PDF page by page) and raises `UserError` as soon
-    as there is more than the model can take, so that reading stops there."""
-
-    def take(self, text: str, done: float, pending: bool = False) -> None:
-        """`done`: the share of the file read so far (0 to 1), for progress. `pending`: text that
-        stands for a part not converted yet (the plain text of an HTML stretch), counted until the
-        next text taken without it, which replaces it."""
-
-
 def clean_name(name: str) -> str:
     """The file's own name, without any folder a browser or an import put before it."""
     base = PurePath(str(name).replace("\\", "/")).name.strip()
@@ -89,8 +57,6 @@ def check_size(name: str, n_bytes: int, limit_mb: float) -> None:
 def read_file(name: str, data: bytes, budget: TextBudget | None = None) -> FileContent:
     """Read a file given to a message; `UserError` if it is empty, unreadable or of a type not
     read, or as soon as `budget` refuses what was read so far."""
-    from app.attachments.images import read_image
-
     name = clean_name(name)
     suffix = PurePath(name).suffix.lower()
     if not data:

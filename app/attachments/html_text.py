@@ -28,7 +28,7 @@ from html.parser import HTMLParser
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from app.attachments.files import TextBudget
+    from app.attachments.content import TextBudget
 
 # Elements whose content is no part of the page's text (markdownify would keep the text inside).
 REMOVED = ("script", "style", "noscript", "template", "iframe", "svg", "object")

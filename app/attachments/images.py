@@ -12,7 +12,7 @@ import io
 import warnings
 from typing import Any
 
-from app.attachments.files import AttachmentKind, FileContent
+from app.attachments.content import AttachmentKind, FileContent
 from app.errors import UserError
 
 # 40 megapixels: more than any camera picture a vision model is given in practice.

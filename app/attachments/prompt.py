@@ -14,8 +14,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from app.attachments.content import AttachmentKind, FileContent
 from app.attachments.counting import ContextBudget, TokenCounter, check_ready, counter_of
-from app.attachments.files import AttachmentKind, FileContent, check_size, clean_name, read_file
+from app.attachments.files import check_size, clean_name, read_file
 from app.attachments.images import pil_image
 from app.attachments.store import Attachment, AttachmentFiles
 from app.errors import UserError
@@ -56,7 +57,7 @@ def check_images(engine: TokenCounter, count: int, name: str | None = None) -> N
     picture `name` being attached (it is then not attached), or those already attached."""
     if count <= 0:
         return
-    limit = getattr(engine, "images_per_prompt", 0)
+    limit = engine.capabilities.images
     model = engine.model_name or "?"
     if limit <= 0:
         if name is not None:

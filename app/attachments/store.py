@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.attachments.files import AttachmentKind, FileContent
+from app.attachments.content import AttachmentKind, FileContent
 from app.errors import UserError
 from app.files import private_dir, write_private
 

@@ -11,11 +11,11 @@ import os
 import sys
 from collections.abc import Sequence
 
-from app.doctor import Finding, Status, blocking, run_checks, summary
-from app.doctor_facts import gather_facts
+from app.config.file import load_settings
+from app.config.settings import AppPaths
+from app.doctor.checks import Finding, Status, blocking, run_checks, summary
+from app.doctor.facts import gather_facts
 from app.i18n import LANGUAGES, normalize_language, translate
-from app.settings import AppPaths
-from app.settings_file import load_settings
 
 MARKS = {Status.OK: "✓", Status.WARNING: "!", Status.PROBLEM: "✗"}
 

@@ -10,6 +10,8 @@ import dataclasses
 import os
 import sys
 
+from app.config.file import load_settings
+from app.config.settings import AppPaths
 from app.errors import UserError
 from app.hardware import detect
 from app.i18n import normalize_language, translate
@@ -19,8 +21,6 @@ from app.models.downloads import DownloadProgress, Downloads, DownloadState, for
 from app.models.fit import format_bytes
 from app.models.plans import check_plan_fit, plan_download, plan_lines
 from app.models.sources import SOURCES, TokenStore, source_from_settings
-from app.settings import AppPaths
-from app.settings_file import load_settings
 
 
 def parser() -> argparse.ArgumentParser:

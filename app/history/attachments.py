@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Sequence
 
-from app.attachments.files import AttachmentKind
+from app.attachments.content import AttachmentKind
 from app.attachments.store import Attachment
 
 _COLUMNS = "name, kind, mime, sha256, size, text, tokens"

@@ -7,7 +7,8 @@ import base64
 from collections.abc import Sequence
 from typing import Any
 
-from app.attachments.files import AttachmentKind, read_file
+from app.attachments.content import AttachmentKind
+from app.attachments.files import read_file
 from app.attachments.store import Attachment, AttachmentFiles
 from app.errors import UserError
 from app.history.imports import ImportedFile

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 from app.attachments.prompt import message_content
 from app.attachments.store import Attachment, AttachmentFiles
+from app.engine.reasoning import THINK_CLOSE
 from app.errors import UserError
 from app.history.records import StoredMessage, ToolCallRecord
 from app.history.stats import ReplyStats
-from app.reasoning import THINK_CLOSE
 
 if TYPE_CHECKING:
     from app.engine import ChatDelta
@@ -156,7 +156,7 @@ def reply_stats(
     model: str | None, sampling: dict[str, Any], last: ChatDelta, finish_reason: str, thinking: float | None = None
 ) -> ReplyStats:
     """A reply's stats from its last delta; `finish_reason` where the engine gave none;
-    `thinking`: the seconds it thought (app.reasoning.ThinkingClock)."""
+    `thinking`: the seconds it thought (app.engine.reasoning.ThinkingClock)."""
     return ReplyStats(
         model=model,
         sampling=sampling,

@@ -12,11 +12,11 @@ import dataclasses
 from dataclasses import dataclass
 from enum import StrEnum
 
+from app.config.settings import EngineSettings
 from app.hardware import Hardware
 from app.i18n import translate
 from app.models.catalog import CatalogEntry, find_entry, variants_of
 from app.models.fit import FitReport, ModelShape, check_fit, format_bytes
-from app.settings import EngineSettings
 
 
 class Fit(StrEnum):

@@ -12,8 +12,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.config.settings import AppPaths, hf_cache_dir
 from app.errors import UserError
-from app.settings import AppPaths, hf_cache_dir
 
 # The files vLLM loads a model from (root of the repo only: original/, onnx/, gguf/ hold other formats).
 MODEL_FILE_PATTERNS = ("*.safetensors", "*.json", "*.bin", "*.model", "*.tiktoken", "*.txt", "*.jinja", "*.py")

@@ -15,14 +15,14 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from app.engine_build import DEFAULT_CPU_KV_CACHE_GIB
+from app.config.settings import EngineSettings
+from app.engine.build import DEFAULT_CPU_KV_CACHE_GIB
 from app.errors import UserError
 from app.hardware import Hardware
 from app.i18n import translate
 from app.models import memory
 from app.models.catalog import CatalogEntry
 from app.models.memory import CUDA_CONTEXT_BYTES, GIB, MIN_USEFUL_TOKENS, Gpus
-from app.settings import EngineSettings
 
 # Decoding reads every weight once per token; this is the RAM bandwidth vLLM's CPU backend
 # gets on a typical desktop, so tokens/s ≈ this / weight bytes (GPUs are 20-50× faster).
@@ -282,7 +282,7 @@ def cpu_kv_cache_origin(engine: EngineSettings) -> CacheOrigin:
 
 
 def cpu_kv_cache_bytes(engine: EngineSettings) -> int:
-    """The KV cache an engine on the CPU gets: the same size app.engine asks vLLM for."""
+    """The KV cache an engine on the CPU gets: the same size app.engine.build asks vLLM for."""
     gib = engine.cpu_kv_cache_gib or float(os.environ.get("VLLM_CPU_KVCACHE_SPACE") or DEFAULT_CPU_KV_CACHE_GIB)
     return int(gib * GIB)
 

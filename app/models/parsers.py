@@ -9,9 +9,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.config.settings import AUTO, EngineSettings
 from app.errors import SettingsError
 from app.models.catalog import CatalogEntry, find_entry
-from app.settings import AUTO, EngineSettings
 
 # Architectures whose chat template fixes the parsers. Qwen2ForCausalLM is Qwen2.5's (tools the
 # Hermes way), but DeepSeek-R1's Qwen distills share it: their reasoning comes from the catalog.

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from app.config.settings import EngineSettings
 from app.errors import UserError
 from app.hardware import Hardware
 from app.i18n import translate
@@ -20,7 +21,6 @@ from app.models.hub_errors import error_for
 from app.models.hub_process import request_source, run_child
 from app.models.siblings import quantized_siblings
 from app.models.sources import Source, offline_reason
-from app.settings import EngineSettings
 
 # Room left on the disk after a download: a completely full disk breaks everything else too.
 DISK_MARGIN = 256 * 2**20

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
+from app.config.settings import AppSettings
 from app.errors import SettingsError, UserError
-from app.settings import AppSettings
 
 SOURCES = ("huggingface", "mirror", "modelscope")
 HF_HOME_PAGE = "https://huggingface.co"

@@ -13,13 +13,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from app.engine_types import ChatDelta, ChatEngine, ChatOptions
+from app.config.settings import SamplingSettings
+from app.engine.reasoning import THINK_OPEN
+from app.engine.types import ChatDelta, ChatEngine, ChatOptions
 from app.errors import UserError
 from app.history.records import CallState, ToolCallRecord
 from app.history.turns import answer_text, tool_round_messages
 from app.i18n import translate
-from app.reasoning import THINK_OPEN
-from app.settings import SamplingSettings
 from app.tools.calls import (
     CallReader,
     OfferedTool,
@@ -119,7 +119,7 @@ class ToolLoop:
         for round_number in range(self.host.settings.max_rounds + 1):
             offered = tools if round_number < self.host.settings.max_rounds else []
             forced = bool(offered) and round_number == 0 and self.first_choice == "required"
-            reader = CallReader(_parser_name(self.engine), _tokenizer(self.engine), [] if forced else offered)
+            reader = CallReader(_parser_name(self.engine), self.engine.tokenizer, [] if forced else offered)
             self._reader, self._forced = reader, forced
             options = ChatOptions(
                 tools=tuple(t.as_openai() for t in offered),
@@ -175,7 +175,7 @@ class ToolLoop:
             self._set(index, state=CallState.ERROR, result=exc.message(self.lang))
         else:
             room = self._room()
-            result = fit_result(outcome.text, _tokenizer(self.engine), room, self.lang)
+            result = fit_result(outcome.text, self.engine.tokenizer, room, self.lang)
             self._set(index, state=CallState.ERROR if outcome.is_error else CallState.DONE, result=result)
         yield CallsStep(text, tuple(self._calls))
 
@@ -189,37 +189,26 @@ class ToolLoop:
         return max(0, (self.engine.max_model_len or 0) - used)
 
     def _tokens(self, text: str) -> int:
-        tokenizer = _tokenizer(self.engine)
+        tokenizer = self.engine.tokenizer
         return len(tokenizer.encode(text, add_special_tokens=False)) if tokenizer is not None and text else 0
 
 
 def _parser_name(engine: ChatEngine) -> str:
-    settings = getattr(engine, "settings", None)
-    return getattr(settings, "tool_call_parser", "") or ""
-
-
-def _tokenizer(engine: ChatEngine) -> Any:
-    llm = getattr(engine, "vllm", None)
-    return llm.tokenizer if llm is not None else None
+    return engine.settings.tool_call_parser if engine.settings is not None else ""
 
 
 def tools_supported(engine: ChatEngine) -> bool:
     """Whether the loaded model can be offered tools here (a tool-call parser for its family, and
     an in-process engine: a remote server returns calls as data, not text)."""
-    return bool(_parser_name(engine)) and getattr(engine, "vllm", None) is not None
+    return engine.capabilities.tools
 
 
 def thinking_budget_applies(engine: ChatEngine) -> bool:
     """Whether vLLM can end the loaded model's thinking after a budget: its engine runs with a
     reasoning parser that knows the model's thinking tags (vLLM's reasoning config)."""
-    llm = getattr(engine, "vllm", None)
-    config = getattr(getattr(llm, "vllm_config", None), "reasoning_config", None)
-    return bool(config is not None and config.enabled)
+    return engine.capabilities.thinking_budget
 
 
 def thinking_switch_applies(engine: ChatEngine) -> bool:
     """Whether the loaded model's chat template takes `enable_thinking` (Qwen3 and its kin)."""
-    llm = getattr(engine, "vllm", None)
-    tokenizer = llm.tokenizer if llm is not None else None
-    template = getattr(tokenizer, "chat_template", None) if tokenizer is not None else None
-    return isinstance(template, str) and "enable_thinking" in template
+    return engine.capabilities.thinking_switch

@@ -296,9 +296,9 @@ def _wire_replies(panel: ChatPanel, pane: Pane, shown: list[gr.State], opened: l
 def _wire_versions(panel: ChatPanel, pane: Pane, shown: list[gr.State], bar: list) -> None:
     focus = bar[0]
     quiet = {"show_progress": "hidden", "api_visibility": "private"}
-    pane.previous_version.click(panel.previous_version, [focus, *shown], [pane.chatbot, *bar], **quiet)
-    pane.next_version.click(panel.next_version, [focus, *shown], [pane.chatbot, *bar], **quiet)
-    pane.chatbot.select(panel.pick_version, shown, bar, **quiet)
+    pane.previous_version.click(panel.versions.previous_version, [focus, *shown], [pane.chatbot, *bar], **quiet)
+    pane.next_version.click(panel.versions.next_version, [focus, *shown], [pane.chatbot, *bar], **quiet)
+    pane.chatbot.select(panel.versions.pick_version, shown, bar, **quiet)
 
 
 def _wire_sidebar(panel: ChatPanel, side: Sidebar, pane: Pane, conversation_id: gr.State, opened: list) -> None:

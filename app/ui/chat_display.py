@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from app.attachments import AttachmentFiles
 from app.conversations import StoredMessage, stats_line
+from app.engine.reasoning import THINK_CLOSE, THINK_OPEN
 from app.i18n import translate
-from app.reasoning import THINK_CLOSE, THINK_OPEN
 from app.ui.chat_attachments import history_block
 from app.ui.tool_blocks import call_block
 
@@ -133,14 +133,31 @@ def thinking_blocks(
     return blocks, "".join(answer).strip() if blocks else reply.content
 
 
-def live_turn(
-    user: StoredMessage, reply: str | None, lang: str, files: AttachmentFiles | None = None
-) -> list[dict[str, Any]]:
-    """The turn being answered, as the live chat under the saved one shows it: the user's
-    message (with its files) and the reply so far (none before its first words). The one place
-    where streamed text becomes what the page shows."""
-    turn = [user] if reply is None else [user, StoredMessage(0, "assistant", reply, 0.0)]
-    return display(turn, lang, files, live=True)
+class LiveTurn:
+    """The turn being answered, as the live chat under the saved one shows it, on each update of
+    the reply: the messages before the reply so far (the user's, finished tool rounds) as `display`
+    draws them, each drawn once and not on every update (a picture's thumbnail is read, decoded
+    and encoded again each time it is drawn), then the reply so far (none before its first
+    words). The one place where streamed text becomes what the page shows."""
+
+    def __init__(self, lang: str, files: AttachmentFiles | None = None) -> None:
+        self.lang = lang
+        self.files = files
+        # Keyed by identity: a message saved meanwhile (its id given) is a new object, drawn anew.
+        self._drawn: dict[int, tuple[StoredMessage, list[dict[str, Any]]]] = {}
+
+    def show(self, before: Sequence[StoredMessage], reply: str | None) -> list[dict[str, Any]]:
+        shown = [item for message in before for item in self._draw(message)]
+        if reply is None:
+            return shown
+        return [*shown, *display([StoredMessage(0, "assistant", reply, 0.0)], self.lang, live=True)]
+
+    def _draw(self, message: StoredMessage) -> list[dict[str, Any]]:
+        drawn = self._drawn.get(id(message))
+        if drawn is None or drawn[0] is not message:
+            drawn = (message, display([message], self.lang, self.files, live=True))
+            self._drawn[id(message)] = drawn
+        return drawn[1]
 
 
 def meta_line(message: StoredMessage, lang: str) -> str:

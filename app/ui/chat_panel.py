@@ -12,34 +12,32 @@ import asyncio
 import dataclasses
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
 from app.application import App
+from app.config.settings import SamplingSettings
 from app.conversations import (
     Conversation,
-    StoredMessage,
     Turn,
-    begin,
     check_import_size,
     edit_turn,
     new_turn,
     regenerate_turn,
-    save_reply,
 )
 from app.engine import EngineState, content_text
 from app.errors import UserError
 from app.files import private_dir, write_private
+from app.history.replies import Outcome, ReplyRecorder
 from app.i18n import translate
-from app.reasoning import ThinkingClock
-from app.settings import SamplingSettings
 from app.ui.chat_attachments import AttachmentTray
-from app.ui.chat_display import display, display_groups, live_turn, version_target, window_start, without_math_marks
+from app.ui.chat_display import LiveTurn, display, window_start, without_math_marks
 from app.ui.chat_stream import Pacer, ReplyStops, chained, close_stream
 from app.ui.chat_tools import ChatTools
+from app.ui.chat_versions import ChatVersions
 from app.ui.i18n import request_language, shown_error
 
 
@@ -51,6 +49,7 @@ class ChatPanel:
         self.chatbot = chatbot
         self.tools = ChatTools(app)
         self.stops = ReplyStops()
+        self.versions = ChatVersions(app, chatbot)
 
     def conversation_list(self, selected: int | None, search: str = "", lang: str = "en") -> dict[str, Any]:
         """The sidebar's chats (those matching `search`), or a line saying none matches it."""
@@ -115,7 +114,7 @@ class ChatPanel:
             system_prompt,
             conv.title if conv else "",
             self.notice(lang),
-            *self._version_bar(messages, None, lang),
+            *self.versions.bar(messages, None, lang),
         )
 
     def new_chat(self, request: gr.Request) -> tuple:
@@ -227,7 +226,7 @@ class ChatPanel:
         lang = request_language(request)
         conv = self._require_conversation(conversation_id, lang)
         messages = self.app.conversations.messages(conv.id)
-        message = messages[self._stored_position(messages, whole, edit.index, lang)]
+        message = messages[self.versions.stored_position(messages, whole, edit.index, lang)]
         turn = self._turn(edit_turn, lang, conv.id, message.id, without_math_marks(content_text(edit.value)))
         async for update in self._restream(turn, system_prompt, whole, lang, request.session_hash, stop_key):
             yield update
@@ -254,54 +253,54 @@ class ChatPanel:
                 yield update
 
     async def _reply(self, turn: Turn, system_prompt: str, lang: str, session: str) -> AsyncIterator[tuple]:
-        if self.tools.active():
-            async for update in self.tools.stream(self, turn, system_prompt, lang, session):
-                yield update
-            return
         sampling = self._sampling(lang)
+        recorder = ReplyRecorder(
+            self.app.conversations,
+            turn,
+            system_prompt,
+            self.app.engine.model_name,
+            dataclasses.asdict(sampling),
+            self._on_begin(session, system_prompt),
+        )
+        if self.tools.active():
+            replies = self.tools.stream(recorder, sampling, lang, session)
+        else:
+            replies = self._plain_reply(recorder, sampling, lang)
+        async for update in replies:
+            yield update
+
+    async def _plain_reply(
+        self, recorder: ReplyRecorder, sampling: SamplingSettings, lang: str
+    ) -> AsyncIterator[tuple]:
         files = self.app.conversations.files
-        stream = self.tools.plain_stream(turn.prompt(system_prompt, self.app.conversations), sampling)
+        stream = self.tools.plain_stream(recorder.turn.prompt(recorder.system_prompt, self.app.conversations), sampling)
         # The request starts now, so the engine reads the prompt while the page shows the message.
         first = asyncio.ensure_future(anext(stream, None))
         deltas = chained(first, stream)
-        model = self.app.engine.model_name
-        text, last, outcome = "", None, "abort"
-        user = turn.user or StoredMessage(0, "user", turn.user_text, 0.0, attachments=turn.attachments)
-        pacer, clock = Pacer(), ThinkingClock()
+        outcome, pacer, live = Outcome.STOPPED, Pacer(), LiveTurn(lang, files)
         try:
             # Show the message at once, before the prompt is processed; it is saved only when the
-            # engine accepts it.
-            yield live_turn(user, None, lang, files), gr.skip()
+            # engine accepts it (the first delta), so a refused one leaves the history untouched.
+            yield live.show([recorder.user], None), gr.skip()
             async for delta in deltas:
-                if last is None:
-                    # The engine accepted the prompt: only now is the user's message saved, so a
-                    # refused one (too long, no model) leaves the history untouched.
-                    turn = self._begin(turn, system_prompt, session)
-                    user = turn.user
-                text += delta.text
-                last = delta
-                clock.feed(delta.text, delta.elapsed)
+                recorder.feed(delta)
                 # The last words wait for the saved reply below, a moment later with its speed
                 # line: one update less per reply.
-                if pacer.due(text) and not delta.finish_reason:
-                    yield live_turn(user, text, lang, files), turn.conversation_id
-            outcome = "finished"
+                if pacer.due(recorder.text) and not delta.finish_reason:
+                    yield live.show([recorder.user], recorder.text), recorder.turn.conversation_id
+            outcome = Outcome.FINISHED
         except UserError as exc:
-            outcome = "error"
+            outcome = Outcome.FAILED
             raise shown_error(exc.message(lang)) from None
         finally:
             stopped_meanwhile = await close_stream(first, deltas, stream)
-            if last is not None and (text or outcome == "finished"):
-                ending = "abort" if outcome != "error" else "error"
-                sampled, thought = dataclasses.asdict(sampling), clock.seconds(last.elapsed)
-                save_reply(self.app.conversations, turn, text, model, sampled, last, ending, thought)
+            recorder.finish(outcome)
             if stopped_meanwhile:
                 raise asyncio.CancelledError
-        if last is not None:
+        if recorder.begun:
             # Its last words and speed line; its inline math stays as it streamed (the saved chat
             # shows it typeset a moment later), so that the page is sent the new text only.
-            saved = self.app.conversations.messages(turn.conversation_id)
-            yield display(saved[len(turn.prior) :], lang, files, live=True), turn.conversation_id
+            yield display(recorder.saved(), lang, files, live=True), recorder.turn.conversation_id
 
     async def _restream(
         self, turn: Turn, system_prompt: str, whole: bool, lang: str, session: str | None, stop_key: str
@@ -313,33 +312,23 @@ class ChatPanel:
             yield live, conversation_id, cut
             cut = gr.skip()
 
-    def _begin(self, turn: Turn, system_prompt: str, session: str) -> Turn:
-        if system_prompt != self.app.settings.system_prompt:
-            # The last system prompt used becomes the default for new chats.
-            self.app.update_settings(system_prompt=system_prompt)
-        begun = begin(self.app.conversations, turn, system_prompt)
-        if turn.conversation_id is None and begun.conversation_id is not None:
-            self.stops.began_new_chat(session, begun.conversation_id)
-        return begun
+    def _on_begin(self, session: str, system_prompt: str) -> Callable[[Turn, Turn], None]:
+        """What follows the saving of the user's message: the system prompt becomes the default,
+        and a chat begun by this reply is one Stop's page may reopen."""
+
+        def began(before: Turn, begun: Turn) -> None:
+            self.app.remember_system_prompt(system_prompt)
+            if before.conversation_id is None and begun.conversation_id is not None:
+                self.stops.began_new_chat(session, begun.conversation_id)
+
+        return began
 
     def _sampling(self, lang: str) -> SamplingSettings:
         """The model's own defaults, with every field the user set on top, whatever its value."""
         try:
-            return self.app.engine.resolve_sampling(self.app.settings.sampling.chosen())
+            return self.app.reply_sampling()
         except UserError as exc:
             raise shown_error(exc.message(lang)) from None
-
-    def _stored_position(self, messages: list[StoredMessage], whole: bool, index: Any, lang: str) -> int:
-        """Map a chatbot message index to a stored message (a message can show as several bubbles,
-        and a long chat shows its last ones only)."""
-        shown_index = index[0] if isinstance(index, (list, tuple)) else index
-        start = window_start(messages, whole)
-        position = 0
-        for stored_index, group in enumerate(display_groups(messages[start:], lang), start):
-            position += len(self.chatbot.postprocess(group).root)
-            if shown_index < position:
-                return stored_index
-        raise shown_error(translate("conversations.message_not_found", lang, id=index))
 
     def _find(self, conversation_id: int | None) -> Conversation | None:
         if conversation_id is None:
@@ -359,55 +348,6 @@ class ChatPanel:
         if conversation_id is None:
             raise shown_error(translate("chat.no_chat_selected", lang))
         return self._get(conversation_id, lang)
-
-    # ---- versions ------------------------------------------------------------------------
-
-    def previous_version(
-        self, focus: int | None, conversation_id: int | None, whole: bool, request: gr.Request
-    ) -> tuple:
-        return self._switch_version(focus, conversation_id, whole, -1, request_language(request))
-
-    def next_version(self, focus: int | None, conversation_id: int | None, whole: bool, request: gr.Request) -> tuple:
-        return self._switch_version(focus, conversation_id, whole, 1, request_language(request))
-
-    def pick_version(
-        self, conversation_id: int | None, whole: bool, selected: gr.SelectData, request: gr.Request
-    ) -> tuple:
-        """A message clicked: the version buttons act on its turn, if it has several versions."""
-        lang = request_language(request)
-        conv = self._find(conversation_id)
-        path = self.app.conversations.messages(conv.id) if conv else []
-        if not path:
-            return self._version_bar(path, None, lang)
-        return self._version_bar(path, path[self._stored_position(path, whole, selected.index, lang)].id, lang)
-
-    def _switch_version(
-        self, focus: int | None, conversation_id: int | None, whole: bool, step: int, lang: str
-    ) -> tuple:
-        """The chat with the version `step` away of the turn the buttons act on; they then act on it."""
-        conv = self._require_conversation(conversation_id, lang)
-        path = self.app.conversations.messages(conv.id)
-        at = version_target(path, focus)
-        if at is not None:
-            path = self.app.conversations.show_version(conv.id, path[at].id, step)
-        shown = display(path[window_start(path, whole) :], lang, self.app.conversations.files)
-        return shown, *self._version_bar(path, path[at].id if at is not None else None, lang)
-
-    def _version_bar(self, path: list[StoredMessage], focus: int | None, lang: str) -> tuple:
-        """(focus, row, ‹ button, "Reply 2/3", › button) for the turn `version_target` picks;
-        the row hidden when no turn on the shown path has versions."""
-        at = version_target(path, focus)
-        if at is None:
-            return None, gr.update(visible=False), gr.skip(), gr.skip(), gr.skip()
-        message = path[at]
-        key = "chat.version_reply" if message.role == "assistant" else "chat.version_message"
-        return (
-            message.id,
-            gr.update(visible=True),
-            gr.update(interactive=message.version > 1),
-            translate(key, lang, version=message.version, versions=message.versions),
-            gr.update(interactive=message.version < message.versions),
-        )
 
 
 def export_dir(app: App) -> Path:

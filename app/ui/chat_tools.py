@@ -9,21 +9,19 @@ follows the waiting call at `APPROVAL_POLL_S` (the streamed reply has its own ou
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import gradio as gr
 
 from app.application import App
-from app.conversations import StoredMessage, Turn, reply_stats, save_reply, save_round
-from app.engine_types import ChatDelta, ChatOptions
+from app.config.settings import SamplingSettings
+from app.engine.types import ChatDelta, ChatOptions
 from app.errors import UserError
+from app.history.replies import Outcome, ReplyRecorder
 from app.i18n import translate
-from app.reasoning import ThinkingClock
-from app.settings import SamplingSettings
 from app.tools.config import MAX_THINKING_BUDGET
 from app.tools.host import Decision, ToolHost
 from app.tools.loop import (
@@ -35,12 +33,9 @@ from app.tools.loop import (
     thinking_switch_applies,
     tools_supported,
 )
-from app.ui.chat_display import display
+from app.ui.chat_display import LiveTurn, display
 from app.ui.i18n import request_language, shown_error
 from app.ui.tool_blocks import call_block
-
-if TYPE_CHECKING:
-    from app.ui.chat_panel import ChatPanel
 
 APPROVAL_POLL_S = 0.5
 UPDATE_INTERVAL_S = 0.1
@@ -102,12 +97,11 @@ class ChatTools:
     # ---- the reply ---------------------------------------------------------------------
 
     async def stream(
-        self, panel: ChatPanel, turn: Turn, system_prompt: str, lang: str, session: str
+        self, recorder: ReplyRecorder, sampling: SamplingSettings, lang: str, session: str
     ) -> AsyncIterator[tuple]:
-        """Yields (live chat, conversation id) like `ChatPanel._stream`, through the tool rounds.
-        Each round is saved when its calls have their results; on Stop or an error the round in
-        progress is saved as far as it got (calls not finished marked stopped)."""
-        sampling = panel._sampling(lang)
+        """Yields (live chat, conversation id) like the chat panel's plain reply, through the tool
+        rounds. Each round is saved when its calls have their results; on Stop or an error the
+        round in progress is saved as far as it got (calls not finished marked stopped)."""
         loop = ToolLoop(
             self.app.engine,
             self.host,
@@ -117,65 +111,40 @@ class ChatTools:
             self.host.first_choice,
             self._thinking_budget(),
         )
-        steps = loop.run(turn.prompt(system_prompt, self.app.conversations), sampling)
+        steps = loop.run(recorder.turn.prompt(recorder.system_prompt, self.app.conversations), sampling)
         files = self.app.conversations.files
-        model = self.app.engine.model_name
-        text, last, calls, outcome = "", None, (), "abort"
-        user = turn.user or StoredMessage(0, "user", turn.user_text, 0.0, attachments=turn.attachments)
-        begun, next_update, clock = False, 0.0, ThinkingClock()
+        calls, outcome, next_update, live = (), Outcome.STOPPED, 0.0, LiveTurn(lang, files)
         try:
-            yield display([user], lang, files), gr.skip()
+            yield display([recorder.user], lang, files), gr.skip()
             async for step in steps:
-                if not begun:
-                    turn, begun = panel._begin(turn, system_prompt, session), True
+                recorder.start()
                 if isinstance(step, TextStep):
-                    text, last = text + step.delta.text, step.delta
-                    clock.feed(step.delta.text, step.delta.elapsed)
+                    recorder.feed(step.delta)
                     if time.monotonic() < next_update:
                         continue
                     next_update = time.monotonic() + UPDATE_INTERVAL_S
                 elif isinstance(step, CallsStep):
                     calls = step.calls
                 elif isinstance(step, RoundEnd):
-                    thought = clock.seconds(step.last.elapsed)
-                    stats = reply_stats(model, dataclasses.asdict(sampling), step.last, "tool_calls", thought)
-                    turn = save_round(self.app.conversations, turn, step.text, step.calls, stats)
-                    text, last, calls, clock = "", None, (), ThinkingClock()
-                shown = [turn.user, *turn.rounds, StoredMessage(0, "assistant", loop.shown(text), 0.0)]
-                live = [call_block(c.name, c.arguments, c.state, c.result, lang) for c in calls]
-                yield [*display(shown, lang, files, live=True), *live], turn.conversation_id
-            outcome = "finished"
+                    recorder.end_round(step.text, step.calls, step.last)
+                    calls = ()
+                yield self._live(recorder, loop, calls, live, lang), recorder.turn.conversation_id
+            outcome = Outcome.FINISHED
         except UserError as exc:
-            outcome = "error"
+            outcome = Outcome.FAILED
             raise shown_error(exc.message(lang)) from None
         finally:
             await steps.aclose()
-            if begun and last is not None:
-                thought = clock.seconds(last.elapsed)
-                self._save_partial(turn, loop, text, model, dataclasses.asdict(sampling), last, outcome, thought)
-        if begun:
-            saved = self.app.conversations.messages(turn.conversation_id)
+            recorder.finish(outcome, loop.open_calls())
+        if recorder.begun:
             # As in chat_panel: its inline math as it streamed, so that only new text is sent.
-            yield display(saved[len(turn.prior) :], lang, files, live=True), turn.conversation_id
+            yield display(recorder.saved(), lang, files, live=True), recorder.turn.conversation_id
 
-    def _save_partial(
-        self,
-        turn: Turn,
-        loop: ToolLoop,
-        text: str,
-        model: str | None,
-        sampling: dict,
-        last: Any,
-        outcome: str,
-        thought: float | None,
-    ) -> None:
-        ending = {"finished": "stop", "error": "error"}.get(outcome, "abort")
-        open_calls = loop.open_calls()
-        if open_calls:
-            stats = reply_stats(model, sampling, last, ending, thought)
-            save_round(self.app.conversations, turn, text, open_calls, stats)
-        elif text or outcome == "finished":
-            save_reply(self.app.conversations, turn, text, model, sampling, last, ending, thought)
+    def _live(self, recorder: ReplyRecorder, loop: ToolLoop, calls: tuple, live: LiveTurn, lang: str) -> list:
+        """The turn so far: saved rounds, the round streaming now, each of its calls as a block."""
+        turn = recorder.turn
+        blocks = [call_block(c.name, c.arguments, c.state, c.result, lang) for c in calls]
+        return [*live.show([turn.user, *turn.rounds], loop.shown(recorder.text)), *blocks]
 
     # ---- the approval bar and the switch -------------------------------------------------
 

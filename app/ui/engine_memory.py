@@ -17,13 +17,13 @@ from typing import Any
 import gradio as gr
 
 from app.application import App
-from app.doctor_facts import model_memory
+from app.config.settings import hf_cache_dir
+from app.doctor.facts import model_memory
 from app.errors import UserError
 from app.hardware import Hardware
 from app.i18n import translate
 from app.models.fit import CacheOrigin, cpu_kv_cache_bytes, cpu_kv_cache_origin, format_bytes
 from app.models.memory import CPU_RUNTIME_RESERVE, GIB, cpu_kv_cache_room
-from app.settings import hf_cache_dir
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,9 @@ from fastapi import FastAPI
 from starlette.routing import Mount
 
 from app.application import App
+from app.config.settings import MAX_ATTACHMENT_MB
 from app.conversations import MAX_IMPORT_BYTES
 from app.files import private_dir
-from app.settings import MAX_ATTACHMENT_MB
 from app.ui.attachment_settings import attachment_settings
 from app.ui.chat import chat_tab
 from app.ui.chat_panel import export_dir

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import gradio as gr
 
@@ -25,9 +25,7 @@ from app.models.fit import format_bytes
 from app.models.hub_search import search_hub
 from app.models.sources import refuse_if_offline
 from app.ui.i18n import request_language
-
-if TYPE_CHECKING:
-    from app.ui.models import ModelsPanel
+from app.ui.models_panel import ModelsPanel
 
 # How often a running "Download and load" updates its row.
 PROGRESS_REFRESH_S = 1.0

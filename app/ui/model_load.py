@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
 
 from app.application import App
-from app.engine_types import EngineState
+from app.engine.types import EngineState
 from app.i18n import translate
-
-if TYPE_CHECKING:
-    from app.ui.models import ModelsPanel
+from app.ui.models_panel import ModelsPanel
 
 # How often the line under Load says what the load is doing.
 LOAD_POLL_S = 0.5

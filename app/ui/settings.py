@@ -16,12 +16,7 @@ from typing import Any
 import gradio as gr
 
 from app.application import App
-from app.engine import EngineState
-from app.errors import UserError
-from app.hardware import Hardware, detect
-from app.i18n import translate
-from app.models.parsers import reasoning_parser_names, tool_call_parser_names
-from app.settings import (
+from app.config.settings import (
     AUTO,
     DTYPES,
     FALLBACK_SAMPLING,
@@ -31,6 +26,11 @@ from app.settings import (
     SamplingSettings,
     apply_preset,
 )
+from app.engine import EngineState
+from app.errors import UserError
+from app.hardware import Hardware, detect
+from app.i18n import translate
+from app.models.parsers import reasoning_parser_names, tool_call_parser_names
 from app.ui.engine_memory import MemoryFields
 from app.ui.engine_memory import updates as memory_updates
 from app.ui.i18n import field, request_language, shown_error
@@ -105,7 +105,7 @@ class SettingsPanel:
         """Every field from the saved settings (on page load: another tab may have changed them),
         each sampling field with the default it follows when left alone."""
         lang = request_language(request)
-        shown = self.app.engine.resolve_sampling(self.app.settings.sampling.chosen())
+        shown = self.app.reply_sampling()
         updates = [
             gr.update(value=value, info=self.default_note(name, lang))
             for name, value in zip(SAMPLING_FIELDS, sampling_values(shown), strict=True)

@@ -9,6 +9,7 @@ import gradio as gr
 
 from app.application import App
 from app.engine import EngineState
+from app.engine.pool import HOLDING
 from app.hardware import Hardware, detect
 from app.i18n import translate
 from app.ui.i18n import request_language
@@ -38,10 +39,27 @@ def status_text(app: App, hardware: Hardware, lang: str) -> str:
     else:
         state = translate("engine.state_empty", lang) + " · " + translate("status.pick_model", lang)
         css = "empty"
+    others = other_members_text(app, lang)
+    if others:
+        state += " · " + others
     return (
         f'<div class="status-bar status-{css}"><span class="status-state">{html.escape(state)}</span>'
         f'<span class="status-memory">{html.escape(memory_text(hardware, lang))}</span></div>'
     )
+
+
+def other_members_text(app: App, lang: str) -> str:
+    """The models loaded beside the chat's (they answer /v1 requests that name them), each with
+    its state; empty when there are none."""
+    current = app.pool.current
+    others = [m for m in app.pool.members() if m is not current and m.state in HOLDING]
+    if not others:
+        return ""
+    names = ", ".join(
+        translate("status.member", lang, model=m.name, state=translate(f"status.member_{m.state.value}", lang))
+        for m in others
+    )
+    return translate("status.also_loaded", lang, models=names)
 
 
 def memory_text(hardware: Hardware, lang: str) -> str:

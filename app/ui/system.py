@@ -6,8 +6,8 @@ import gradio as gr
 from gradio.context import Context
 
 from app.application import App
-from app.doctor import GIB, Facts, Finding, Status, run_checks, summary
-from app.doctor_facts import gather_facts
+from app.doctor.checks import GIB, Facts, Finding, Status, run_checks, summary
+from app.doctor.facts import gather_facts
 from app.engine import EngineState
 from app.i18n import translate
 from app.ui.i18n import gradio_i18n, request_language

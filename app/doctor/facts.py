@@ -11,12 +11,12 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from app.doctor import Facts, SourceReach
+from app.config.settings import AppSettings, hf_cache_dir
+from app.doctor.checks import Facts, SourceReach
 from app.errors import UserError
 from app.hardware import detect, disk_free, driver_cuda_version, port_free, torch_facts, vllm_build, wsl_facts
 from app.models.fit import ModelShape, cpu_kv_cache_bytes, read_config, weight_file_bytes
 from app.models.sources import offline_reason, offline_variable
-from app.settings import AppSettings, hf_cache_dir
 
 HUB_TIMEOUT_S = 4.0
 

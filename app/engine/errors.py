@@ -9,11 +9,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from app.config.settings import EngineSettings
 from app.errors import EngineError, SettingsError
 from app.hardware import Hardware, detect
 from app.models import memory
 from app.models.memory import GIB, Gpus
-from app.settings import EngineSettings
 
 # vllm/v1/core/kv_cache_utils.py, _check_enough_kv_cache_memory.
 _KV_TOO_SMALL = re.compile(

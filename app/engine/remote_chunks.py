@@ -6,8 +6,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from app.engine import ChatDelta
-from app.reasoning import ThinkingTags
+from app.engine.reasoning import ThinkingTags
+from app.engine.types import ChatDelta
 
 
 class ChunkReader:

@@ -19,18 +19,23 @@ from typing import Any
 
 import psutil
 
-from app.engine_build import (
+from app.config.settings import EngineSettings, SamplingSettings
+from app.engine.build import (
     _build_llm,
     _check_model_files,
     _device_type,
     _display_name,
     _engine_args,
     _import_vllm,
+    capabilities_of,
 )
-from app.engine_errors import explain_generate_error, explain_load_error, explain_render_error
-from app.engine_processes import EngineProcesses, shut_down
-from app.engine_requests import model_defaults_as_settings, prompt_token_ids, sampling_params
-from app.engine_types import (
+from app.engine.errors import explain_generate_error, explain_load_error, explain_render_error
+from app.engine.logs import log_size, read_since
+from app.engine.processes import EngineProcesses, shut_down, wait_through_cancellation
+from app.engine.reasoning import ReplySplit, parser_class
+from app.engine.requests import model_defaults_as_settings, prompt_token_ids, sampling_params
+from app.engine.types import (
+    Capabilities,
     ChatDelta,
     ChatOptions,
     EngineState,
@@ -38,14 +43,10 @@ from app.engine_types import (
     LoadStage,
     Message,
     as_message_dict,
-    content_text,  # noqa: F401 (the adapters' name for it)
 )
 from app.errors import EngineError, UserError
-from app.logs import log_size, read_since
 from app.models.catalog import load_catalog
 from app.models.parsers import check_parser_names, with_parsers
-from app.reasoning import ReplySplit, parser_class
-from app.settings import EngineSettings, SamplingSettings
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ class Engine:
     """Owns at most one vLLM engine at a time: load, unload, switch, stream."""
 
     def __init__(self, log_file: Path | None = None) -> None:
-        # vLLM's log file (app.logs), where a failed EngineCore leaves the reason.
+        # vLLM's log file (app.engine.logs), where a failed EngineCore leaves the reason.
         self._log_file = log_file
         self._llm: Any = None
         self._processes = EngineProcesses()
@@ -67,6 +68,7 @@ class Engine:
         self._source: str | None = None
         self._model_defaults: dict[str, Any] = {}
         self._reply_parser: Any = None
+        self._capabilities = Capabilities()
 
     # ---- state -------------------------------------------------------------------------
 
@@ -84,8 +86,17 @@ class Engine:
 
     @property
     def vllm(self) -> Any:
-        """The underlying AsyncLLM (for metrics and benchmarks); None when nothing is loaded."""
+        """The underlying AsyncLLM (for vLLM's own OpenAI server, metrics and benchmarks); None
+        when nothing is loaded."""
         return self._llm
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._capabilities
+
+    @property
+    def tokenizer(self) -> Any:
+        return self._llm.tokenizer if self._llm is not None else None
 
     @property
     def settings(self) -> EngineSettings | None:
@@ -98,6 +109,23 @@ class Engine:
 
     def num_unfinished_requests(self) -> int:
         return self._llm.get_num_unfinished_requests() if self._llm is not None else 0
+
+    async def sleep(self) -> None:
+        """vLLM's sleep, level 1: the weights go to CPU RAM and the KV cache is dropped; the
+        status stays READY (waking takes seconds). Only for an engine with no request running."""
+        if self._capabilities.sleep:
+            await self._llm.sleep(level=1)
+
+    async def wake_up(self) -> None:
+        """Back from sleep, warmed up with one token so that the next reply starts at full speed."""
+        if self._llm is None or not await self._llm.is_sleeping():
+            return
+        await self._llm.wake_up()
+        from vllm import SamplingParams
+
+        warm = self._llm.generate({"prompt_token_ids": [0]}, SamplingParams(max_tokens=1), uuid.uuid4().hex)
+        async for _ in warm:
+            pass
 
     def child_pids(self) -> list[int]:
         return self._processes.pids
@@ -175,6 +203,7 @@ class Engine:
         self._settings = settings
         self._source = model
         self._model_defaults = llm.model_config.get_diff_sampling_param()
+        self._capabilities = capabilities_of(llm, settings)
         self._set(EngineState.READY, model=name, max_model_len=llm.model_config.max_model_len, device=_device_type())
 
     async def unload(self) -> None:
@@ -220,6 +249,7 @@ class Engine:
         self._source = None
         self._model_defaults = {}
         self._reply_parser = None
+        self._capabilities = Capabilities()
         if llm is None and not processes.procs:
             return
         stopping = asyncio.ensure_future(shut_down(llm, processes))
@@ -304,12 +334,6 @@ class Engine:
         """Tokens of `text` in the loaded model's own tokenizer (as part of a prompt: no special tokens)."""
         return len(self._require_ready().get_tokenizer().encode(text, add_special_tokens=False))
 
-    @property
-    def images_per_prompt(self) -> int:
-        """How many pictures one prompt may carry: 0 for a text-only model (or none loaded)."""
-        mm_config = self._llm.model_config.multimodal_config if self._llm is not None else None
-        return mm_config.get_limit_per_prompt("image") if mm_config is not None else 0
-
     async def abort(self, request_id: str) -> None:
         if self._llm is not None:
             await self._llm.abort(request_id)
@@ -372,15 +396,3 @@ class Engine:
             # must free its slot in the engine, not just stop reading.
             if not finished and self._llm is llm:
                 await llm.abort(request_id)
-
-
-async def wait_through_cancellation(future: asyncio.Future) -> bool:
-    """Wait for `future` to end, through any number of cancellations of the caller (cleanup
-    that must finish first); returns whether the caller was cancelled meanwhile."""
-    cancelled = False
-    while not future.done():
-        try:
-            await asyncio.wait([future])
-        except asyncio.CancelledError:
-            cancelled = True
-    return cancelled

@@ -20,10 +20,10 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from app.config.settings import FALLBACK_SAMPLING, AppPaths, AppSettings, EngineSettings, SamplingSettings
 from app.errors import SettingsError
 from app.files import write_private
 from app.i18n import translate
-from app.settings import FALLBACK_SAMPLING, AppPaths, AppSettings, EngineSettings, SamplingSettings
 
 # 1: every sampling field saved, sent only where it differed from the app's defaults.
 # 2: only the sampling fields the user set are saved; run-only flags are never saved.

@@ -1,5 +1,5 @@
 """What the engine's users see of it: its states and status, the streamed deltas, and the
-interface that the in-process `Engine` and `app.remote.RemoteEngine` share."""
+interface that the in-process `Engine` and `app.engine.remote.RemoteEngine` share."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from app.config.settings import EngineSettings, SamplingSettings
 from app.errors import EngineError, UserError
-from app.settings import EngineSettings, SamplingSettings
 
 
 class EngineState(enum.StrEnum):
@@ -41,6 +41,24 @@ class EngineStatus:
     since: float = 0.0
     max_model_len: int | None = None
     device: str | None = None  # "cuda" or "cpu"
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What the loaded model can do through its engine, declared by the engine (as simonw/llm's
+    models declare `supports_tools` and `attachment_types`) so that adapters ask instead of
+    probing its internals. Nothing loaded: nothing."""
+
+    # Tool calls read from the reply's text: a tool-call parser for the model's family, in-process
+    # (a remote server returns calls as data, not text).
+    tools: bool = False
+    images: int = 0  # pictures one prompt may carry; 0 for a text-only model
+    thinking_switch: bool = False  # its chat template takes `enable_thinking` (Qwen3 and its kin)
+    # vLLM can end its thinking after a budget: its reasoning parser knows the model's thinking tags.
+    thinking_budget: bool = False
+    # Built with vLLM's sleep mode (CUDA/ROCm): idle, its weights can go to CPU RAM and wake in seconds.
+    sleep: bool = False
+    remote: bool = False  # it runs on another server: /v1 is relayed there, its files are not here
 
 
 @dataclass(frozen=True)
@@ -77,7 +95,7 @@ class Message:
 
 
 class ChatEngine(Protocol):
-    """What adapters need from an engine: the in-process `Engine` or `app.remote.RemoteEngine`."""
+    """What adapters need from an engine: the in-process `Engine` or `app.engine.remote.RemoteEngine`."""
 
     @property
     def status(self) -> EngineStatus: ...
@@ -87,6 +105,14 @@ class ChatEngine(Protocol):
 
     @property
     def max_model_len(self) -> int | None: ...
+
+    @property
+    def capabilities(self) -> Capabilities: ...
+
+    @property
+    def tokenizer(self) -> Any:
+        """The loaded model's own tokenizer where the model runs here; None otherwise."""
+        ...
 
     @property
     def settings(self) -> EngineSettings | None:

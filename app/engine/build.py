@@ -1,5 +1,5 @@
 """Building a vLLM engine: checking a model folder before anything starts and the engine
-arguments from our settings (its processes: app.engine_processes)."""
+arguments from our settings (its processes: app.engine.processes)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-from app.engine_fields import engine_arg_values
+from app.config.settings import EngineSettings
+from app.engine.fields import engine_arg_values
+from app.engine.types import Capabilities
 from app.errors import EngineError
-from app.settings import EngineSettings
 
 # On CPU, vLLM would otherwise reserve most of the RAM for the KV cache and refuse to start
 # on a machine that is doing anything else.
@@ -38,10 +39,31 @@ def _build_llm(config: Any, args: Any) -> Any:
     )
 
 
+def capabilities_of(llm: Any, settings: EngineSettings) -> Capabilities:
+    """What a model started with `settings` can do, read from its built AsyncLLM."""
+    mm_config = llm.model_config.multimodal_config
+    template = getattr(llm.tokenizer, "chat_template", None)
+    reasoning = llm.vllm_config.reasoning_config
+    return Capabilities(
+        tools=bool(settings.tool_call_parser),
+        images=mm_config.get_limit_per_prompt("image") if mm_config is not None else 0,
+        thinking_switch=isinstance(template, str) and "enable_thinking" in template,
+        thinking_budget=bool(reasoning is not None and reasoning.enabled),
+        sleep=bool(llm.model_config.enable_sleep_mode),
+    )
+
+
 def on_cpu() -> bool:
     from vllm.platforms import current_platform
 
     return current_platform.is_cpu()
+
+
+def sleep_mode_available() -> bool:
+    """Whether vLLM can put an engine to sleep here (CUDA/ROCm); never on the CPU build."""
+    from vllm.platforms import current_platform
+
+    return current_platform.is_sleep_mode_available()
 
 
 def _device_type() -> str:
@@ -62,6 +84,9 @@ def _engine_args(model: str, name: str, settings: EngineSettings) -> Any:
         # that carries it (finish reason "error", "multimodal_cache_miss"). It would keep 4 GiB too.
         mm_processor_cache_gb=0,
     )
+    if sleep_mode_available():
+        # Idle members of the engine pool sleep (weights to CPU RAM) instead of unloading.
+        kwargs["enable_sleep_mode"] = True
     if on_cpu():
         # Inductor compilation takes minutes on CPU for no gain at chat sizes.
         kwargs["enforce_eager"] = True

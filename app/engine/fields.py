@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from app.settings import EngineSettings
+from app.config.settings import EngineSettings
 
 
 class Passed:
@@ -63,7 +63,7 @@ ENGINE_FIELDS = (
         help="vLLM's tool-call parser, as for vllm serve (default: auto, from the model; none: no tool calls)",
         none_is_off=True,
     ),
-    # The CPU build's KV cache, in GiB: becomes kv_cache_memory_bytes on CPU (app.engine_build).
+    # The CPU build's KV cache, in GiB: becomes kv_cache_memory_bytes on CPU (app.engine.build).
     EngineField("cpu_kv_cache_gib", Passed.NEVER, flag=False),
 )
 

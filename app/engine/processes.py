@@ -133,6 +133,12 @@ async def shut_down(llm: Any, processes: EngineProcesses) -> None:
     what is left) and remove the shared memory they left."""
     if llm is not None:
         await _abort_all(llm)
+        # vLLM cancels its output handler only after its engine has ended: on a busy machine the
+        # engine outlives the grace, is killed, and the handler, still reading, logs the dead
+        # engine's traceback as the app's last words. Nothing is running now: cancel it first.
+        handler = getattr(llm, "output_handler", None)
+        if handler is not None:
+            handler.cancel()
         # In a worker thread, so that the page and the API go on answering meanwhile (the
         # status bar says "no model" at once, not when the processes have stopped). With no
         # request left in flight, vLLM's output handler has nothing to fail on as its engine ends.
@@ -154,3 +160,15 @@ async def _abort_all(llm: Any) -> None:
             await llm.pause_generation(mode="abort", clear_cache=False)
     except Exception as exc:  # a dying engine: its shutdown follows all the same
         log.info("aborting the running requests before the shutdown failed: %r", exc)
+
+
+async def wait_through_cancellation(future: asyncio.Future) -> bool:
+    """Wait for `future` to end, through any number of cancellations of the caller (cleanup
+    that must finish first); returns whether the caller was cancelled meanwhile."""
+    cancelled = False
+    while not future.done():
+        try:
+            await asyncio.wait([future])
+        except asyncio.CancelledError:
+            cancelled = True
+    return cancelled

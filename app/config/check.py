@@ -3,7 +3,7 @@ and one function turns pydantic's first complaint into the `settings.*` sentence
 
 The settings stay plain dataclasses (replaced, compared and saved as such everywhere); pydantic
 validates them on request: `check()` an object as it is, `parse()` loose input (form strings,
-floats for ints). The settings file's own strict, field-by-field reading is app.settings_file's.
+floats for ints). The settings file's own strict, field-by-field reading is app.config.file's.
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from app.engine_types import ChatOptions
-from app.settings import SamplingSettings
+from app.config.settings import SamplingSettings
+from app.engine.types import ChatOptions
 
 
 def model_defaults_as_settings(defaults: Mapping[str, Any]) -> dict[str, Any]:

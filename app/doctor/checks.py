@@ -1,6 +1,6 @@
 """The doctor: checks this computer for what stops vllm-chat or slows it down.
 
-`gather_facts()` (app.doctor_facts) looks at the real machine; `run_checks(facts)` turns facts into
+`gather_facts()` (app.doctor.facts) looks at the real machine; `run_checks(facts)` turns facts into
 findings (OK / warning / problem, one line of why, one line of what to do). The two
 are apart so tests can fabricate any machine. Texts are i18n keys (`doctor.*`);
 the CLI and the System tab render them in their user's language.
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.engine_build import DEFAULT_CPU_KV_CACHE_GIB
+from app.engine.build import DEFAULT_CPU_KV_CACHE_GIB
 from app.hardware import (
     CPU_BUILD,
     GPU_BUILD,

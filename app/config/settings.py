@@ -1,7 +1,7 @@
 """Typed settings: engine, sampling and app, with presets, validation and a file on disk.
 
 Everything a user can change lives here as dataclasses with defaults; each field carries its
-bounds (pydantic's `Field`, `Literal`), checked by app.settings_check. The file is
+bounds (pydantic's `Field`, `Literal`), checked by app.config.check. The file is
 JSON under `platformdirs.user_config_dir("vllm-chat")`; history and logs go under
 `user_data_dir`; models stay in the standard Hugging Face cache so other tools share them.
 """
@@ -19,9 +19,9 @@ from typing import Annotated, Any, Literal
 import platformdirs
 from pydantic import AfterValidator, BeforeValidator, Field
 
+from app.config.check import check, lines, parse, web_url
 from app.errors import SettingsError
 from app.files import private_dir, tighten
-from app.settings_check import check, lines, parse, web_url
 
 APP_NAME = "vllm-chat"
 Dtype = Literal["auto", "bfloat16", "float16"]
@@ -183,6 +183,12 @@ class AppSettings:
     # /v1: a max_tokens longer than the model's context is lowered to fit instead of refused
     # (`vllm serve` refuses it), for agents that ask a fixed 32,000 whatever the model.
     api_fit_max_tokens: bool = False
+    # The engine pool: the most models loaded at once (None or 0: as many as fit in memory), the
+    # minutes after which a model nobody uses is unloaded (0: never; the chat's model and pinned
+    # ones never are), and the models never unloaded to make room or for idleness.
+    max_loaded_models: Annotated[int | None, Field(ge=0, le=64)] = None
+    idle_unload_minutes: Annotated[float, _between(0.0, 7 * 24 * 60.0)] = 60.0
+    pinned_models: list[Annotated[str, Field(min_length=1)]] = field(default_factory=list)
 
     def validate(self) -> None:
         check(self)

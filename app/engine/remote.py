@@ -20,11 +20,19 @@ from typing import Any, NoReturn
 
 import openai
 
-from app.engine import ChatDelta, EngineState, EngineStatus, Message, as_message_dict
-from app.engine_types import ChatOptions, LoadStage
+from app.config.settings import FALLBACK_SAMPLING, EngineSettings, SamplingSettings
+from app.engine.remote_chunks import ChunkReader
+from app.engine.types import (
+    Capabilities,
+    ChatDelta,
+    ChatOptions,
+    EngineState,
+    EngineStatus,
+    LoadStage,
+    Message,
+    as_message_dict,
+)
 from app.errors import EngineError
-from app.remote_chunks import ChunkReader
-from app.settings import FALLBACK_SAMPLING, EngineSettings, SamplingSettings
 
 # Between two streamed chunks: a long prompt on a busy server can take minutes to prefill.
 TIMEOUT = openai.Timeout(600.0, connect=10.0)
@@ -37,7 +45,7 @@ class RemoteModel:
 
 
 class RemoteEngine:
-    """Same public surface as app.engine.Engine, over HTTP. Bound to the event loop it streams on."""
+    """Same public surface as app.engine.local.Engine, over HTTP. Bound to the event loop it streams on."""
 
     def __init__(self, base_url: str, api_key: str | None = None, model: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
@@ -74,6 +82,16 @@ class RemoteEngine:
     @property
     def vllm(self) -> None:
         """No in-process vLLM: its metrics are on the remote server's own /metrics."""
+        return None
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """Relayed, not read here: tool calls come back as data (the chat's tool loop reads text),
+        and pictures are not sent to the server."""
+        return Capabilities(remote=True)
+
+    @property
+    def tokenizer(self) -> None:
         return None
 
     @property
