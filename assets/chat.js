@@ -17,6 +17,10 @@
 //    reply's event, or before it knows the event's id): each reply's event and Stop carry the same
 //    key (app/ui/chat_stream.py, ReplyStops). A reply begun after a Stop gets a new key, taken
 //    when the user sends (Enter, Send, Regenerate, an edit), before Gradio sends the event.
+// 6. A file bigger than the page takes (Gradio's max_file_size) is not given to Gradio's client,
+//    which would refuse it in its own English words: the tray's hidden #attach-unsent has the app
+//    refuse it in its own sentence (app/ui/chat_attachments.py), and the files picked or dropped
+//    with it go on.
 if (!window.vllmChatKey) {
   const fresh = () => Array.from(crypto.getRandomValues(new Uint32Array(4)), n => n.toString(16)).join("-");
   let key = fresh(), stopped = null;
@@ -195,6 +199,25 @@ if (!document.body.dataset.dropsAttach) {
     input.files = event.dataTransfer.files;
     input.dispatchEvent(new Event("change", {bubbles: true}));
   });
+}
+if (!document.body.dataset.keepsBigFiles) {
+  document.body.dataset.keepsBigFiles = "1";
+  let unsent = [];
+  window.vllmChatUnsent = () => { const named = JSON.stringify(unsent); unsent = []; return named; };
+  document.addEventListener("change", event => {
+    const input = event.target, limit = window.gradio_config?.max_file_size;
+    if (!limit || !(input instanceof HTMLInputElement) || input.type !== "file") return;
+    if (!input.closest("#attachment-tray") || !input.files) return;
+    const files = Array.from(input.files), big = files.filter(file => file.size > limit);
+    const button = document.querySelector("#attach-unsent");
+    if (!big.length || !button) return;
+    unsent = big.map(file => ({name: file.name, size: file.size}));
+    button.click();
+    const kept = new DataTransfer();
+    files.filter(file => file.size <= limit).forEach(file => kept.items.add(file));
+    input.files = kept.files;
+    if (!kept.files.length) event.stopImmediatePropagation();
+  }, true);
 }
 // Gradio's components (its chat messages among them) assign their `dir` to itself on every
 // update: Svelte compiles a dynamic `dir` so, for Chromium to recompute `dir="auto"` as the text

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import io
+import zipfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 PDF_TEXT = "Quarterly report: revenue grew by forty percent."
 DOCX_PARAGRAPH = "Meeting notes for the launch."
@@ -87,3 +90,66 @@ def write_big_text(path: Path, n_bytes: int) -> Path:
             written += len(block.encode("utf-8"))
             line += block_lines
     return path
+
+
+WORD_NS = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
+
+
+def docx_with_body(write_body: Callable[[IO[bytes]], None]) -> bytes:
+    """A DOCX made by python-docx whose word/document.xml body is what `write_body` writes into
+    it, streamed into the zip (so that a body of many MB is never held whole)."""
+    template = zipfile.ZipFile(io.BytesIO(docx_bytes()))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        for item in template.infolist():
+            if item.filename != "word/document.xml":
+                archive.writestr(item, template.read(item))
+        with archive.open("word/document.xml", "w", force_zip64=True) as part:
+            head = f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<w:document xmlns:w="{WORD_NS}">'
+            part.write(f"{head}<w:body>".encode())
+            write_body(part)
+            part.write(b"</w:body></w:document>")
+    return out.getvalue()
+
+
+def long_docx(paragraphs: int) -> bytes:
+    """A DOCX of `paragraphs` different paragraphs (about 90 bytes of XML each)."""
+
+    def body(part: IO[bytes]) -> None:
+        for start in range(0, paragraphs, 1000):
+            part.write(
+                "".join(
+                    f"<w:p><w:r><w:t>Paragraph {n}: the sea is calm today; 海面平静。</w:t></w:r></w:p>"
+                    for n in range(start, min(start + 1000, paragraphs))
+                ).encode()
+            )
+
+    return docx_with_body(body)
+
+
+def zip_bomb_docx(unpacked_mb: int) -> bytes:
+    """A DOCX whose document part is `unpacked_mb` MB of spaces: a few hundred KB packed."""
+
+    def body(part: IO[bytes]) -> None:
+        block = b" " * 2**20
+        for _ in range(unpacked_mb):
+            part.write(block)
+
+    return docx_with_body(body)
+
+
+def long_page(n_bytes: int) -> bytes:
+    """A web page of about `n_bytes`: sections of a heading, a paragraph, a list and a table, each
+    different, inside one <div> (as many sites wrap their content)."""
+    sections, size, n = [], 0, 0
+    while size < n_bytes:
+        section = (
+            f"<h2>Section {n}</h2><p>Paragraph {n} with <b>bold</b>, <a href='https://example.com/{n}'>a link</a> "
+            f"and <code>code_{n}</code>: the sea is calm today; 海面平静。</p>"
+            f"<ul><li>Item one of {n}</li><li>Item two of {n}</li></ul>"
+            f"<table><tr><th>Key</th><th>Value</th></tr><tr><td>k{n}</td><td>v{n}</td></tr></table>\n"
+        )
+        sections.append(section)
+        size += len(section.encode())
+        n += 1
+    return f"<!doctype html><html><body><div id='app'>{''.join(sections)}</div></body></html>".encode()

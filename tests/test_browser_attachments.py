@@ -96,14 +96,32 @@ def test_refusals_are_the_apps_own_sentences_and_the_limit_is_in_settings(
 
 
 def test_reading_a_slow_file_shows_its_progress(open_page: Any, app: App, tmp_path: Path) -> None:
-    row = "<tr><td>Linux <b>build</b></td><td><a href='https://example.com/a'>yes</a></td></tr>\n"
-    slow = tmp_path / "table.html"
-    slow.write_text(f"<html><body><table>{row * 6000}</table></body></html>")
+    # 1,500 pages without text, read page by page to the end (a page with text would be refused as
+    # soon as the context is full: HTML too, since it is read in parts).
+    slow = tmp_path / "scan.pdf"
+    slow.write_bytes(pdf_bytes(" ", pages=1500))
     page = open_page(app)
     _pick(page, slow)
-    expect(page.locator("#attachment-chips")).to_contain_text("Reading table.html")
+    expect(page.locator("#attachment-chips")).to_contain_text("Reading scan.pdf")
     shot(page, "23-reading")
-    expect(page.locator(".toast-body")).to_contain_text("table.html is longer than the loaded model's context")
+    expect(page.locator(".toast-body")).to_contain_text("scan.pdf has no text to read")
+
+
+def test_a_file_bigger_than_the_page_takes_gets_the_apps_sentence(open_page: Any, app: App, tmp_path: Path) -> None:
+    """Over Gradio's max_file_size (1 GiB) the page does not upload the file, and says so in the
+    app's words, not Gradio's; a file picked with it is attached."""
+    huge = tmp_path / "recording.txt"
+    with huge.open("wb") as f:
+        f.truncate(1100 * 2**20)  # sparse: no disk used
+    notes = tmp_path / "notes.txt"
+    notes.write_text("The sea is calm.", encoding="utf-8")
+    page = open_page(app)
+    _pick(page, huge, notes)
+    expect(page.locator(".toast-body").filter(has_text="recording.txt")).to_contain_text(
+        "recording.txt is 1,100.0 MB, more than the 50 MB a file may have"
+    )
+    expect(page.locator("#attachment-chips .attachment-chip")).to_contain_text("notes.txt · ")
+    expect(page.get_by_text("maximum allowed size")).to_have_count(0)
 
 
 def test_the_clear_button_is_named_and_thumbnails_keep_their_shape(open_page: Any, app: App) -> None:

@@ -76,6 +76,20 @@ def test_a_file_over_the_size_setting_is_refused_before_it_is_read(
     assert pending == [] and chips == ""
 
 
+def test_files_the_page_did_not_upload_get_the_size_sentence(make_app: Any) -> None:
+    """The page keeps a file over Gradio's upload limit from Gradio and names it (assets/chat.js)."""
+    tray = AttachmentTray(make_app(Engine()))
+    unsent = '[{"name": "C:\\\\films\\\\trip.mov", "size": 2147483648}, {"name": 3}, "x"]'
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        tray.refuse_unsent(unsent, REQUEST)
+        tray.refuse_unsent("not json", REQUEST)
+    assert [str(w.message) for w in warned] == [
+        "trip.mov is 2,048.0 MB, more than the 50 MB a file may have: attach a smaller file, "
+        "or raise Largest attachment under Settings → Attachments."
+    ]
+
+
 def test_pictures_in_the_history_are_thumbnails(make_app: Any, tmp_path: Path) -> None:
     app = make_app(Engine())
     from app.attachments import Attachment, read_file

@@ -33,5 +33,7 @@ class TextBudget(Protocol):
     """Takes a document's text as it is read (a PDF page by page) and raises `UserError` as soon
     as there is more than the model can take, so that reading stops there."""
 
-    def take(self, text: str, done: float) -> None:
-        """`done`: the share of the file read so far (0 to 1), for progress."""
+    def take(self, text: str, done: float, pending: bool = False) -> None:
+        """`done`: the share of the file read so far (0 to 1), for progress. `pending`: text that
+        stands for a part not converted yet (the plain text of an HTML stretch), counted until the
+        next text taken without it, which replaces it."""

@@ -70,22 +70,28 @@ class ContextBudget:
         self._progress = progress
         self.tokens = 0
         self._pieces = 0
+        self._pending = (0, 0)  # tokens and pieces of text taken in place of a part not read yet
 
-    def take(self, text: str, done: float) -> None:
+    def take(self, text: str, done: float, pending: bool = False) -> None:
+        if not pending:
+            self._pending = (0, 0)
         if self._count is not None:
             for piece in pieces(text):
-                self.tokens += self._count(piece)
-                self._pieces += 1
-                at_least = self.tokens - CUT_SLACK_TOKENS * (self._pieces - 1)
-                if at_least > self._limit:
-                    raise UserError(
-                        "attachments.too_long",
-                        name=self._name,
-                        tokens=f"{at_least:,}",
-                        max_len=f"{self._limit:,}",
-                    )
+                tokens = self._count(piece)
+                if pending:
+                    self._pending = (self._pending[0] + tokens, self._pending[1] + 1)
+                else:
+                    self.tokens += tokens
+                    self._pieces += 1
+                self._check()
         if self._progress is not None:
             self._progress(done)
+
+    def _check(self) -> None:
+        tokens, counted = self.tokens + self._pending[0], self._pieces + self._pending[1]
+        at_least = tokens - CUT_SLACK_TOKENS * (counted - 1)
+        if at_least > self._limit:
+            raise UserError("attachments.too_long", name=self._name, tokens=f"{at_least:,}", max_len=f"{self._limit:,}")
 
 
 def pieces(text: str, size: int = PIECE_CHARS) -> Iterator[str]:

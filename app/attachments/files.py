@@ -1,8 +1,9 @@
 """What a file given to a message is, read from its name and bytes: its kind, and its text.
 
 Text, code and Markdown are decoded (UTF-8 first, then what charset-normalizer finds); PDF text
-comes from pypdf, DOCX from python-docx, HTML becomes Markdown through markdownify (headings,
-lists, links and tables survive, scripts and styles do not). Pictures are checked by Pillow
+comes from pypdf, DOCX text from its XML as it is unpacked (app.attachments.docx_text), HTML
+becomes Markdown through markdownify, part by part (app.attachments.html_text: headings, lists,
+links and tables survive, scripts and styles do not). Pictures are checked by Pillow
 (app.attachments.images). Every way a file can be unreadable ends in one `UserError` naming it.
 """
 
@@ -15,6 +16,7 @@ import re
 from pathlib import PurePath
 
 from app.attachments.content import AttachmentKind, FileContent, TextBudget
+from app.attachments.docx_text import docx_text
 from app.attachments.images import read_image
 from app.errors import UserError
 
@@ -31,6 +33,7 @@ TEXT_SUFFIXES = frozenset(
     }
 )
 HTML_SUFFIXES = frozenset({".html", ".htm", ".xhtml"})
+DOCX_MIME = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp"})
 MAX_NAME_LENGTH = 255
 # Control characters other than tab, newline, carriage return and form feed: a "text" file
@@ -60,20 +63,22 @@ def read_file(name: str, data: bytes, budget: TextBudget | None = None) -> FileC
         raise UserError("attachments.empty", name=name)
     if suffix in IMAGE_SUFFIXES:
         return read_image(name, data)
+    # PDF, DOCX and HTML are given to the budget as they are read (a PDF page by page), so that a
+    # long one stops being read once the budget is spent; plain text is counted once decoded.
+    counted = True
     if suffix == ".pdf":
-        # Page by page: a long PDF stops being read once the budget is spent.
         text, mime = _pdf_text(name, data, budget), "application/pdf"
     elif suffix == ".docx":
-        text, mime = _docx_text(name, data), "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+        text, mime = docx_text(name, data, budget), DOCX_MIME
     elif suffix in HTML_SUFFIXES:
-        text, mime = _html_text(_decode(name, data)), "text/html"
+        text, mime = _html_text(name, data, budget), "text/html"
     elif suffix in TEXT_SUFFIXES or not suffix:
-        text, mime = _decode(name, data), "text/plain"
+        text, mime, counted = _decode(name, data), "text/plain", False
     else:
         raise UserError("attachments.unsupported", name=name, suffix=suffix)
     if not text.strip():
         raise UserError("attachments.no_text", name=name)
-    if budget is not None and suffix != ".pdf":
+    if budget is not None and not counted:
         budget.take(text, 1.0)
     return FileContent(name, AttachmentKind.TEXT, mime, data, text)
 
@@ -132,26 +137,13 @@ def _unlocks_without_password(reader: object) -> bool:
         return False
 
 
-def _docx_text(name: str, data: bytes) -> str:
-    import docx
+def _html_text(name: str, data: bytes, budget: TextBudget | None) -> str:
+    from bs4.exceptions import ParserRejectedMarkup
+
+    from app.attachments.html_text import PageReader
 
     try:
-        document = docx.Document(io.BytesIO(data))
-    except Exception as exc:  # a damaged file fails in zipfile, lxml or python-docx, each its own way
-        log.info("could not read the DOCX %s: %s", name, exc)
-        raise UserError("attachments.docx_broken", name=name) from None
-    parts = [p.text for p in document.paragraphs]
-    for table in document.tables:
-        parts += [" | ".join(cell.text.strip() for cell in row.cells) for row in table.rows]
-    return "\n".join(parts)
-
-
-def _html_text(html: str) -> str:
-    from bs4 import BeautifulSoup
-    from markdownify import MarkdownConverter
-
-    soup = BeautifulSoup(html, "html.parser")
-    # markdownify keeps the text inside every tag: code and styling are no part of the page's text.
-    for tag in soup(["script", "style", "noscript", "template", "iframe", "svg", "object"]):
-        tag.decompose()
-    return MarkdownConverter(heading_style="ATX").convert_soup(soup).strip()
+        return PageReader(_decode(name, data), budget).read()
+    except (AssertionError, ParserRejectedMarkup) as exc:  # html.parser's way of giving up on markup
+        log.info("could not read the HTML %s: %s", name, exc)
+        raise UserError("attachments.html_broken", name=name) from None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -31,6 +32,10 @@ THUMBNAIL_SCALE = 2
 # The ✕ beside the attach button: its text is the translated "Remove all attached files", which
 # screen readers read (the page shows a cross in its place, assets/style.css); this makes it the
 # tooltip too.
+# Files bigger than the page takes are kept from Gradio's client (which refuses them in its own
+# English words) by assets/chat.js, which names them here for their refusal.
+UNSENT_JS = "() => window.vllmChatUnsent?.() ?? '[]'"
+MAX_UNSENT = 100
 CLEAR_TOOLTIP_JS = """() => {
   const button = document.querySelector('#attachments-clear');
   if (button) button.title = button.textContent.trim();
@@ -77,6 +82,16 @@ class AttachmentTray:
         content, attachment = attach(self.app.engine, name, data, limit, pictures, progress)
         self.app.conversations.files.save(content)
         return attachment
+
+    def refuse_unsent(self, unsent: str, request: gr.Request) -> None:
+        """Files the page did not upload, bigger than it takes (assets/chat.js): each gets the size
+        sentence, as one uploaded over the limit does."""
+        lang = request_language(request)
+        for name, size in _unsent(unsent):
+            try:
+                check_size(name, size, self.app.settings.max_attachment_mb)
+            except UserError as exc:
+                gr.Warning(exc.message(lang))
 
     def remove_all(self, request: gr.Request) -> tuple[list, str]:
         return [], chips([], request_language(request))
@@ -137,6 +152,21 @@ def _thumbnail(files: AttachmentFiles, attachment: Attachment) -> str | None:
     return "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode("ascii")
 
 
+def _unsent(unsent: str) -> list[tuple[str, int]]:
+    """(name, size) of each file the page says it did not upload (JSON from the page: what is not
+    a name and a size is left out)."""
+    try:
+        items = json.loads(unsent or "[]")
+    except ValueError:
+        return []
+    found = []
+    for item in items[:MAX_UNSENT] if isinstance(items, list) else []:
+        name, size = (item.get("name"), item.get("size")) if isinstance(item, dict) else (None, None)
+        if isinstance(name, str) and isinstance(size, int) and size >= 0:
+            found.append((clean_name(name), size))
+    return found
+
+
 def _uploads(uploaded: Any) -> list[tuple[str, str]]:
     """(path, name) of each uploaded file, whatever form Gradio gives them in."""
     items = uploaded if isinstance(uploaded, list) else [uploaded] if uploaded else []
@@ -165,7 +195,13 @@ class Tray:
             self.clear = gr.Button(
                 i18n("attachments.clear_all"), size="sm", scale=0, min_width=40, elem_id="attachments-clear"
             )
+        # Rendered, never shown: the page clicks it for the files it did not upload (see UNSENT_JS).
+        self.unsent_button = gr.Button(visible="hidden", elem_id="attach-unsent")
+        unsent = gr.Textbox(visible=False)
         private = {"api_visibility": "private"}
+        self.unsent_button.click(
+            self.handlers.refuse_unsent, [unsent], None, js=UNSENT_JS, show_progress="hidden", **private
+        )
         # Reading a big file takes a while: its progress shows where its chip will be.
         self.button.upload(
             self.handlers.add,

@@ -81,10 +81,11 @@ def mount_ui(http: FastAPI, app: App, auth: tuple[str, str] | None = None) -> Ca
         footer_links=["api"],
         css_paths=[STYLE],
         allowed_paths=[str(export_dir(app))],
-        # The largest file the page takes: Gradio refuses bigger ones itself, in its own words, before
-        # a handler sees them. Up to the highest attachment limit that can be set, the app's own
-        # sentence (the limit set, and where to change it) refuses an attachment, and an imported
-        # chat is refused by its size too (app.history.imports).
+        # The largest file the page takes: Gradio's client refuses bigger ones itself, in its own
+        # words, before a handler sees them (the chat's attach button keeps them from it and has the
+        # app's sentence said: assets/chat.js). Up to the highest attachment limit that can be set,
+        # the app's own sentence (the limit set, and where to change it) refuses an attachment, and
+        # an imported chat is refused by its size too (app.history.imports).
         max_file_size=max(MAX_IMPORT_BYTES, int(MAX_ATTACHMENT_MB * 2**20)),
         auth=auth,
     )
