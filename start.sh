@@ -202,7 +202,17 @@ run_app() {
     on_signal() {
         trap '' HUP INT TERM
         kill -TERM "$app" 2>/dev/null || true
-        (sleep "$stop_timeout" && kill -KILL -- "$target" 2>/dev/null) &
+        # The watchdog looks every half second: a shell waiting for a foreground `sleep` defers a
+        # signal until the sleep is over, and a single long sleep outlived a clean stop by the whole
+        # timeout (a process of ours left for 26 s).
+        (
+            deadline=$((SECONDS + stop_timeout))
+            while [ "$SECONDS" -lt "$deadline" ]; do
+                kill -0 "$app" 2>/dev/null || exit 0
+                sleep 0.5
+            done
+            kill -KILL -- "$target" 2>/dev/null
+        ) &
         watchdog=$!
     }
     trap on_signal HUP INT TERM
