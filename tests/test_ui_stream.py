@@ -133,6 +133,37 @@ def test_closing_the_tab_while_the_message_shows_aborts_the_request(engine_loop:
     assert app.conversations.list() == []
 
 
+def test_a_reply_dropped_between_two_updates_is_stopped_and_saved(engine_loop: Any, make_app: Any) -> None:
+    """Gradio's cancel can land while its task is between two updates of a reply, before the
+    queue has stored the reply to close it (seen on a busy machine when Stop is clicked at once):
+    the reply is left paused, and its request would run to the last token."""
+    engine = PageEngine(tokens=REPLY_TOKENS, rate=60)
+    app = make_ui_app(make_app, engine, SamplingSettings())
+    panel = ChatPanel(app, chatbot=None)
+    dropped: list[Any] = []
+
+    async def stop_between_updates() -> int:
+        async def gradio_step() -> None:
+            stream = panel._stream(Turn(None, [], "Write a long story about the sea."), "", "en", "tab", "key")
+            dropped.append(stream)  # held, as Gradio's queue holds it: never closed by the collector
+            while len(reply_texts([await anext(stream)])) == 0:
+                pass
+            await asyncio.sleep(30)  # Gradio's own work between two updates
+
+        task = asyncio.ensure_future(gradio_step())
+        await asyncio.sleep(1)
+        running = engine.num_unfinished_requests()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return running
+
+    assert engine_loop.run(stop_between_updates()) == 1
+    assert wait_until(lambda: engine.num_unfinished_requests() == 0, timeout=2), "the request ran on"
+    (conv,) = app.conversations.list()
+    reply = app.conversations.messages(conv.id)[-1]
+    assert reply.role == "assistant" and reply.stats.finish_reason == "abort" and reply.content, reply
+
+
 def test_the_page_opens_a_chat_whatever_its_stats_and_refuses_bad_imports(make_app: Any, tmp_path: Path) -> None:
     """An import with odd stats is refused with the one sentence; a chat whose stored stats went
     odd (an older version, a hand edit) still opens first on page load, its bad stat left out."""

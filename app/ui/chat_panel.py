@@ -9,6 +9,7 @@ failed part-way) is saved in the generator's `finally`, after closing the engine
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import re
@@ -248,9 +249,9 @@ class ChatPanel:
         Nothing else: Gradio rebuilds every other output component on every update, even one
         sent as gr.skip(). The box is emptied in the browser when the message is sent. With tools
         set up, the reply goes through the tool loop (`chat_tools`) instead."""
-        with self.stops.running(session or "", stop_key, lang):
-            async for update in self._reply(turn, system_prompt, lang, session or ""):
-                yield update
+        updates = self._reply(turn, system_prompt, lang, session or "")
+        async for update in self.stops.run(session or "", stop_key, lang, updates):
+            yield update
 
     async def _reply(self, turn: Turn, system_prompt: str, lang: str, session: str) -> AsyncIterator[tuple]:
         sampling = self._sampling(lang)
@@ -266,8 +267,10 @@ class ChatPanel:
             replies = self.tools.stream(recorder, sampling, lang, session)
         else:
             replies = self._plain_reply(recorder, sampling, lang)
-        async for update in replies:
-            yield update
+        # Closed with this one (on Stop, see ReplyStops.run): that saves it and aborts its request.
+        async with contextlib.aclosing(replies):
+            async for update in replies:
+                yield update
 
     async def _plain_reply(
         self, recorder: ReplyRecorder, sampling: SamplingSettings, lang: str

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
 
 import gradio as gr
 
@@ -75,6 +77,8 @@ class ReplyStops:
         # Per session: the new chat its latest reply began in, until its next reply starts. A Stop
         # right after the first words can cancel the update that tells the page the chat's id.
         self._new_chats: OrderedDict[str, int] = OrderedDict()
+        # Replies being closed after their task dropped them (see `run`), held until closed.
+        self._closing: set[asyncio.Future] = set()
 
     def began_new_chat(self, session: str, conversation_id: int) -> None:
         self._new_chats[session] = conversation_id
@@ -85,26 +89,39 @@ class ReplyStops:
         """The chat the session's latest reply began, if that reply started a new one."""
         return self._new_chats.get(session)
 
-    @contextlib.contextmanager
-    def running(self, session: str, key: str, lang: str) -> Iterator[None]:
-        """While the current task answers the reply under `key` (Gradio runs an event's every
-        step in one task). A reply stopped before it began fails at once, silently: the page
-        then puts its message back into the box."""
+    async def run(self, session: str, key: str, lang: str, updates: AsyncGenerator[Any, None]) -> AsyncIterator[Any]:
+        """The reply's `updates`, answered under `key` by the current task (Gradio runs an event's
+        every step in one task). A reply stopped before it began fails at once, silently: the page
+        then puts its message back into the box.
+
+        A reply whose task ends while it is paused between two updates (Gradio's cancel landing
+        there, before the queue has stored the reply to close it) would keep its engine request
+        running to the last token: it is closed here, which aborts the request and saves what it
+        wrote as stopped."""
         self._new_chats.pop(session, None)
-        if key and (session, key) in self._stopped:
-            raise gr.Error(translate("chat.stopped_before_reply", lang), visible=False, print_exception=False)
-        task = asyncio.current_task()
-        if not key or task is None:
-            yield
-            return
-        tasks = self._running.setdefault((session, key), set())
-        tasks.add(task)
-        try:
-            yield
-        finally:
-            tasks.discard(task)
-            if not tasks:
-                self._running.pop((session, key), None)
+        async with contextlib.aclosing(updates):
+            if key and (session, key) in self._stopped:
+                raise gr.Error(translate("chat.stopped_before_reply", lang), visible=False, print_exception=False)
+            task = asyncio.current_task()
+            if task is None:
+                raise RuntimeError("a reply runs in a task")
+            orphaned = functools.partial(self._close_orphan, updates)
+            task.add_done_callback(orphaned)
+            tasks = self._running.setdefault((session, key), set()) if key else set()
+            tasks.add(task)
+            try:
+                async for update in updates:
+                    yield update
+            finally:
+                task.remove_done_callback(orphaned)
+                tasks.discard(task)
+                if key and not tasks:
+                    self._running.pop((session, key), None)
+
+    def _close_orphan(self, updates: AsyncGenerator[Any, None], _task: asyncio.Task) -> None:
+        closing = asyncio.ensure_future(updates.aclose())
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
 
     async def stop(self, key: str, request: gr.Request) -> None:
         """The page's Stop, for the replies under `key` in the page's session."""
