@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import gc
 import json
@@ -292,8 +293,10 @@ def test_load_unload_switch_and_recover_from_a_failed_start(
     assert info.value.key == "engine.no_model"
 
     # A load given up while the engine's processes start (the app stopped during start-up):
-    # the engine it was starting is shut down, not left holding the device beside the next one.
+    # the engine it was starting is stopped there, not brought up first (a whole start, tens of
+    # seconds for a large model) nor left holding the device beside the next one.
     running = {p.pid for p in vllm_processes()}
+    engines_up = ENGINE_LOG.read_text().count(ENGINE_UP)
 
     async def start_loading() -> asyncio.Task:
         return asyncio.create_task(eng.load(str(tiny_model), tiny_engine_settings()))
@@ -316,6 +319,21 @@ def test_load_unload_switch_and_recover_from_a_failed_start(
     assert engine_loop.run(give_up(loading))
     assert eng.status.state == EngineState.EMPTY and eng.child_pids() == []
     assert not still_running(starting)
+    assert ENGINE_LOG.read_text().count(ENGINE_UP) == engines_up, "the given-up engine started to the end"
+
+    # Unload while a load starts (the Models tab's Unload, the app's exit once it serves): the
+    # start is stopped at once, here while its EngineCore is still importing vLLM, and the load
+    # says so in a sentence.
+    loading = engine_loop.run(start_loading())
+    assert wait_until(lambda: _spawned_since(running), timeout=30)
+    spawned = _spawned_since(running)
+    engine_loop.run(eng.unload())
+    with pytest.raises(EngineError) as info:
+        engine_loop.run(asyncio.wait_for(loading, 5))
+    assert info.value.key == "engine.load_stopped" and "tiny-qwen2" in info.value.message("zh-CN")
+    assert eng.status.state == EngineState.EMPTY and eng.child_pids() == []
+    assert not still_running(spawned)
+    assert ENGINE_LOG.read_text().count(ENGINE_UP) == engines_up
 
     # Every engine this test started is freed, in this process too (switching models must not
     # grow the app's memory); the shared engine never noticed.
@@ -326,6 +344,20 @@ def test_load_unload_switch_and_recover_from_a_failed_start(
         ].completion_tokens
         == 2
     )
+
+
+def _spawned_since(before: set[int]) -> list[psutil.Process]:
+    """Our processes started by multiprocessing since `before` (an EngineCore, named or not yet)."""
+    spawned = []
+    for proc in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if proc.pid not in before and "multiprocessing.spawn" in " ".join(proc.cmdline()):
+                spawned.append(proc)
+    return spawned
+
+
+# What vLLM's EngineCore logs once it is up (its model loaded, its KV cache made).
+ENGINE_UP = "init engine (profile, create kv cache, warmup model) took"
 
 
 def _async_llms() -> int:

@@ -31,7 +31,7 @@ from app.engine.build import (
 )
 from app.engine.errors import explain_generate_error, explain_load_error, explain_render_error
 from app.engine.logs import log_size, read_since
-from app.engine.processes import EngineProcesses, shut_down, wait_through_cancellation
+from app.engine.processes import EngineProcesses, shut_down, stop_starting, wait_through_cancellation
 from app.engine.reasoning import ReplySplit, parser_class
 from app.engine.requests import model_defaults_as_settings, prompt_token_ids, sampling_params
 from app.engine.types import (
@@ -69,6 +69,8 @@ class Engine:
         self._model_defaults: dict[str, Any] = {}
         self._reply_parser: Any = None
         self._capabilities = Capabilities()
+        # The start under way, which `unload` stops.
+        self._start_task: asyncio.Task | None = None
 
     # ---- state -------------------------------------------------------------------------
 
@@ -154,7 +156,7 @@ class Engine:
             await self._unload_locked()
             log_offset = log_size(self._log_file)
             try:
-                await self._start(model, name, settings)
+                await self._start_stoppable(model, name, settings)
             except asyncio.CancelledError:
                 await self._unload_locked()
                 self._set(EngineState.EMPTY)
@@ -172,6 +174,19 @@ class Engine:
                 await self._unload_locked()
                 self._set(EngineState.FAILED, model=name, error=error)
                 raise error from exc
+
+    async def _start_stoppable(self, model: str, name: str, settings: EngineSettings) -> None:
+        """`_start`, which `unload` may stop: the load then fails with a sentence saying so."""
+        self._start_task = asyncio.ensure_future(self._start(model, name, settings))
+        try:
+            await self._start_task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+            raise EngineError("engine.load_stopped", model=name) from None
+        finally:
+            self._start_task = None
 
     async def _start(self, model: str, name: str, settings: EngineSettings) -> None:
         """Check, configure and start the engine, saying each stage in the status; READY at the end."""
@@ -191,10 +206,14 @@ class Engine:
         try:
             llm = await asyncio.shield(build)
         except asyncio.CancelledError:
-            # The build thread cannot be interrupted: the engine it is starting is shut
-            # down (by the caller) once it is up, before another load may start beside it.
-            await wait_through_cancellation(build)
-            self._llm = None if build.exception() else build.result()
+            # The build thread cannot be interrupted, but it fails as soon as the processes it
+            # started are gone; one that was up already is shut down by the caller.
+            await stop_starting(build, before)
+            failed = build.exception()
+            if failed is not None:
+                # Its frames hold the half-built engine (see `load`).
+                traceback.clear_frames(failed.__traceback__)
+            self._llm = None if failed else build.result()
             raise
         finally:
             self._processes = EngineProcesses.started_since(before)
@@ -208,7 +227,10 @@ class Engine:
 
     async def unload(self) -> None:
         """Stop the loaded engine; the status says "no model" from the start, and the device
-        memory is free when this returns."""
+        memory is free when this returns. A start under way is stopped, not waited for (the
+        Models tab's Unload, the app's exit)."""
+        if self._start_task is not None:
+            self._start_task.cancel()
         async with self._lock:
             self._set(EngineState.EMPTY)
             await self._unload_locked()

@@ -136,6 +136,10 @@ class EnginePool:
             name = engine.status.model
             self._members.append(Member(engine, LoadRequest(name, name, name, EngineSettings())))
         self._lock = asyncio.Lock()
+        # Engines start one at a time: on a GPU, vLLM sizes its KV cache from the memory free
+        # while it starts, which another engine starting beside it is taking; and the processes
+        # a start spawns are told from another's by when they appeared.
+        self._starting = asyncio.Lock()
         self._pending: dict[str, asyncio.Future] = {}
         # Memory the members may take; None: the machine's (tests set a small one).
         self.budget_bytes: int | None = None
@@ -207,7 +211,8 @@ class EnginePool:
                 self._current_engine = member.engine
             member.starting = True
         try:
-            await start(member.engine)
+            async with self._starting:
+                await start(member.engine)
         except BaseException:
             if member.engine is not self._current_engine and member in self._members:
                 # A load on request that failed leaves nothing behind; the current one stays, to say why.

@@ -10,6 +10,7 @@ processes are gone the segments they used and left are removed here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ KILL_WAIT_S = 3.0
 # released) is done within about a second; the rest is the interpreters' own teardown, which the
 # user would wait for with nothing to gain (measured on 2 busy cores: 4.5-5 s in all).
 SHUTDOWN_GRACE_S = 3.0
+# A build given up: how often to look again for processes it started meanwhile.
+KILL_POLL_S = 0.5
 # Aborting the running requests before the shutdown: an engine that does not answer is dead.
 ABORT_TIMEOUT_S = 1.0
 
@@ -50,6 +53,15 @@ class EngineProcesses:
         multiprocessing's resource tracker also appears among the children but lives as long as we do."""
         procs = [p for p in psutil.Process().children(recursive=True) if p.pid not in before and _is_vllm_process(p)]
         return cls(procs, set().union(*(_mapped_segments(p) for p in procs)))
+
+    @classmethod
+    def starting_since(cls, before: set[int]) -> EngineProcesses:
+        """What an engine build has started since `before` so far, named or not yet: a spawned
+        EngineCore takes its name only once it has imported vLLM (seconds). Children that are
+        not multiprocessing's (MCP servers, downloads) and its resource tracker are left out."""
+        return cls(
+            [p for p in psutil.Process().children(recursive=True) if p.pid not in before and _is_engine_child(p)]
+        )
 
     @property
     def pids(self) -> list[int]:
@@ -121,6 +133,16 @@ def _is_vllm_process(proc: psutil.Process) -> bool:
         return False
 
 
+def _is_engine_child(proc: psutil.Process) -> bool:
+    if _is_vllm_process(proc):
+        return True
+    try:
+        command = " ".join(proc.cmdline())
+    except psutil.Error:
+        return False
+    return "multiprocessing.spawn" in command and "resource_tracker" not in command
+
+
 def _name(proc: psutil.Process) -> str:
     try:
         return proc.name()
@@ -160,6 +182,23 @@ async def _abort_all(llm: Any) -> None:
             await llm.pause_generation(mode="abort", clear_cache=False)
     except Exception as exc:  # a dying engine: its shutdown follows all the same
         log.info("aborting the running requests before the shutdown failed: %r", exc)
+
+
+async def stop_starting(build: asyncio.Future, before: set[int]) -> bool:
+    """End an engine build that was given up: kill the processes it has started (an EngineCore
+    still importing vLLM, its workers), so that vLLM's wait for them fails at once instead of
+    after a whole start (tens of seconds for a large model), and wait for the build to end.
+    Returns whether the caller was cancelled meanwhile."""
+    cancelled = False
+    while not build.done():
+        for proc in EngineProcesses.starting_since(before).procs:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        try:
+            await asyncio.wait([build], timeout=KILL_POLL_S)
+        except asyncio.CancelledError:
+            cancelled = True
+    return cancelled
 
 
 async def wait_through_cancellation(future: asyncio.Future) -> bool:
