@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from app.models.architectures import supported_architectures
 from app.models.catalog import CatalogEntry, load_catalog
 from app.models.fit import ModelShape
 from app.models.memory import BLOCK_TOKENS
@@ -100,6 +101,8 @@ def test_supported_by_vllms_registry():
 
     supported = set(ModelRegistry.get_supported_archs())
     assert {e.architecture for e in CATALOG} <= supported
+    # What a download checks against, read from the registry's source without importing vLLM.
+    assert supported_architectures() == supported
 
 
 # ---- the tensors a config describes ------------------------------------------------------------

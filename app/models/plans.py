@@ -14,6 +14,7 @@ from app.config.settings import EngineSettings
 from app.errors import UserError
 from app.hardware import Hardware
 from app.i18n import translate
+from app.models.architectures import supported_architectures
 from app.models.cache import ModelStore, is_weight_file, resolve_snapshot, select_model_files
 from app.models.catalog import CatalogEntry, find_entry
 from app.models.fit import FitReport, ModelShape, check_fit, format_bytes, read_config
@@ -68,10 +69,8 @@ class DownloadPlan:
     def require_supported(self) -> None:
         """Refuse, before downloading, an architecture vLLM's model registry does not know. Models
         with their own code (auto_map) are left to vLLM, which may run them through Transformers."""
-        from vllm.model_executor.models import ModelRegistry
-
         archs = self.config.get("architectures") or []
-        if archs and not self.needs_trust_remote_code and not set(archs) & set(ModelRegistry.get_supported_archs()):
+        if archs and not self.needs_trust_remote_code and not set(archs) & supported_architectures():
             raise UserError("browser.unsupported_arch", repo=self.repo_id, arch=archs[0])
 
     @property
