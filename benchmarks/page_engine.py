@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from app.config.settings import EngineSettings, SamplingSettings
-from app.engine import Capabilities, ChatDelta, EngineState, EngineStatus
+from app.engine import Capabilities, ChatDelta, EngineState, EngineStatus, LoadStage
 from app.errors import UserError
 
 SECTION = """## {n}. 梯度下降 (gradient descent), step by step
@@ -132,3 +132,35 @@ class PageEngine:
 
     def num_unfinished_requests(self) -> int:
         return self._running
+
+
+class LoadableEngine(PageEngine):
+    """The stand-in, empty at first, which loads and unloads: a load passes through the engine's
+    stages (checking, configuring, starting) over `load_s` seconds, as a real start does in tens
+    of seconds, and records what it was asked to load, so that a test of the page or of a
+    download checks what reached the engine without waiting for vLLM."""
+
+    def __init__(self, load_s: float = 0.0, tokens: int = 400, rate: float = 400.0) -> None:
+        super().__init__(tokens=tokens, rate=rate)
+        self.load_s = load_s
+        self.loaded: list[tuple[str, EngineSettings]] = []
+        self._status = EngineStatus(EngineState.EMPTY, since=time.time())
+
+    @property
+    def model_name(self) -> str | None:
+        return self._status.model if self._status.state == EngineState.READY else None
+
+    @property
+    def max_model_len(self) -> int | None:
+        return self._status.max_model_len
+
+    async def load(self, model: str, settings: EngineSettings, name: str | None = None) -> None:
+        name = name or model
+        self.loaded.append((model, settings))
+        for stage in (LoadStage.CHECKING, LoadStage.CONFIGURING, LoadStage.STARTING):
+            self._status = EngineStatus(EngineState.LOADING, model=name, stage=stage, since=time.time())
+            await asyncio.sleep(self.load_s / 3)
+        self._status = EngineStatus(EngineState.READY, model=name, since=time.time())
+
+    async def unload(self) -> None:
+        self._status = EngineStatus(EngineState.EMPTY, since=time.time())

@@ -9,15 +9,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 from playwright.sync_api import expect
 
 from app.application import App
 from app.config.settings import AppPaths, AppSettings
-from app.engine import Engine
+from app.engine import Engine, EngineState
+from benchmarks.page_engine import LoadableEngine
 from tests.browser_pages import browser_fixture, shot  # noqa: F401 (Chromium, as a fixture)
-from tests.conftest import still_running, tiny_engine_settings
+from tests.conftest import tiny_engine_settings
 from tests.hub_server import HubRepo, HubServer
 
 pytestmark = [pytest.mark.browser]
@@ -34,9 +34,11 @@ def _models_tab(browser: Any, url: str) -> tuple[Any, Any]:
     return context, page
 
 
-@pytest.mark.engine
-def test_load_and_unload_say_so_at_once(browser, make_app, start_server, engine_loop, tiny_model: Path) -> None:
-    app = make_app(Engine(), AppSettings(engine=tiny_engine_settings()))
+def test_load_and_unload_say_so_at_once(browser, make_app, start_server, tiny_model: Path) -> None:
+    """The page's side, on the stand-in engine with a start of a few seconds (what the real
+    engine's load and unload do, its processes started and gone, is tests/test_engine.py's)."""
+    engine = LoadableEngine(load_s=3.0)
+    app = make_app(engine, AppSettings(engine=tiny_engine_settings()))
     context, page = _models_tab(browser, start_server(app).url)
     bar = page.locator("#status-bar")
     try:
@@ -48,21 +50,18 @@ def test_load_and_unload_say_so_at_once(browser, make_app, start_server, engine_
         # Under the button, the stage the engine is at.
         expect(page.locator("#models-report")).to_contain_text("⏳ Loading", timeout=AT_ONCE_MS)
         shot(page, "models-loading")
-        expect(bar).to_contain_text(f"Ready: {tiny_model.name}", timeout=180_000)
+        expect(bar).to_contain_text(f"Ready: {tiny_model.name}", timeout=30_000)
         expect(page.locator("#models-report")).not_to_contain_text("⏳")
-        children = [psutil.Process(pid) for pid in app.engine.child_pids()]
-        assert children
+        # The folder typed, with the engine settings of Settings → Engine.
+        assert engine.loaded == [(str(tiny_model), tiny_engine_settings())]
 
         page.locator("#models-unload").click()
         expect(bar).to_contain_text("No model loaded", timeout=AT_ONCE_MS)
         expect(page.locator("#models-cache-note")).to_contain_text(f"Unloaded {tiny_model.name}", timeout=15_000)
         shot(page, "models-unloaded")
-        # Its memory is free: the engine's processes are gone when it says so.
-        assert app.engine.vllm is None and app.engine.child_pids() == []
-        assert not still_running(children)
+        assert engine.status.state == EngineState.EMPTY
     finally:
         context.close()
-        engine_loop.run(app.engine.unload())
 
 
 @pytest.fixture

@@ -24,7 +24,8 @@ from app.models.cache import ModelStore, delete_cached, list_cached, partial_fil
 from app.models.downloads import Downloads
 from app.models.plans import plan_download
 from app.models.sources import Source, TokenStore, source_from_settings
-from tests.conftest import collect, tiny_engine_settings
+from benchmarks.page_engine import LoadableEngine
+from tests.conftest import tiny_engine_settings
 from tests.hub_server import HubRepo, HubServer
 
 # Files a real repo carries that vLLM does not need: they must never be downloaded.
@@ -393,16 +394,15 @@ def test_models_tab_functions(hub: HubServer, make_app, tmp_path: Path):
     assert "not being downloaded" in panel.cancel("org/tiny", "en")
 
 
-@pytest.mark.engine
-def test_download_and_load_in_one_step_loads_offline_into_the_real_engine_and_answers(
-    hub, make_app, engine_loop, tmp_path, monkeypatch
-):
-    """The browser's "Download and load": progress while downloading, then a load that needs no
-    network (the Hub is stopped before it starts), then a reply."""
+def test_download_and_load_in_one_step_loads_the_downloaded_folder(hub, make_app, engine_loop, tiny_model, tmp_path):
+    """The browser's "Download and load": progress while downloading, then a load of the folder
+    just downloaded (the Hub is stopped first: nothing of the load may need it). On the stand-in
+    engine; the same flow into a real engine, and its reply, is tests/test_model_browser_page.py's."""
     from app.ui.model_browser import BrowserPanel
     from app.ui.models_panel import ModelsPanel
 
-    app = make_app(Engine())
+    engine = LoadableEngine()
+    app = make_app(engine)
     app.update_settings(engine=tiny_engine_settings())
     panel = ModelsPanel(app)
     panel.set_source("mirror", hub.url, False)
@@ -416,31 +416,21 @@ def test_download_and_load_in_one_step_loads_offline_into_the_real_engine_and_an
         async for line, loaded in browser.download_and_load("org/tiny", "en"):
             seen.append((line, loaded))
             if line.startswith("Loading"):
-                hub.stop()  # the Hub is gone, and vLLM's process starts offline: loading must not need it
-                monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+                hub.stop()
         return seen
 
-    try:
-        seen = engine_loop.run(run())
-        assert any("%" in line and "/s" in line for line, _ in seen[:-2]), seen
-        assert seen[-1][1] is True and "Loaded org/tiny." in seen[-1][0], seen[-1]
-        assert os.environ["HF_HUB_OFFLINE"] == "1"
-        assert app.engine.model_name == "org/tiny"
-        assert browser.describe("org/tiny", "en")[1] is True  # cached now: "Load"
-        # Remembered by its repo id, once, with the engine settings the user chose.
-        saved = load_settings(app.paths)
-        assert saved.model == "org/tiny" and saved.engine == tiny_engine_settings()
-        deltas = engine_loop.run(
-            collect(
-                app.engine.stream_chat(
-                    [{"role": "user", "content": "Hello"}], app.engine.resolve_sampling({"max_tokens": 8, "seed": 1})
-                )
-            )
-        )
-        assert deltas[-1].completion_tokens > 0 and deltas[-1].finish_reason in ("length", "stop")
-        assert "".join(d.text for d in deltas)
-    finally:
-        engine_loop.run(app.engine.unload())
+    seen = engine_loop.run(run())
+    assert any("%" in line and "/s" in line for line, _ in seen[:-2]), seen
+    assert seen[-1][1] is True and "Loaded org/tiny." in seen[-1][0], seen[-1]
+    assert app.engine.model_name == "org/tiny"
+    # The engine was given the downloaded folder, whole, not the repo id to fetch.
+    ((folder, settings),) = engine.loaded
+    assert Path(folder).is_relative_to(tmp_path / "hf-cache") and settings == tiny_engine_settings()
+    assert all((Path(folder) / f.name).read_bytes() == f.read_bytes() for f in tiny_model.iterdir() if f.is_file())
+    assert browser.describe("org/tiny", "en")[1] is True  # cached now: "Load"
+    # Remembered by its repo id, once, with the engine settings the user chose.
+    saved = load_settings(app.paths)
+    assert saved.model == "org/tiny" and saved.engine == tiny_engine_settings()
 
 
 def test_modelscope_without_its_package_says_how_to_install_it(store: ModelStore):

@@ -12,30 +12,11 @@ import pytest
 
 from app.config.settings import EngineSettings, SamplingSettings
 from app.engine.pool import EnginePool, LoadRequest, Member, MemberState
-from app.engine.types import EngineState, EngineStatus
 from app.errors import EngineError
 from app.hardware import detect
 from app.models.memory import GIB
 from app.ui.status import status_text
-from benchmarks.page_engine import PageEngine
-
-
-class LoadableEngine(PageEngine):
-    """The page benchmark's stand-in, which also loads and unloads (instantly)."""
-
-    def __init__(self) -> None:
-        super().__init__(tokens=400, rate=400.0)
-        self._status = EngineStatus(EngineState.EMPTY)
-
-    @property
-    def model_name(self) -> str | None:
-        return self._status.model if self._status.state == EngineState.READY else None
-
-    async def load(self, model: str, settings: EngineSettings, name: str | None = None) -> None:
-        self._status = EngineStatus(EngineState.READY, model=name or model)
-
-    async def unload(self) -> None:
-        self._status = EngineStatus(EngineState.EMPTY)
+from benchmarks.page_engine import LoadableEngine
 
 
 def pool_of(budget_gib: float | None = None) -> EnginePool:

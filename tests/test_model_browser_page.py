@@ -1,5 +1,6 @@
 """A new user's path in a real browser: search the Hub (the loopback one), pick a model, "Download
-and load", land on the Chat tab and get a streamed reply; then the KV cache vLLM allocated for that
+and load" (the Hub stopped once the download is done: the load needs nothing of it), land on the
+Chat tab and get a streamed reply; then the KV cache vLLM allocated for that
 model against our "tokens that fit".
 
 One engine start serves both: the model is Qwen2.5-7B's published config cut to 2 layers of 1024
@@ -18,11 +19,12 @@ import pytest
 from playwright.sync_api import expect
 
 from app.config.settings import AppPaths, AppSettings, EngineSettings, SamplingSettings
-from app.engine import Engine
+from app.engine import Engine, EngineState
 from app.hardware import Hardware
 from app.models.fit import ModelShape, check_fit
 from app.models.memory import CPU_BLOCK_TOKENS
 from tests.browser_pages import browser_fixture  # noqa: F401 (Chromium, as a fixture)
+from tests.conftest import wait_until
 from tests.hub_server import HubRepo, HubServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.engine]
@@ -95,7 +97,11 @@ def test_search_download_and_load_then_chat(
         expect(page.locator("#browser-note")).to_contain_text("Download:")
         expect(page.locator("#browser-go")).to_have_text("Download and load")
         page.locator("#browser-go").click()
-        # Downloaded, loaded, and the Chat tab is in front, ready to type.
+        # Downloaded: the Hub is stopped as the load begins, and the engine starts from the
+        # folder on disk (a load that asked the Hub for anything would fail).
+        assert wait_until(lambda: app.engine.status.state == EngineState.LOADING, 120)
+        hub.stop()
+        # Loaded, and the Chat tab is in front, ready to type.
         expect(page.get_by_role("tab", name="Chat")).to_have_attribute("aria-selected", "true", timeout=300_000)
         box = page.locator("#chat-input textarea")
         expect(box).to_be_editable()

@@ -17,11 +17,11 @@ import pytest
 
 from app.config.file import load_settings, save_settings
 from app.config.settings import AppPaths, AppSettings
-from app.engine import EngineState, EngineStatus
 from app.errors import UserError
 from app.hardware import Gpu, Hardware
 from app.models.cache import ModelStore
 from app.models.sources import token_choice_applies
+from benchmarks.page_engine import LoadableEngine
 from tests.browser_pages import browser_fixture, shot  # noqa: F401 (Chromium, as a fixture)
 from tests.conftest import wait_until
 from tests.hub_server import HubRepo, HubServer
@@ -37,18 +37,6 @@ HUB_OFF = {
     "env": "Offline (HF_HUB_OFFLINE=1): nothing is downloaded or looked up on the Hub",
     "setting": "Offline (Settings → Offline is on): nothing is downloaded or looked up on the Hub",
 }
-
-
-class RecordingEngine:
-    """Stands in for vLLM: records the folder or repo id it is asked to load."""
-
-    def __init__(self) -> None:
-        self.loaded: list[str] = []
-        self.status = EngineStatus(EngineState.EMPTY)
-
-    async def load(self, model: str, settings: Any, name: str | None = None) -> None:
-        self.loaded.append(model)
-        self.status = EngineStatus(EngineState.READY, model=name or model)
 
 
 @pytest.fixture
@@ -67,7 +55,7 @@ def panels(hub: HubServer, make_app, tmp_path: Path):
     from app.ui.model_browser import BrowserPanel
     from app.ui.models_panel import ModelsPanel
 
-    app = make_app(RecordingEngine())
+    app = make_app(LoadableEngine())
     models = ModelsPanel(app)
     models.store = ModelStore(tmp_path / "hf-cache", tmp_path / "modelscope")
     models.tokens.save(GRANTED)
@@ -126,7 +114,7 @@ def test_offline_a_cached_model_still_checks_and_loads(panels, hub: HubServer, t
     assert browser.describe(REPO, "en")[1] is True
     steps = asyncio.run(_collect(browser.download_and_load(REPO, "en")))
     assert steps[-1][1] is True, steps
-    (loaded,) = models.app.engine.loaded
+    ((loaded, _),) = models.app.engine.loaded
     assert (Path(loaded) / "config.json").read_bytes() == (tiny_model / "config.json").read_bytes()
     assert len(hub.requests) == seen
 
