@@ -1,5 +1,5 @@
-"""Real clients on /v1 with a model whose tool-call parser is not known (a Llama-architecture
-folder, which Llama versions share while calling tools differently): the `llm` CLI with tools
+"""Real clients on /v1 with a model whose tool-call parser is not known (a Llama language model,
+whose architecture Llama versions share while calling tools differently): the `llm` CLI with tools
 (chat completions with `tools`, no tool_choice) and a coding agent speaking the Anthropic API
 (/v1/messages with tools and max_tokens 32,000), driven by the openai and anthropic SDKs."""
 
@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from collections.abc import Iterator
 
 import anthropic
 import openai
@@ -19,8 +18,7 @@ from app.config.access import Access
 from app.config.settings import AppSettings
 from app.engine import Engine
 from app.i18n import translate
-from tests.conftest import TEST_MAX_MODEL_LEN, tiny_engine_settings
-from tests.tiny_model import build_tiny_model
+from tests.conftest import TEST_MAX_MODEL_LEN
 
 KEY = "clients-key-0123"
 HELLO = [{"role": "user", "content": "Hello there."}]
@@ -35,13 +33,11 @@ WEATHER = {
 AGENT_MAX_TOKENS = 32_000
 
 
-@pytest.fixture(scope="module")
-def llama_engine(engine_loop, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    folder = build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-llama-chat", arch="llama")
-    eng = Engine()
-    engine_loop.run(eng.load(str(folder), dataclasses.replace(tiny_engine_settings(), cpu_kv_cache_gib=0.5)))
-    yield eng
-    engine_loop.run(eng.unload())
+@pytest.fixture
+def llama_engine(vision_engine: Engine) -> Engine:
+    """The session's tiny Idefics3, whose language model is a Llama: no tool-call parser is
+    known for it (one engine fewer to start than a Llama of its own)."""
+    return vision_engine
 
 
 def _clients(server) -> tuple[openai.OpenAI, anthropic.Anthropic]:
