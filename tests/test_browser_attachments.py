@@ -86,13 +86,17 @@ def test_refusals_are_the_apps_own_sentences_and_the_limit_is_in_settings(
     expect(page.get_by_text("maximum allowed size")).to_have_count(0)
     expect(page.locator("#attachment-chips .attachment-chip")).to_have_count(0)
     shot(page, "22-refused")
-    # The field the sentence names.
+    # The field the sentence names, showing the saved limit after a reload (another tab changed
+    # it). Seeing it also says the page's load-time refresh of the field has landed: typed into
+    # before that, on a busy machine, the refresh put the old value back.
+    app.update_settings(max_attachment_mb=40)
+    page.reload()
+    expect(page.locator("#chat-input textarea")).to_be_editable()
     page.get_by_role("tab", name="Settings").click()
     page.locator("#attachment-settings").get_by_text("Attachments", exact=True).click()
     field = page.get_by_label("Largest attachment (MB)")
+    expect(field).to_have_value("40")
     field.fill("100")
-    # Out of the field first, as a person does: a click in the same millisecond as the typing
-    # was once sent with the field's old value (a race in the page, on a loaded machine).
     field.press("Tab")
     page.locator("#attachment-settings-save").click()
     expect(page.locator("#attachment-settings-result")).to_contain_text("files up to 100 MB can be attached")
