@@ -21,7 +21,7 @@ from app.config.settings import AppPaths, AppSettings
 from app.engine import Engine
 from app.hardware import Gpu, Hardware, detect
 from app.models.fit import format_bytes, weight_file_bytes
-from app.ui.settings import SAMPLING_FIELDS, SettingsPanel
+from app.ui.settings import KV_CACHE, SAMPLING_FIELDS, UTILIZATION, SettingsPanel
 from tests.browser_pages import ARTIFACTS, browser_fixture  # noqa: F401 (Chromium, as a fixture)
 from tests.ui_clients import SHORT, app_fixture, connect_fixture, make_ui_app, server_fixture  # noqa: F401
 
@@ -56,15 +56,21 @@ def test_a_value_equal_to_the_app_default_is_sent_on_a_model_that_differs(server
 def test_engine_settings_are_validated_and_saved_for_the_next_load(server: Any, app: App, connect: Any) -> None:
     client = connect(server)
     with pytest.raises(AppError, match="max_model_len must be at least 16"):
-        client.predict("balanced", 0.9, 8, "auto", "none", "auto", "auto", None, api_name="/apply_engine")
+        client.predict("balanced", 0.9, 8, "auto", "none", "auto", "auto", None, "off", 3, "", api_name="/apply_engine")
     result = client.predict(
-        "memory_saver", 0.7, 2048, "float16", "none", "hermes", "none", None, api_name="/apply_engine"
+        "memory_saver", 0.7, 2048, "float16", "none", "hermes", "none", None, "ngram", 4, "", api_name="/apply_engine"
     )
     assert "when you load a model" in result
     saved = load_settings(app.paths)
     assert saved.preset == "memory_saver"
     assert (saved.engine.max_model_len, saved.engine.dtype, saved.engine.max_num_seqs) == (2048, "float16", 16)
     assert (saved.engine.tool_call_parser, saved.engine.reasoning_parser) == ("hermes", "")
+    # Speculative decoding as `vllm serve --speculative-config` takes it.
+    assert json.loads(saved.engine.speculative_config) == {"method": "ngram", "num_speculative_tokens": 4}
+    with pytest.raises(AppError, match="eagle3 or draft_model"):
+        client.predict(
+            "balanced", 0.9, None, "auto", "none", "auto", "auto", None, "eagle3", 3, "", api_name="/apply_engine"
+        )
 
 
 # ---- the memory fields: GPU memory utilization on a GPU, the KV cache size on the CPU ---------
@@ -78,11 +84,16 @@ def memory_fields_shown(panel: SettingsPanel, lang: str = "en") -> tuple[dict, d
     """The page-load updates of the GPU memory utilization and KV cache size fields."""
     browser = SimpleNamespace(headers={"accept-language": lang})
     values = panel.current(browser)  # type: ignore[arg-type]
-    return values[len(SAMPLING_FIELDS) + 1], values[-1]
+    return values[len(SAMPLING_FIELDS) + UTILIZATION], values[len(SAMPLING_FIELDS) + KV_CACHE]
 
 
 async def apply(panel: SettingsPanel, kv_gib: float | None) -> list[str]:
-    return [m async for m in panel.apply_engine("balanced", 0.9, None, "auto", "none", "auto", "auto", kv_gib, None)]
+    return [
+        m
+        async for m in panel.apply_engine(
+            "balanced", 0.9, None, "auto", "none", "auto", "auto", kv_gib, "off", 3, "", None
+        )
+    ]
 
 
 def test_without_a_gpu_the_kv_cache_size_is_offered_and_bounded(

@@ -74,6 +74,8 @@ def settings_error(cls: type, exc: ValidationError) -> SettingsError:
     if name in OWN_SENTENCES:
         return SettingsError(OWN_SENTENCES[name], value=value)
     kind = error["type"]
+    if kind == "speculative":
+        return SettingsError("settings.speculative", value=value)
     if kind == "bad_url":
         return SettingsError("settings.bad_url", name=name, value=value)
     if kind in ("literal_error", "enum"):

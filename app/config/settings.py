@@ -20,6 +20,7 @@ import platformdirs
 from pydantic import AfterValidator, BeforeValidator, Field
 
 from app.config.check import check, lines, parse, web_url
+from app.config.speculative import speculative_json
 from app.errors import SettingsError
 from app.files import private_dir, tighten
 
@@ -66,6 +67,9 @@ class EngineSettings:
     # model (its catalog entry, else its architecture where that is unambiguous), "" is none.
     tool_call_parser: str = AUTO
     reasoning_parser: str = AUTO
+    # vLLM's speculative decoding, as `vllm serve --speculative-config` takes it (JSON; the method
+    # "auto" picks one for the model); "" is off.
+    speculative_config: Annotated[str, AfterValidator(speculative_json)] = ""
 
     def validate(self) -> None:
         check(self)

@@ -3,16 +3,22 @@ arguments from our settings (its processes: app.engine.processes)."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
+import logging
 import os
 import re
 from pathlib import Path
 from typing import Any
 
 from app.config.settings import EngineSettings
+from app.config.speculative import resolve as resolve_speculative
 from app.engine.fields import engine_arg_values
 from app.engine.types import Capabilities
-from app.errors import EngineError
+from app.errors import EngineError, UserError
+
+log = logging.getLogger(__name__)
 
 # On CPU, vLLM would otherwise reserve most of the RAM for the KV cache and refuse to start
 # on a machine that is doing anything else.
@@ -50,6 +56,7 @@ def capabilities_of(llm: Any, settings: EngineSettings) -> Capabilities:
         thinking_switch=isinstance(template, str) and "enable_thinking" in template,
         thinking_budget=bool(reasoning is not None and reasoning.enabled),
         sleep=bool(llm.model_config.enable_sleep_mode),
+        speculative=getattr(llm.vllm_config.speculative_config, "method", None) or "",
     )
 
 
@@ -84,6 +91,11 @@ def _engine_args(model: str, name: str, settings: EngineSettings) -> Any:
         # that carries it (finish reason "error", "multimodal_cache_miss"). It would keep 4 GiB too.
         mm_processor_cache_gb=0,
     )
+    speculative = resolve_speculative(settings.speculative_config, _model_config(model))
+    if speculative is not None:
+        kwargs["speculative_config"] = speculative
+        # Each reply's own acceptance figures, for the line under it.
+        kwargs["per_request_spec_decode_metrics"] = "summary"
     if sleep_mode_available():
         # Idle members of the engine pool sleep (weights to CPU RAM) instead of unloading.
         kwargs["enable_sleep_mode"] = True
@@ -95,6 +107,35 @@ def _engine_args(model: str, name: str, settings: EngineSettings) -> Any:
         elif "VLLM_CPU_KVCACHE_SPACE" not in os.environ:
             kwargs["kv_cache_memory_bytes"] = int(DEFAULT_CPU_KV_CACHE_GIB * 2**30)
     return AsyncEngineArgs(**kwargs)
+
+
+def _model_config(model: str) -> dict[str, Any]:
+    """A local model folder's config.json ({} for a repo id vLLM fetches, or an unreadable one)."""
+    try:
+        config = json.loads((Path(model).expanduser() / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def without_speculation(args: Any) -> Any:
+    """The same engine arguments without speculative decoding (the fallback when vLLM refuses it)."""
+    return dataclasses.replace(args, speculative_config=None, per_request_spec_decode_metrics="none")
+
+
+async def engine_config(args: Any) -> tuple[Any, UserError | None]:
+    """vLLM's config for `args`; where vLLM refuses their speculative decoding (a method this
+    build or model lacks), the config without it and the sentence that says so."""
+    try:
+        return await asyncio.to_thread(args.create_engine_config), None
+    except Exception as exc:
+        if not args.speculative_config:
+            raise
+        method = args.speculative_config.get("method", "?")
+        log.warning("speculative decoding %s refused, loading without it: %s", method, exc)
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        notice = UserError("engine.speculative_refused", method=method, reason=reason)
+        return await asyncio.to_thread(without_speculation(args).create_engine_config), notice
 
 
 def _display_name(model: str) -> str:

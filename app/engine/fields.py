@@ -63,6 +63,15 @@ ENGINE_FIELDS = (
         help="vLLM's tool-call parser, as for vllm serve (default: auto, from the model; none: no tool calls)",
         none_is_off=True,
     ),
+    # Resolved for the model ("auto") and passed by app.engine.build.
+    EngineField(
+        "speculative_config",
+        Passed.NEVER,
+        help="speculative decoding, as for vllm serve: JSON such as "
+        '\'{"method": "ngram", "num_speculative_tokens": 3}\' (method "auto": MTP where the model has it, '
+        "else n-gram); none: off",
+        none_is_off=True,
+    ),
     # The CPU build's KV cache, in GiB: becomes kv_cache_memory_bytes on CPU (app.engine.build).
     EngineField("cpu_kv_cache_gib", Passed.NEVER, flag=False),
 )

@@ -28,12 +28,13 @@ from app.engine.build import (
     _engine_args,
     _import_vllm,
     capabilities_of,
+    engine_config,
 )
 from app.engine.errors import explain_generate_error, explain_load_error, explain_render_error
 from app.engine.logs import log_size, read_since
 from app.engine.processes import EngineProcesses, shut_down, stop_starting, wait_through_cancellation
 from app.engine.reasoning import ReplySplit, parser_class
-from app.engine.requests import model_defaults_as_settings, prompt_token_ids, sampling_params
+from app.engine.requests import model_defaults_as_settings, prompt_token_ids, sampling_params, spec_figures
 from app.engine.types import (
     Capabilities,
     ChatDelta,
@@ -199,7 +200,7 @@ class Engine:
         self._set(EngineState.LOADING, model=name, stage=LoadStage.CONFIGURING)
         await asyncio.to_thread(_import_vllm)
         args = _engine_args(model, name, settings)
-        config = await asyncio.to_thread(args.create_engine_config)
+        config, notice = await engine_config(args)
         self._set(EngineState.LOADING, model=name, stage=LoadStage.STARTING)
         before = {p.pid for p in psutil.Process().children(recursive=True)}
         build = asyncio.ensure_future(asyncio.to_thread(_build_llm, config, args))
@@ -223,7 +224,13 @@ class Engine:
         self._source = model
         self._model_defaults = llm.model_config.get_diff_sampling_param()
         self._capabilities = capabilities_of(llm, settings)
-        self._set(EngineState.READY, model=name, max_model_len=llm.model_config.max_model_len, device=_device_type())
+        self._set(
+            EngineState.READY,
+            model=name,
+            max_model_len=llm.model_config.max_model_len,
+            device=_device_type(),
+            notice=notice,
+        )
 
     async def unload(self) -> None:
         """Stop the loaded engine; the status says "no model" from the start, and the device
@@ -399,6 +406,7 @@ class Engine:
                     ttft = now
                 finished = out.finished
                 text = completion.text if split is None else split.feed(completion.text, completion.token_ids, finished)
+                spec = spec_figures(completion) if finished else {}
                 yield ChatDelta(
                     text=text,
                     prompt_tokens=prompt_tokens,
@@ -406,6 +414,8 @@ class Engine:
                     finish_reason=completion.finish_reason if out.finished else None,
                     ttft=ttft,
                     elapsed=now,
+                    cached_tokens=out.num_cached_tokens or 0,
+                    **spec,
                 )
         except UserError:
             raise

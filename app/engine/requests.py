@@ -48,3 +48,17 @@ def prompt_token_ids(engine_input: Any) -> list[int]:
             )
         return list(ids or [])
     return list(getattr(engine_input, "prompt_token_ids", None) or [])
+
+
+def spec_figures(completion: Any) -> dict[str, float]:
+    """A finished reply's speculative decoding figures (vLLM's per-request summary), if it ran."""
+    metrics = getattr(completion, "spec_decode_metrics", None)
+    if metrics is None:
+        return {}
+    summary = metrics.to_dict()
+    if not summary["num_spec_steps"]:
+        return {}
+    return {
+        "spec_tokens_per_step": summary["mean_acceptance_length"],
+        "spec_acceptance": summary["draft_acceptance_rate"],
+    }

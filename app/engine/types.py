@@ -41,6 +41,8 @@ class EngineStatus:
     since: float = 0.0
     max_model_len: int | None = None
     device: str | None = None  # "cuda" or "cpu"
+    # Ready, with something the user asked for left out (speculative decoding vLLM refused).
+    notice: UserError | None = None
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ class Capabilities:
     thinking_budget: bool = False
     # Built with vLLM's sleep mode (CUDA/ROCm): idle, its weights can go to CPU RAM and wake in seconds.
     sleep: bool = False
+    speculative: str = ""  # the speculative decoding method vLLM runs ("" none)
     remote: bool = False  # it runs on another server: /v1 is relayed there, its files are not here
 
 
@@ -71,6 +74,11 @@ class ChatDelta:
     finish_reason: str | None = None
     ttft: float | None = None  # seconds from request to first token
     elapsed: float = 0.0  # seconds since the request was made
+    cached_tokens: int = 0  # prompt tokens vLLM read from its prefix cache
+    # Speculative decoding, on the last delta where it ran: tokens made per step (its bonus
+    # token included) and the share of drafted tokens accepted.
+    spec_tokens_per_step: float | None = None
+    spec_acceptance: float | None = None
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from app.errors import UserError
 from app.history.records import MAX_TITLE_LENGTH, CallState, Role, ToolCallRecord
-from app.history.stats import MAX_COUNT, MAX_SECONDS, ReplyStats
+from app.history.stats import MAX_COUNT, MAX_SECONDS, MAX_SPEC_TOKENS, ReplyStats
 
 MAX_IMPORT_BYTES = 50 * 1024 * 1024
 MAX_TEXT_LENGTH = 1_000_000  # characters in one message: a long book chapter
@@ -89,6 +89,9 @@ class _Stats(_Strict):
     elapsed: Seconds = 0.0
     finish_reason: Name | None = None
     thinking: Seconds | None = None
+    cached_tokens: Count = 0
+    spec_tokens_per_step: Annotated[float, Field(ge=1, le=MAX_SPEC_TOKENS)] | None = None
+    spec_acceptance: Annotated[float, Field(ge=0, le=1)] | None = None
 
 
 class _Call(_Strict):

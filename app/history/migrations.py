@@ -139,6 +139,14 @@ def _m006_thinking_time(db: sqlite3.Connection) -> None:
     _run(db, "ALTER TABLE replies ADD COLUMN thinking REAL")
 
 
+def _m007_cache_and_speculation(db: sqlite3.Connection) -> None:
+    """Prompt tokens read from the prefix cache, and speculative decoding's figures (NULL where
+    it did not run, or for replies saved before these were kept)."""
+    _run(db, "ALTER TABLE replies ADD COLUMN cached_tokens INTEGER NOT NULL DEFAULT 0")
+    _run(db, "ALTER TABLE replies ADD COLUMN spec_tokens_per_step REAL")
+    _run(db, "ALTER TABLE replies ADD COLUMN spec_acceptance REAL")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     _m001_tables,
     _m002_search,
@@ -146,6 +154,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     _m004_tool_calls,
     _m005_attachments,
     _m006_thinking_time,
+    _m007_cache_and_speculation,
 )
 LATEST = len(MIGRATIONS)
 

@@ -18,6 +18,8 @@ from app.i18n import translate
 # stats inside these bounds survive export and import unchanged.
 MAX_COUNT = 10**12
 MAX_SECONDS = 10.0**9
+# Tokens one speculative step can make: vLLM's most draft tokens and its bonus token.
+MAX_SPEC_TOKENS = 17.0
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,9 @@ class ReplyStats:
     elapsed: float = 0.0  # seconds from request to the last token
     finish_reason: str | None = None  # "stop", "length", "abort" (stopped by the user), ...
     thinking: float | None = None  # seconds from its first thought to its answer; None: no thinking
+    cached_tokens: int = 0  # prompt tokens read from vLLM's prefix cache
+    spec_tokens_per_step: float | None = None  # speculative decoding: tokens per step
+    spec_acceptance: float | None = None  # speculative decoding: the share of drafts accepted (0-1)
 
     def __post_init__(self) -> None:
         clean = {
@@ -43,6 +48,9 @@ class ReplyStats:
             "elapsed": _seconds(self.elapsed) or 0.0,
             "finish_reason": self.finish_reason if isinstance(self.finish_reason, str) else None,
             "thinking": _seconds(self.thinking),
+            "cached_tokens": min(_count(self.cached_tokens), _count(self.prompt_tokens)),
+            "spec_tokens_per_step": _between(self.spec_tokens_per_step, 1.0, MAX_SPEC_TOKENS),
+            "spec_acceptance": _between(self.spec_acceptance, 0.0, 1.0),
         }
         for name, value in clean.items():
             object.__setattr__(self, name, value)  # frozen: the only way to set a field here
@@ -62,13 +70,28 @@ class ReplyStats:
 
 
 def stats_line(stats: ReplyStats, lang: str = "en") -> str:
-    """model · 123 tokens · TTFT 0.21 s · 45.6 tokens/s (· stopped)."""
+    """model · 123 tokens · TTFT 0.21 s · 45.6 tokens/s (· cached prompt · speculative figures · stopped)."""
     parts = [stats.model] if stats.model else []
     parts.append(translate("conversations.stats_tokens", lang, tokens=stats.completion_tokens))
     if stats.ttft is not None:
         parts.append(translate("conversations.stats_ttft", lang, ttft=f"{stats.ttft:.2f}"))
     if stats.tokens_per_second is not None:
         parts.append(translate("conversations.stats_speed", lang, speed=f"{stats.tokens_per_second:.1f}"))
+    if stats.cached_tokens:
+        parts.append(
+            translate(
+                "conversations.stats_cached", lang, cached=f"{stats.cached_tokens:,}", prompt=f"{stats.prompt_tokens:,}"
+            )
+        )
+    if stats.spec_tokens_per_step is not None and stats.spec_acceptance is not None:
+        parts.append(
+            translate(
+                "conversations.stats_speculative",
+                lang,
+                per_step=f"{stats.spec_tokens_per_step:.2f}",
+                accepted=f"{stats.spec_acceptance * 100:.0f}",
+            )
+        )
     if stats.finish_reason == "abort":
         parts.append(translate("conversations.stats_stopped", lang))
     elif stats.finish_reason == "length":
@@ -83,6 +106,12 @@ def _count(value: Any) -> int:
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_COUNT:
         return value
     return 0
+
+
+def _between(value: Any, low: float, high: float) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high:
+        return float(value)
+    return None
 
 
 def _seconds(value: Any) -> float | None:

@@ -301,7 +301,8 @@ def _touch(db: sqlite3.Connection, conversation_id: int, title: str | None = Non
 def _insert_stats(db: sqlite3.Connection, message_id: int, stats: ReplyStats) -> None:
     db.execute(
         "INSERT INTO replies (message_id, model, sampling, prompt_tokens, completion_tokens, ttft, elapsed,"
-        " finish_reason, thinking) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " finish_reason, thinking, cached_tokens, spec_tokens_per_step, spec_acceptance)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             message_id,
             stats.model,
@@ -312,6 +313,9 @@ def _insert_stats(db: sqlite3.Connection, message_id: int, stats: ReplyStats) ->
             stats.elapsed,
             stats.finish_reason,
             stats.thinking,
+            stats.cached_tokens,
+            stats.spec_tokens_per_step,
+            stats.spec_acceptance,
         ),
     )
 
@@ -361,7 +365,18 @@ def _conversation(row: sqlite3.Row) -> Conversation:
 def _message(row: sqlite3.Row) -> StoredMessage:
     stats = None
     if row["has_stats"] is not None:
-        columns = ("model", "prompt_tokens", "completion_tokens", "ttft", "elapsed", "finish_reason", "thinking")
+        columns = (
+            "model",
+            "prompt_tokens",
+            "completion_tokens",
+            "ttft",
+            "elapsed",
+            "finish_reason",
+            "thinking",
+            "cached_tokens",
+            "spec_tokens_per_step",
+            "spec_acceptance",
+        )
         stats = ReplyStats.from_dict({name: row[name] for name in columns} | {"sampling": _object(row["sampling"])})
     return StoredMessage(
         row["id"],

@@ -13,7 +13,7 @@ import sqlite3
 # A message with its reply stats (if it is a reply), for `store._message`.
 MESSAGE_COLUMNS = (
     "m.*, r.message_id AS has_stats, r.model, r.sampling, r.prompt_tokens, r.completion_tokens, r.ttft,"
-    " r.elapsed, r.finish_reason, r.thinking"
+    " r.elapsed, r.finish_reason, r.thinking, r.cached_tokens, r.spec_tokens_per_step, r.spec_acceptance"
 )
 WITH_STATS = "messages m LEFT JOIN replies r ON r.message_id = m.id"
 # Its place among its versions, and how many there are.

@@ -166,6 +166,9 @@ def reply_stats(
         elapsed=last.elapsed,
         finish_reason=last.finish_reason or finish_reason,
         thinking=thinking,
+        cached_tokens=last.cached_tokens,
+        spec_tokens_per_step=last.spec_tokens_per_step,
+        spec_acceptance=last.spec_acceptance,
     )
 
 

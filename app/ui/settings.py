@@ -16,6 +16,7 @@ from typing import Any
 import gradio as gr
 
 from app.application import App
+from app.config import speculative
 from app.config.settings import (
     AUTO,
     DTYPES,
@@ -63,6 +64,10 @@ def sampling_values(sampling: SamplingSettings) -> list[Any]:
     return [("\n".join(sampling.stop or ()) if name == "stop" else getattr(sampling, name)) for name in SAMPLING_FIELDS]
 
 
+# Where the memory fields are among the engine values.
+UTILIZATION, KV_CACHE = 1, 7
+
+
 def engine_values(preset: str, engine: EngineSettings) -> list[Any]:
     return [
         preset,
@@ -73,6 +78,7 @@ def engine_values(preset: str, engine: EngineSettings) -> list[Any]:
         engine.tool_call_parser or NO_PARSER,
         engine.reasoning_parser or NO_PARSER,
         engine.cpu_kv_cache_gib,
+        *speculative.choices(engine.speculative_config),
     ]
 
 
@@ -113,8 +119,8 @@ class SettingsPanel:
         engine = engine_values(self.app.settings.preset, self.app.settings.engine)
         # The memory field this machine uses is enabled, the other one says where it applies.
         utilization, kv_cache = memory_updates(self.memory_fields(), lang)
-        engine[1] = {**utilization, "value": engine[1]}
-        engine[-1] = {**kv_cache, "value": engine[-1]}
+        engine[UTILIZATION] = {**utilization, "value": engine[UTILIZATION]}
+        engine[KV_CACHE] = {**kv_cache, "value": engine[KV_CACHE]}
         return updates + engine
 
     def default_note(self, name: str, lang: str) -> str:
@@ -184,6 +190,9 @@ class SettingsPanel:
         tool_call_parser: str,
         reasoning_parser: str,
         cpu_kv_cache_gib: float | None,
+        speculative_method: str,
+        speculative_tokens: float | None,
+        speculative_model: str,
         request: gr.Request,
     ) -> AsyncIterator[str]:
         """Save the engine settings and reload the model with them, reporting each loading stage."""
@@ -201,6 +210,9 @@ class SettingsPanel:
                 tool_call_parser="" if tool_call_parser in (None, NO_PARSER) else tool_call_parser,
                 reasoning_parser="" if reasoning_parser in (None, NO_PARSER) else reasoning_parser,
                 cpu_kv_cache_gib=kv_gib,
+                speculative_config=speculative.from_choices(
+                    engine.speculative_config, speculative_method, speculative_tokens, speculative_model
+                ),
             )
             self.app.update_settings(preset=preset, engine=engine)
         except UserError as exc:
@@ -333,8 +345,23 @@ def _engine_fields(app: App, i18n: gr.I18n, on_gpu: bool) -> list[Any]:
         reasoning_parser = parser_field(i18n, "reasoning_parser", engine.reasoning_parser, reasoning_parser_names())
     # fmt: off
     return [preset, gpu_memory_utilization, max_model_len, dtype, quantization, tool_call_parser, reasoning_parser,
-            cpu_kv_cache_gib]
+            cpu_kv_cache_gib, *speculative_fields(i18n, engine.speculative_config)]
     # fmt: on
+
+
+def speculative_fields(i18n: gr.I18n, setting: str) -> list[Any]:
+    """Speculative decoding: the method (named as vLLM names it), its tokens per step, and the
+    draft model the EAGLE-3 and draft-model methods run."""
+    method, tokens, model = speculative.choices(setting)
+    with gr.Row():
+        choices = [(i18n(f"settings_ui.speculative_{name}"), name) for name in (speculative.OFF, *speculative.METHODS)]
+        return [
+            field(gr.Dropdown, i18n, "speculative_method", method, True, choices=choices, elem_id="speculative-method"),
+            field(
+                gr.Number, i18n, "speculative_tokens", tokens, precision=0, minimum=1, maximum=speculative.MAX_TOKENS
+            ),
+            field(gr.Textbox, i18n, "speculative_model", model, True, elem_id="speculative-model"),
+        ]
 
 
 def _wire(

@@ -25,6 +25,10 @@ def status_text(app: App, hardware: Hardware, lang: str) -> str:
         state = translate("engine.state_ready", lang, model=model)
         if status.max_model_len:
             state += " · " + translate("status.max_len", lang, tokens=status.max_model_len)
+        if app.engine.capabilities.speculative:
+            state += " · " + translate("status.speculative", lang, method=app.engine.capabilities.speculative)
+        if status.notice is not None:
+            state += " · ⚠️ " + status.notice.message(lang)
         css = "ready"
     elif status.state == EngineState.LOADING:
         state = translate("engine.state_loading", lang, model=model)
