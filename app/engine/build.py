@@ -126,6 +126,13 @@ def without_speculation(args: Any) -> Any:
 async def engine_config(args: Any) -> tuple[Any, UserError | None]:
     """vLLM's config for `args`; where vLLM refuses their speculative decoding (a method this
     build or model lacks), the config without it and the sentence that says so."""
+    if args.speculative_config and on_cpu():
+        # vLLM 0.32's CPU sampler fails on a sampled (top-k) reply at a step with no draft
+        # (`k.max()` of an empty tensor in apply_top_k_only): the engine would die on the first
+        # such chat. Greedy replies pass, but a chat app's replies are sampled.
+        method = args.speculative_config.get("method", "?")
+        notice = UserError("engine.speculative_cpu", method=method)
+        return await asyncio.to_thread(without_speculation(args).create_engine_config), notice
     try:
         return await asyncio.to_thread(args.create_engine_config), None
     except Exception as exc:
