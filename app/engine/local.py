@@ -30,11 +30,12 @@ from app.engine.build import (
     capabilities_of,
     engine_config,
 )
-from app.engine.errors import explain_generate_error, explain_load_error, explain_render_error
+from app.engine.errors import explain_load_error, explain_render_error
+from app.engine.generate import generate
 from app.engine.logs import log_size, read_since
 from app.engine.processes import EngineProcesses, shut_down, stop_starting, wait_through_cancellation
 from app.engine.reasoning import ReplySplit, parser_class
-from app.engine.requests import model_defaults_as_settings, prompt_token_ids, sampling_params, spec_figures
+from app.engine.requests import model_defaults_as_settings, prompt_token_ids
 from app.engine.types import (
     Capabilities,
     ChatDelta,
@@ -333,8 +334,8 @@ class Engine:
                 prompt_token_ids(prompts[0]),
                 dict(options.template_kwargs),
             )
-        generate = self._generate(llm, prompts[0], sampling, request_id, options, split)
-        async with contextlib.aclosing(generate) as deltas:
+        reply = generate(llm, prompts[0], sampling, request_id, options, split, in_use=lambda: self._llm is llm)
+        async with contextlib.aclosing(reply) as deltas:
             async for delta in deltas:
                 yield delta
 
@@ -352,7 +353,9 @@ class Engine:
         except Exception as exc:
             raise explain_render_error(exc, llm) from exc
         # Close the inner stream now, not at garbage collection: closing it aborts the request.
-        async with contextlib.aclosing(self._generate(llm, engine_input, sampling, request_id)) as deltas:
+        async with contextlib.aclosing(
+            generate(llm, engine_input, sampling, request_id, in_use=lambda: self._llm is llm)
+        ) as deltas:
             async for delta in deltas:
                 yield delta
 
@@ -373,58 +376,3 @@ class Engine:
                 raise EngineError("engine.still_loading", model=self._status.model)
             raise EngineError("engine.no_model")
         return self._llm
-
-    async def _generate(
-        self,
-        llm: Any,
-        engine_input: Any,
-        sampling: SamplingSettings,
-        request_id: str | None,
-        options: ChatOptions | None = None,
-        split: ReplySplit | None = None,
-    ) -> AsyncIterator[ChatDelta]:
-        from vllm.sampling_params import RequestOutputKind
-
-        max_len = llm.model_config.max_model_len
-        prompt_tokens = len(prompt_token_ids(engine_input))
-        if prompt_tokens >= max_len:
-            raise EngineError("engine.prompt_too_long", tokens=prompt_tokens, max_len=max_len)
-        # Like other chat apps, a reply is cut at the end of the context instead of refused.
-        max_tokens = min(sampling.max_tokens, max_len - prompt_tokens)
-        params = sampling_params(sampling, max_tokens, RequestOutputKind.DELTA, options or ChatOptions())
-        request_id = request_id or uuid.uuid4().hex
-        start = time.perf_counter()
-        ttft: float | None = None
-        completion_tokens = 0
-        finished = False
-        try:
-            async for out in llm.generate(engine_input, params, request_id):
-                completion = out.outputs[0]
-                completion_tokens += len(completion.token_ids)
-                now = time.perf_counter() - start
-                if ttft is None and completion.token_ids:
-                    ttft = now
-                finished = out.finished
-                text = completion.text if split is None else split.feed(completion.text, completion.token_ids, finished)
-                spec = spec_figures(completion) if finished else {}
-                yield ChatDelta(
-                    text=text,
-                    prompt_tokens=prompt_tokens,
-                    completion_tokens=completion_tokens,
-                    finish_reason=completion.finish_reason if out.finished else None,
-                    ttft=ttft,
-                    elapsed=now,
-                    cached_tokens=out.num_cached_tokens or 0,
-                    **spec,
-                )
-        except UserError:
-            raise
-        except (asyncio.CancelledError, GeneratorExit):
-            raise
-        except Exception as exc:
-            raise explain_generate_error(exc, prompt_tokens, max_len) from exc
-        finally:
-            # A consumer that stops iterating (Stop button, closed tab, dropped HTTP client)
-            # must free its slot in the engine, not just stop reading.
-            if not finished and self._llm is llm:
-                await llm.abort(request_id)
