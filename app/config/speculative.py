@@ -10,6 +10,7 @@ from typing import Any
 from pydantic_core import PydanticCustomError
 
 AUTO = "auto"
+OFF = "off"  # the page's choice for "" (no speculative decoding)
 # What the page offers; any other vLLM method is accepted from the flag (vLLM checks it).
 METHODS = ("auto", "ngram", "suffix", "mtp", "eagle3", "draft_model")
 # Methods that run a second model, named by "model".
@@ -72,9 +73,6 @@ def resolve(text: str, model_config: dict[str, Any]) -> dict[str, Any] | None:
     if config["method"] == "ngram":
         config.setdefault("prompt_lookup_max", PROMPT_LOOKUP_MAX)
     return config
-
-
-OFF = "off"
 
 
 def choices(text: str) -> tuple[str, int, str]:
