@@ -110,11 +110,9 @@ def _count(value: Any) -> int:
 
 def _between(value: Any, low: float, high: float) -> float | None:
     if isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high:
-        return float(value)
+        return float(value)  # NaN fails the comparison, so it is dropped too
     return None
 
 
 def _seconds(value: Any) -> float | None:
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= MAX_SECONDS:
-        return float(value)  # NaN fails the comparison, so it is dropped too
-    return None
+    return _between(value, 0.0, MAX_SECONDS)
